@@ -1,0 +1,235 @@
+"""`listserv member ...`: pin members' keys to a list, change and remove them."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, replace
+from email.utils import parseaddr
+from typing import BinaryIO
+
+import click
+
+from ..errors import Conflict, KeyProblem, ListservError, UsageError
+from ..keyring import MAX_KEYRING_BYTES, KeyInfo, StagedKeys
+from ..model import (
+    MODES, ROLES, Member, check_pseudonym, fingerprint_format, normalise_address,
+    normalise_list_address,
+)
+from ..store import Transaction
+from . import App, echo_json, main, pass_app
+from .lists import now_iso
+
+MEMBER_FIELDS = ("email", "name", "fingerprint", "mode", "role", "key_expires", "bounces", "added")
+
+
+@main.group("member")
+def member_group() -> None:
+    """Add, change, remove and list the members of a list."""
+
+
+def _read_key(handle: BinaryIO, limit: int) -> bytes:
+    data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise KeyProblem(f"The key file is larger than {limit // 1024} KiB.")
+    return data
+
+
+def _single_key(staged: StagedKeys) -> KeyInfo:
+    if len(staged.keys) != 1:
+        raise KeyProblem(f"The file holds {len(staged.keys)} keys; give exactly one.")
+    key = staged.keys[0]
+    problem = key.problem()
+    if problem:
+        raise KeyProblem(f"Refused: {problem} ({key.fingerprint}).")
+    return key
+
+
+def _unique_pseudonym(tx: Transaction, list_address: str, name: str | None, email: str) -> str:
+    taken = {m.name.lower() for m in tx.members(list_address) if m.email != email}
+    if name is not None:
+        name = check_pseudonym(name)
+        if name.lower() in taken:
+            raise Conflict(f"Another member of {list_address} is already called '{name}'.")
+        return name
+    # A neutral default that says nothing about the person or their key.
+    while True:
+        generated = f"Member {secrets.randbelow(9000) + 1000}"
+        if generated.lower() not in taken:
+            return generated
+
+
+def _forget_unused_keys(app: App, fingerprints: set[str]) -> None:
+    snapshot = app.store.read()
+    for fingerprint in fingerprints:
+        if not snapshot.fingerprint_in_use(fingerprint):
+            app.keyring.delete(fingerprint)
+
+
+mode_option = click.option("--mode", type=click.Choice(MODES), help="Delivery: each post now, or digests.")
+role_option = click.option("--role", type=click.Choice(ROLES), help="Admins may be the only alert senders.")
+
+
+@member_group.command("add")
+@click.argument("list_address", metavar="LIST")
+@click.argument("email")
+@click.option("--key", "key_file", type=click.File("rb"), required=True,
+              help="The member's public key, armored or binary; '-' reads stdin.")
+@click.option("--name", help="Pseudonym shown to other members (default: a neutral 'Member NNNN').")
+@mode_option
+@role_option
+@pass_app
+def member_add(app: App, list_address: str, email: str, key_file: BinaryIO, name: str | None,
+               mode: str | None, role: str | None) -> None:
+    """Pin the key in --key to EMAIL as a member of LIST."""
+    list_address = normalise_list_address(list_address)
+    email = normalise_address(email, "member address")
+    data = _read_key(key_file, 512 * 1024)
+    app.store.read().require_list(list_address)
+    with app.keyring.stage(data) as staged:
+        key = _single_key(staged)
+        with app.store.transaction() as tx:
+            tx.require_list(list_address)
+            member = Member(
+                list=list_address, email=email, fingerprint=key.fingerprint,
+                name=_unique_pseudonym(tx, list_address, name, email),
+                mode=mode or "immediate", role=role or "member",
+                key_expires=key.expires, added=now_iso(),
+            )
+            tx.add_member(member)
+            # Inside the transaction: if the key cannot be copied, the member is not stored.
+            staged.adopt([key.fingerprint])
+    click.echo(f"added {email} to {list_address} as '{member.name}'")
+    click.echo(f"pinned key {fingerprint_format(key.fingerprint)}")
+
+
+@dataclass
+class _ImportOutcome:
+    added: list[Member]
+    refused: list[tuple[str, str]]  # (what, why)
+
+
+def _import_keys(tx: Transaction, list_address: str, keys: list[KeyInfo], mode: str, role: str,
+                 progress) -> _ImportOutcome:
+    outcome = _ImportOutcome([], [])
+    for key in keys:
+        progress.update(1)
+        label = key.primary_uid or key.fingerprint
+        problem = key.problem()
+        if problem:
+            outcome.refused.append((label, problem))
+            continue
+        display, address = parseaddr(key.primary_uid)
+        try:
+            email = normalise_address(address, "address in the key's user id")
+            name = _unique_pseudonym(tx, list_address, display or None, email)
+            member = Member(list_address, email, key.fingerprint, name, mode, role,
+                            key.expires, now_iso())
+            tx.add_member(member)
+        except ListservError as exc:
+            outcome.refused.append((label, str(exc).rstrip(".")))
+            continue
+        outcome.added.append(member)
+    return outcome
+
+
+@member_group.command("import")
+@click.argument("list_address", metavar="LIST")
+@click.argument("keyring_file", metavar="KEYRING", type=click.File("rb"))
+@click.option("--mode", type=click.Choice(MODES), default="immediate", show_default=True)
+@click.option("--role", type=click.Choice(ROLES), default="member", show_default=True)
+@pass_app
+def member_import(app: App, list_address: str, keyring_file: BinaryIO, mode: str, role: str) -> None:
+    """Add one member per key in KEYRING (address and pseudonym from each primary user id)."""
+    list_address = normalise_list_address(list_address)
+    app.store.read().require_list(list_address)
+    data = _read_key(keyring_file, MAX_KEYRING_BYTES)
+    with app.keyring.stage(data, limit=MAX_KEYRING_BYTES) as staged:
+        with app.store.transaction() as tx:
+            tx.require_list(list_address)
+            with click.progressbar(length=len(staged.keys), label="checking keys", file=click.get_text_stream("stderr")) as bar:
+                outcome = _import_keys(tx, list_address, staged.keys, mode, role, bar)
+            staged.adopt([m.fingerprint for m in outcome.added])
+    for member in outcome.added:
+        click.echo(f"added   {member.email} as '{member.name}' ({member.fingerprint})")
+    for label, why in outcome.refused:
+        click.echo(f"refused {label}: {why}")
+    click.echo(f"{len(outcome.added)} added, {len(outcome.refused)} refused")
+
+
+@member_group.command("remove")
+@click.argument("list_address", metavar="LIST")
+@click.argument("email")
+@pass_app
+def member_remove(app: App, list_address: str, email: str) -> None:
+    """Remove EMAIL from LIST (its key leaves the keyring unless another list pins it)."""
+    list_address = normalise_list_address(list_address)
+    email = normalise_address(email, "member address")
+    with app.store.transaction() as tx:
+        member = tx.remove_member(list_address, email)
+    _forget_unused_keys(app, {member.fingerprint})
+    click.echo(f"removed {email} from {list_address}")
+
+
+@member_group.command("set")
+@click.argument("list_address", metavar="LIST")
+@click.argument("email")
+@mode_option
+@role_option
+@click.option("--name", help="New pseudonym.")
+@click.option("--key", "key_file", type=click.File("rb"), help="Pin a new key (replaces the old one).")
+@pass_app
+def member_set(app: App, list_address: str, email: str, mode: str | None, role: str | None,
+               name: str | None, key_file: BinaryIO | None) -> None:
+    """Change a member's mode, role, pseudonym or key."""
+    list_address = normalise_list_address(list_address)
+    email = normalise_address(email, "member address")
+    if not any(v is not None for v in (mode, role, name, key_file)):
+        raise UsageError("Nothing to change; give --mode, --role, --name or --key.")
+    data = _read_key(key_file, 512 * 1024) if key_file else None
+    old_fingerprint = None
+    staged = app.keyring.stage(data) if data is not None else None
+    try:
+        with app.store.transaction() as tx:
+            member = tx.require_member(list_address, email)
+            changed = replace(
+                member,
+                mode=mode or member.mode,
+                role=role or member.role,
+                name=_unique_pseudonym(tx, list_address, name, email) if name is not None else member.name,
+            )
+            if staged is not None:
+                key = _single_key(staged)
+                changed = replace(changed, fingerprint=key.fingerprint, key_expires=key.expires)
+                old_fingerprint = member.fingerprint
+            tx.update_member(changed)
+            if staged is not None:
+                staged.adopt([changed.fingerprint])
+    finally:
+        if staged is not None:
+            staged.close()
+    if old_fingerprint and old_fingerprint != changed.fingerprint:
+        _forget_unused_keys(app, {old_fingerprint})
+    click.echo(f"updated {email} on {list_address}")
+
+
+@member_group.command("list")
+@click.argument("list_address", metavar="LIST")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array (see docs/cli.md).")
+@pass_app
+def member_list(app: App, list_address: str, as_json: bool) -> None:
+    """Show the members of LIST with their pinned keys, modes and bounce counts."""
+    snapshot = app.store.read()
+    snapshot.require_list(normalise_list_address(list_address))
+    members = snapshot.members(normalise_list_address(list_address))
+    if as_json:
+        echo_json([{field: getattr(m, field) for field in MEMBER_FIELDS} for m in members])
+        return
+    if not members:
+        click.echo("No members.")
+        return
+    click.echo(f"{'EMAIL':<32} {'PSEUDONYM':<20} {'MODE':<9} {'ROLE':<6} {'BOUNCES':>7}  {'KEY EXPIRES':<20} FINGERPRINT")
+    for m in members:
+        click.echo(
+            f"{m.email:<32} {m.name:<20} {m.mode:<9} {m.role:<6} {m.bounces:>7}  "
+            f"{m.key_expires or 'never':<20} {m.fingerprint}"
+        )

@@ -1,0 +1,123 @@
+"""The home directory of a deployment and the settings in its listserv.toml.
+
+    HOME/listserv.toml   settings (written by `listserv init`, never overwritten)
+    HOME/keys/           GNUPGHOME of the deployment, mode 0700
+    HOME/data/           the database, the spool and the default outbox, mode 0700
+    HOME/templates/      optional operator overrides of the shipped templates
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import EnvironmentProblem, UsageError
+
+DEFAULT_TOML = """\
+# listserv settings. Every key is optional; the values shown are the defaults.
+
+[server]
+# Where the SMTP listener binds. Keep it on loopback behind your MTA.
+listen = "127.0.0.1:8025"
+# Largest SMTP DATA accepted before any list is known, in KiB (lists may set less).
+max_data_kb = 51200
+
+[delivery]
+# Relay that delivers the outgoing copies, "host:port". Empty: write them to the outbox.
+relay = ""
+# Maildir that receives the outgoing copies when no relay is set (relative to the home).
+outbox = "data/outbox"
+# SMTP connections used in parallel towards the relay.
+concurrency = 4
+"""
+
+
+def parse_hostport(value: str, what: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise UsageError(f"{what} '{value}' is not HOST:PORT.")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: tuple[str, int] = ("127.0.0.1", 8025)
+    max_data_kb: int = 51200
+    relay: tuple[str, int] | None = None
+    outbox: str = "data/outbox"
+    concurrency: int = 4
+
+
+@dataclass(frozen=True)
+class Home:
+    root: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "listserv.toml"
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def database(self) -> Path:
+        return self.data / "listserv.json"
+
+    @property
+    def spool(self) -> Path:
+        return self.data / "spool"
+
+    @property
+    def templates(self) -> Path:
+        return self.root / "templates"
+
+    def outbox(self, settings: Settings) -> Path:
+        return self.root / settings.outbox
+
+    def initialise(self) -> list[str]:
+        """Create what is missing; never overwrite. Returns what was created."""
+        created = []
+        self.root.mkdir(parents=True, exist_ok=True)
+        for folder in (self.keys, self.data):
+            if not folder.exists():
+                folder.mkdir(mode=0o700)
+                created.append(str(folder))
+            os.chmod(folder, 0o700)
+        if not self.config_file.exists():
+            self.config_file.write_text(DEFAULT_TOML)
+            created.append(str(self.config_file))
+        return created
+
+    def require(self) -> None:
+        if not self.keys.is_dir() or not self.data.is_dir():
+            raise EnvironmentProblem(
+                f"{self.root} is not a listserv home; run 'listserv --home {self.root} init' first."
+            )
+
+    def settings(self) -> Settings:
+        if not self.config_file.exists():
+            return Settings()
+        try:
+            raw = tomllib.loads(self.config_file.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise UsageError(f"{self.config_file} cannot be read: {exc}.") from None
+        server, delivery = raw.get("server", {}), raw.get("delivery", {})
+        defaults = Settings()
+        try:
+            relay = str(delivery.get("relay", "") or "")
+            return Settings(
+                listen=parse_hostport(str(server.get("listen", "127.0.0.1:8025")), "listen"),
+                max_data_kb=int(server.get("max_data_kb", defaults.max_data_kb)),
+                relay=parse_hostport(relay, "relay") if relay else None,
+                outbox=str(delivery.get("outbox", defaults.outbox)),
+                concurrency=max(1, int(delivery.get("concurrency", defaults.concurrency))),
+            )
+        except (TypeError, ValueError):
+            raise UsageError(f"{self.config_file} has a value of the wrong type.") from None

@@ -1,0 +1,98 @@
+"""Every error listserv raises on purpose, in one tree.
+
+    ListservError              exit 1 -- base; `str(err)` is one plain sentence
+    ├── UsageError             exit 2 -- a value the user typed is not acceptable
+    ├── NotFound               exit 3 -- no such list, member or queue entry
+    ├── Conflict               exit 4 -- it exists already (list, member, pinned fingerprint)
+    ├── KeyProblem             exit 5 -- a key is unusable, expired, revoked, too large, unreadable
+    ├── EnvironmentProblem     exit 69 -- GnuPG missing or too old, home not initialised
+    ├── StoreError             exit 74 -- the database or the spool could not be read or written
+    ├── CryptoError            exit 1 -- gpg failed (internal detail is logged, never shown to a sender)
+    └── Refusal                SMTP -- a submission is refused; carries the reply the sender sees
+        ├── Unauthorized       550 5.7.1 -- every authentication or crypto failure, one sentence
+        ├── UnknownRecipient   550 5.1.1
+        ├── TooLarge           552 5.3.4
+        └── Malformed          554 5.6.0
+
+The CLI prints `str(err)` and exits with `err.exit_code`; the SMTP listener replies with
+`err.smtp_reply`. A `Refusal` also carries `reason`, a short code for logs and for
+`listserv rejections` that the sender never sees.
+"""
+
+from __future__ import annotations
+
+
+class ListservError(Exception):
+    exit_code = 1
+
+
+class UsageError(ListservError):
+    exit_code = 2
+
+
+class NotFound(ListservError):
+    exit_code = 3
+
+
+class Conflict(ListservError):
+    exit_code = 4
+
+
+class KeyProblem(ListservError):
+    exit_code = 5
+
+
+class EnvironmentProblem(ListservError):
+    exit_code = 69
+
+
+class StoreError(ListservError):
+    exit_code = 74
+
+
+class CryptoError(ListservError):
+    exit_code = 1
+
+
+class Refusal(ListservError):
+    """A submission refused with an SMTP reply; `reason` is for the log only."""
+
+    code = 554
+    status = "5.0.0"
+    text = "The message was refused."
+
+    def __init__(self, reason: str, text: str | None = None):
+        self.reason = reason
+        if text is not None:
+            self.text = text
+        super().__init__(self.text)
+
+    @property
+    def smtp_reply(self) -> str:
+        return f"{self.code} {self.status} {self.text}"
+
+
+class Unauthorized(Refusal):
+    # One sentence for every authentication or crypto failure, so the reply never
+    # tells an outsider which check failed (no decryption or membership oracle).
+    code = 550
+    status = "5.7.1"
+    text = "Not accepted: this list takes only posts signed by a current member's key."
+
+
+class UnknownRecipient(Refusal):
+    code = 550
+    status = "5.1.1"
+    text = "No such list here."
+
+
+class TooLarge(Refusal):
+    code = 552
+    status = "5.3.4"
+    text = "The message is larger than this list accepts."
+
+
+class Malformed(Refusal):
+    code = 554
+    status = "5.6.0"
+    text = "The message is not well-formed MIME and was not accepted."

@@ -1,0 +1,222 @@
+"""The deployment's keyring: list keys and members' pinned public keys (python-gnupg).
+
+gpg always runs with the home's keys/ passed explicitly, never through os.environ, with
+automatic key retrieval and import off and dirmngr disabled, so gpg never reaches the network.
+Keys are always named by full fingerprint, never looked up by an email address.
+
+A key offered for a member is first imported into a scratch keyring (keeping self-signatures
+only, against certificate flooding) and inspected there; only keys that pass are copied into
+the real keyring, so a refused key leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import gnupg
+
+from .errors import CryptoError, EnvironmentProblem, KeyProblem
+
+MIN_GNUPG = (2, 2, 8)
+MAX_KEY_BYTES = 512 * 1024  # one member key; photo ids beyond this are refused
+MAX_KEYRING_BYTES = 256 * 1024 * 1024  # `member import` of a whole keyring file
+
+GPG_OPTIONS = [
+    "--no-auto-key-retrieve",
+    "--no-auto-key-import",
+    "--disable-dirmngr",
+    "--no-greeting",
+    "--trust-model", "always",  # membership is decided by pinned fingerprints, not the web of trust
+    "--no-emit-version",
+    "--no-comments",
+]
+IMPORT_FILTER = ["--import-options", "import-clean,self-sigs-only"]
+
+_FINGERPRINT = re.compile(r"^[0-9A-F]{40}$|^[0-9A-F]{64}$")
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    fingerprint: str
+    uids: tuple[str, ...]
+    can_encrypt: bool  # has an encryption subkey usable now
+    can_sign: bool
+    revoked: bool
+    expired: bool
+    expires: str | None  # ISO 8601 UTC, None for no expiry
+    secret: bool = False
+
+    @property
+    def primary_uid(self) -> str:
+        return self.uids[0] if self.uids else ""
+
+    def problem(self) -> str | None:
+        """Why this key cannot be pinned to a member, or None."""
+        if self.secret:
+            return "it contains a secret key; send only the public key"
+        if self.revoked:
+            return "the key is revoked"
+        if self.expired:
+            return "the key has expired"
+        if not self.can_encrypt:
+            return "the key has no usable encryption subkey"
+        return None
+
+
+def _iso(timestamp: str) -> str | None:
+    if not timestamp:
+        return None
+    return datetime.fromtimestamp(int(timestamp), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _key_info(entry: dict) -> KeyInfo:
+    capabilities = entry.get("cap", "")
+    return KeyInfo(
+        fingerprint=entry["fingerprint"],
+        uids=tuple(entry.get("uids", [])),
+        can_encrypt="E" in capabilities,
+        can_sign="S" in capabilities,
+        revoked=entry.get("trust") == "r",
+        expired=entry.get("trust") == "e",
+        expires=_iso(entry.get("expires", "")),
+        secret=entry.get("type") == "sec",
+    )
+
+
+def check_fingerprint(text: str) -> str:
+    fingerprint = text.replace(" ", "").upper()
+    if not _FINGERPRINT.match(fingerprint):
+        raise KeyProblem(f"'{text}' is not a full key fingerprint.")
+    return fingerprint
+
+
+def gnupg_version(binary: str = "gpg") -> tuple[int, ...]:
+    if shutil.which(binary) is None:
+        raise EnvironmentProblem("GnuPG is not installed; install it (Debian: apt-get install gnupg).")
+    with tempfile.TemporaryDirectory(prefix="listserv-gpgcheck-") as scratch:
+        version = gnupg.GPG(gpgbinary=binary, gnupghome=scratch).version
+    return tuple(version or ())
+
+
+def require_gnupg(binary: str = "gpg") -> None:
+    version = gnupg_version(binary)
+    if version < MIN_GNUPG:
+        found = ".".join(map(str, version)) or "unknown"
+        raise EnvironmentProblem(
+            f"GnuPG {found} is too old; listserv needs GnuPG 2.2.8 or newer."
+        )
+
+
+def _open(home: Path) -> gnupg.GPG:
+    try:
+        return gnupg.GPG(gnupghome=str(home), options=list(GPG_OPTIONS))
+    except (OSError, ValueError) as exc:
+        raise EnvironmentProblem(f"GnuPG cannot be started ({exc}).") from None
+
+
+class Keyring:
+    def __init__(self, home: Path):
+        self.home = home
+        self.gpg = _open(home)
+
+    # -- list keys -----------------------------------------------------------
+    def generate_list_key(self, address: str, name: str) -> str:
+        """Ed25519 primary (sign, certify) + Curve25519 encryption subkey, no passphrase, no expiry."""
+        params = self.gpg.gen_key_input(
+            key_type="EDDSA", key_curve="ed25519", key_usage="sign",
+            subkey_type="ECDH", subkey_curve="cv25519", subkey_usage="encrypt",
+            name_real=name, name_email=address, expire_date=0, no_protection=True,
+        )
+        result = self.gpg.gen_key(params)
+        if not getattr(result, "fingerprint", None):
+            raise CryptoError("GnuPG could not generate the list's key.")
+        return str(result.fingerprint)
+
+    # -- inspecting and importing member keys --------------------------------
+    def stage(self, data: bytes, limit: int = MAX_KEY_BYTES) -> "StagedKeys":
+        """Import `data` into a scratch keyring (self-signatures only) and describe each key."""
+        if len(data) > limit:
+            raise KeyProblem(f"The key data is larger than {limit // 1024} KiB.")
+        if not data.strip():
+            raise KeyProblem("The key data is empty.")
+        return StagedKeys(self, data)
+
+    def info(self, fingerprint: str) -> KeyInfo | None:
+        keys = self.gpg.list_keys(keys=[fingerprint])
+        for entry in keys:
+            if entry["fingerprint"] == fingerprint:
+                return _key_info(entry)
+        return None
+
+    def infos(self) -> dict[str, KeyInfo]:
+        """Every public key in the keyring, by primary fingerprint (one gpg call)."""
+        return {entry["fingerprint"]: _key_info(entry) for entry in self.gpg.list_keys()}
+
+    def export(self, fingerprint: str) -> str:
+        armored = self.gpg.export_keys([fingerprint], minimal=True)
+        if not armored or "BEGIN PGP PUBLIC KEY BLOCK" not in armored:
+            raise KeyProblem(f"The key {fingerprint} is not in the keyring.")
+        return armored
+
+    def delete(self, fingerprint: str) -> None:
+        result = self.gpg.delete_keys([fingerprint])
+        if result.status != "ok":
+            raise CryptoError(f"The key {fingerprint} could not be removed from the keyring.")
+
+    def delete_secret(self, fingerprint: str) -> None:
+        """Destroy a list key: secret and public part."""
+        result = self.gpg.delete_keys([fingerprint], secret=True, expect_passphrase=False)
+        if result.status != "ok":
+            raise CryptoError(f"The secret key {fingerprint} could not be removed.")
+        self.delete(fingerprint)
+
+    def has_secret(self, fingerprint: str) -> bool:
+        return any(entry["fingerprint"] == fingerprint for entry in self.gpg.list_keys(secret=True))
+
+
+class StagedKeys:
+    """Keys imported into a scratch keyring, waiting to be adopted or thrown away."""
+
+    def __init__(self, keyring: Keyring, data: bytes):
+        self.keyring = keyring
+        self._scratch = Path(tempfile.mkdtemp(prefix="listserv-stage-"))
+        self._scratch.chmod(0o700)
+        try:
+            gpg = _open(self._scratch)
+            secret = [e for e in gpg.scan_keys_mem(data) if e.get("type") == "sec"]
+            if secret:
+                raise KeyProblem("The data contains a secret key; send only the public key.")
+            result = gpg.import_keys(data, extra_args=IMPORT_FILTER)
+            self.keys = [_key_info(entry) for entry in gpg.list_keys()]
+            if not self.keys:
+                raise KeyProblem("The data holds no OpenPGP public key that GnuPG can read.")
+            self.gpg = gpg
+            del result
+        except BaseException:
+            self.close()
+            raise
+
+    def adopt(self, fingerprints: list[str]) -> None:
+        """Copy the named keys (self-signatures only) into the real keyring."""
+        if not fingerprints:
+            return
+        exported = self.gpg.export_keys(fingerprints, armor=False, minimal=True)
+        result = self.keyring.gpg.import_keys(exported, extra_args=IMPORT_FILTER)
+        imported = set(result.fingerprints)
+        missing = [f for f in fingerprints if f not in imported]
+        if missing:
+            raise CryptoError(f"GnuPG did not import {len(missing)} key(s) into the keyring.")
+
+    def close(self) -> None:
+        shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def __enter__(self) -> "StagedKeys":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

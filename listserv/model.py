@@ -1,0 +1,103 @@
+"""The values passed between modules: lists, members and addresses."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import UsageError
+
+MODES = ("immediate", "digest")
+ROLES = ("member", "admin")
+
+# Deliberately strict: a list serves people who can pick an ordinary address.
+_LOCAL = r"[A-Za-z0-9!#$%&'*/=?^_`{|}~.-]+"
+_LOCAL_NO_PLUS = r"[A-Za-z0-9!#$%&'*/=?^_`{|}~.-]+"
+_DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+_ADDRESS = re.compile(rf"^({_LOCAL}(?:\+{_LOCAL})*)@({_DOMAIN})$")
+_LIST_ADDRESS = re.compile(rf"^({_LOCAL_NO_PLUS})@({_DOMAIN})$")
+
+
+def normalise_address(text: str, what: str = "address") -> str:
+    address = text.strip()
+    if len(address) > 254 or not _ADDRESS.match(address) or ".." in address or address.startswith("."):
+        raise UsageError(f"'{text}' is not a valid email {what}.")
+    local, domain = address.rsplit("@", 1)
+    return f"{local}@{domain.lower()}".lower()
+
+
+def normalise_list_address(text: str) -> str:
+    address = normalise_address(text, "list address")
+    local = address.split("@", 1)[0]
+    if "+" in local or local.endswith("-bounces"):
+        raise UsageError(
+            f"'{text}' cannot be a list address: '+' and '-bounces' are reserved for "
+            "urgent alerts and bounce addresses."
+        )
+    return address
+
+
+def fingerprint_format(fingerprint: str) -> str:
+    return " ".join(fingerprint[i:i + 4] for i in range(0, len(fingerprint), 4))
+
+
+@dataclass(frozen=True)
+class MailingList:
+    address: str
+    name: str
+    fingerprint: str
+    options: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+
+    @property
+    def local(self) -> str:
+        return self.address.split("@", 1)[0]
+
+    @property
+    def domain(self) -> str:
+        return self.address.split("@", 1)[1]
+
+    @property
+    def urgent_address(self) -> str:
+        return f"{self.local}+urgent@{self.domain}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Member:
+    list: str
+    email: str
+    fingerprint: str
+    name: str
+    mode: str = "immediate"
+    role: str = "member"
+    key_expires: str | None = None
+    added: str = ""
+    bounces: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise UsageError(f"'{mode}' is not a delivery mode; use one of: {', '.join(MODES)}.")
+    return mode
+
+
+def check_role(role: str) -> str:
+    if role not in ROLES:
+        raise UsageError(f"'{role}' is not a role; use one of: {', '.join(ROLES)}.")
+    return role
+
+
+def check_pseudonym(name: str) -> str:
+    cleaned = name.strip()
+    if not cleaned or len(cleaned) > 64 or any(ch in cleaned for ch in "\r\n<>\"@,;"):
+        raise UsageError(
+            "A pseudonym must be 1-64 characters with no line breaks and none of < > \" @ , ;."
+        )
+    return cleaned

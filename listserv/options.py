@@ -1,0 +1,142 @@
+"""The options of a list: each one's type, default and meaning, in exactly this one place.
+
+`listserv list set` validates through these parsers, `listserv list show` reports them, and
+docs/options.md is generated from this table (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import UsageError
+from .schedule import parse_schedule
+
+
+def _text(value: str) -> str:
+    if "\n" in value or "\r" in value:
+        raise UsageError("The value must be a single line.")
+    return value
+
+
+def _multiline(value: str) -> str:
+    return value.replace("\r\n", "\n")
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "yes", "on", "1"):
+        return True
+    if lowered in ("false", "no", "off", "0"):
+        return False
+    raise UsageError(f"'{value}' is not true or false.")
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise UsageError(f"'{value}' is not a whole number.") from None
+    if number <= 0:
+        raise UsageError("The value must be greater than zero.")
+    return number
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value not in allowed:
+            raise UsageError(f"'{value}' is not one of: {', '.join(allowed)}.")
+        return value
+
+    parse.choices = allowed  # type: ignore[attr-defined]
+    return parse
+
+
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration_seconds(value: str) -> int:
+    """'7d' -> 604800. Durations are stored as written and read through this."""
+    match = _DURATION.match(value.strip())
+    if not match or int(match.group(1)) == 0:
+        raise UsageError(f"'{value}' is not a duration such as 90m, 12h, 7d or 2w.")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def _duration(value: str) -> str:
+    duration_seconds(value)
+    return value.strip()
+
+
+def _schedule(value: str) -> str:
+    parse_schedule(value)
+    return " ".join(value.split())
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    kind: str
+    doc: str
+
+
+OPTIONS: dict[str, Option] = {
+    option.name: option
+    for option in (
+        Option("name", _text, "", "text",
+               "The list's display name; senders appear as 'Pseudonym via Name'."),
+        Option("subject_prefix", _text, "", "text",
+               "Put before every Subject (inside the encryption); `list create` sets it to '[Name]'."),
+        Option("require_encryption", _bool, True, "bool",
+               "Refuse posts that are only signed; when false, signed posts are encrypted on arrival."),
+        Option("alert_senders", _choice("members", "admins"), "members", "members|admins",
+               "Who may send urgent alerts to LOCAL+urgent@DOMAIN."),
+        Option("digest_schedule", _schedule, "daily 18:00", "schedule",
+               "When digests go out, in UTC: 'daily HH:MM', 'weekly DAY HH:MM' or a cron expression."),
+        Option("max_message_size_kb", _positive_int, 10240, "integer",
+               "Largest submission accepted, in KiB; larger ones get 552 5.3.4."),
+        Option("max_signature_age", _duration, "7d", "duration",
+               "Oldest signature accepted (s, m, h, d, w); older posts are refused as stale."),
+        Option("footer", _multiline, "", "text",
+               "Extra text placed in the footer of every post and digest."),
+    )
+}
+
+
+def defaults() -> dict[str, Any]:
+    return {name: option.default for name, option in OPTIONS.items()}
+
+
+def parse_option(name: str, value: str) -> Any:
+    option = OPTIONS.get(name)
+    if option is None:
+        raise UsageError(f"'{name}' is not a list option; the options are: {', '.join(OPTIONS)}.")
+    return option.parse(value)
+
+
+def render_markdown() -> str:
+    """The options table for docs/options.md."""
+    lines = [
+        "# List options",
+        "",
+        "Set with `listserv list set ADDRESS OPTION VALUE`; shown by `listserv list show ADDRESS`.",
+        "This page is generated from `listserv/options.py` (`python -m listserv.options > docs/options.md`).",
+        "",
+        "| option | type | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for option in OPTIONS.values():
+        if isinstance(option.default, bool):
+            default = f"`{str(option.default).lower()}`"
+        else:
+            default = f"`{option.default}`" if option.default != "" else "(empty)"
+        lines.append(f"| `{option.name}` | {option.kind} | {default} | {option.doc} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render_markdown(), end="")

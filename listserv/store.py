@@ -1,0 +1,257 @@
+"""State (lists, members, seen signatures, rejections) in TinyDB, written crash-safely.
+
+TinyDB's own JSONStorage rewrites its file in place, so a crash mid-write leaves a corrupt
+database. Here every transaction:
+
+  1. takes an exclusive lock (flock on data/listserv.lock) so the CLI and a running server can
+     both write;
+  2. reads the database once into memory;
+  3. on success writes a temporary file, fsyncs it, renames it over the old file and fsyncs the
+     directory; on an exception writes nothing (all or nothing).
+
+Readers never see a half-written file: a rename is atomic. tinydb is imported only here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import threading
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+from tinydb import Query, TinyDB
+from tinydb.storages import Storage
+
+from .errors import Conflict, NotFound, StoreError
+from .model import MailingList, Member
+
+_EMPTY: dict[str, Any] = {}
+
+
+def fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write `data` so that `path` holds either the old or the new content, never a mix."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_directory(path.parent)
+
+
+class _MemoryStorage(Storage):
+    """Holds one transaction's snapshot; TinyDB reads and writes it in memory."""
+
+    def __init__(self, data: dict[str, Any]):
+        self.data = data
+        self.dirty = False
+
+    def read(self) -> dict[str, Any] | None:
+        return self.data
+
+    def write(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self.dirty = True
+
+
+def _member(doc: dict[str, Any]) -> Member:
+    known = {f.name for f in fields(Member)}
+    return Member(**{k: v for k, v in doc.items() if k in known})
+
+
+def _mailing_list(doc: dict[str, Any]) -> MailingList:
+    known = {f.name for f in fields(MailingList)}
+    return MailingList(**{k: v for k, v in doc.items() if k in known})
+
+
+class Transaction:
+    """The operations of one locked transaction. Obtain it from `Store.transaction()`."""
+
+    def __init__(self, db: TinyDB):
+        self._db = db
+        self._lists = db.table("lists")
+        self._members = db.table("members")
+
+    # -- lists ---------------------------------------------------------------
+    def get_list(self, address: str) -> MailingList | None:
+        doc = self._lists.get(Query().address == address)
+        return _mailing_list(doc) if doc else None
+
+    def require_list(self, address: str) -> MailingList:
+        found = self.get_list(address)
+        if found is None:
+            raise NotFound(f"There is no list {address}.")
+        return found
+
+    def lists(self) -> list[MailingList]:
+        return sorted((_mailing_list(doc) for doc in self._lists.all()), key=lambda ml: ml.address)
+
+    def add_list(self, mailing_list: MailingList) -> None:
+        if self.get_list(mailing_list.address):
+            raise Conflict(f"The list {mailing_list.address} exists already.")
+        self._lists.insert(mailing_list.as_dict())
+
+    def update_list(self, mailing_list: MailingList) -> None:
+        self.require_list(mailing_list.address)
+        self._lists.update(mailing_list.as_dict(), Query().address == mailing_list.address)
+
+    def delete_list(self, address: str) -> None:
+        self.require_list(address)
+        self._lists.remove(Query().address == address)
+        self._members.remove(Query().list == address)
+        for name in ("signatures", "rejections"):
+            self._db.table(name).remove(Query().list == address)
+
+    # -- members -------------------------------------------------------------
+    def members(self, list_address: str) -> list[Member]:
+        docs = self._members.search(Query().list == list_address)
+        return sorted((_member(doc) for doc in docs), key=lambda m: m.email)
+
+    def get_member(self, list_address: str, email: str) -> Member | None:
+        doc = self._members.get((Query().list == list_address) & (Query().email == email))
+        return _member(doc) if doc else None
+
+    def require_member(self, list_address: str, email: str) -> Member:
+        found = self.get_member(list_address, email)
+        if found is None:
+            raise NotFound(f"{email} is not a member of {list_address}.")
+        return found
+
+    def member_by_fingerprint(self, list_address: str, fingerprint: str) -> Member | None:
+        doc = self._members.get((Query().list == list_address) & (Query().fingerprint == fingerprint))
+        return _member(doc) if doc else None
+
+    def _check_fingerprint_free(self, member: Member) -> None:
+        holder = self.member_by_fingerprint(member.list, member.fingerprint)
+        if holder and holder.email != member.email:
+            raise Conflict(
+                f"The key {member.fingerprint} is already pinned to another member of {member.list}."
+            )
+
+    def add_member(self, member: Member) -> None:
+        self.require_list(member.list)
+        if self.get_member(member.list, member.email):
+            raise Conflict(f"{member.email} is already a member of {member.list}.")
+        self._check_fingerprint_free(member)
+        self._members.insert(member.as_dict())
+
+    def update_member(self, member: Member) -> None:
+        self.require_member(member.list, member.email)
+        self._check_fingerprint_free(member)
+        self._members.update(
+            member.as_dict(), (Query().list == member.list) & (Query().email == member.email)
+        )
+
+    def remove_member(self, list_address: str, email: str) -> Member:
+        member = self.require_member(list_address, email)
+        self._members.remove((Query().list == list_address) & (Query().email == email))
+        return member
+
+    def count_bounce(self, list_address: str, email: str) -> None:
+        member = self.get_member(list_address, email)
+        if member:
+            self.update_member(replace(member, bounces=member.bounces + 1))
+
+    def fingerprint_in_use(self, fingerprint: str) -> bool:
+        return bool(self._members.get(Query().fingerprint == fingerprint)) or bool(
+            self._lists.get(Query().fingerprint == fingerprint)
+        )
+
+    # -- replay protection ---------------------------------------------------
+    def claim_signature(self, list_address: str, digest: str, now: float, keep_seconds: float) -> bool:
+        """Record a signature digest; False if this list has seen it before. Prunes old entries."""
+        table = self._db.table("signatures")
+        table.remove((Query().list == list_address) & (Query().seen < now - keep_seconds))
+        if table.get((Query().list == list_address) & (Query().digest == digest)):
+            return False
+        table.insert({"list": list_address, "digest": digest, "seen": now})
+        return True
+
+    # -- rejections (for admins) ---------------------------------------------
+    def add_rejection(self, record: dict[str, Any], keep: int = 1000) -> None:
+        table = self._db.table("rejections")
+        table.insert(record)
+        mine = sorted(
+            (doc for doc in table.search(Query().list == record["list"])), key=lambda d: d.doc_id
+        )
+        if len(mine) > keep:
+            table.remove(doc_ids=[doc.doc_id for doc in mine[: len(mine) - keep]])
+
+    def rejections(self, list_address: str) -> list[dict[str, Any]]:
+        docs = self._db.table("rejections").search(Query().list == list_address)
+        return [dict(doc) for doc in sorted(docs, key=lambda d: d.doc_id)]
+
+    # -- small named values (digest state and the like) ----------------------
+    def get_value(self, key: str, default: Any = None) -> Any:
+        doc = self._db.table("values").get(Query().key == key)
+        return doc["value"] if doc else default
+
+    def set_value(self, key: str, value: Any) -> None:
+        self._db.table("values").upsert({"key": key, "value": value}, Query().key == key)
+
+
+class Store:
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock_path = path.with_name(path.name + ".lock")
+        self._thread_lock = threading.Lock()
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise StoreError(f"The database {self.path} cannot be read ({exc.strerror}).") from None
+        try:
+            data = json.loads(raw) if raw else {}
+        except ValueError:
+            raise StoreError(f"The database {self.path} is not valid JSON.") from None
+        if not isinstance(data, dict):
+            raise StoreError(f"The database {self.path} is not a listserv database.")
+        return data
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Exclusive, all-or-nothing access: written only if the block ends without error."""
+        with self._thread_lock:
+            try:
+                lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise StoreError(f"The database lock cannot be opened ({exc.strerror}).") from None
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX)
+                storage = _MemoryStorage(self._load())
+                db = TinyDB(storage=lambda: storage)
+                yield Transaction(db)
+                if storage.dirty:
+                    payload = json.dumps(storage.data, separators=(",", ":"), sort_keys=True)
+                    try:
+                        write_atomically(self.path, payload.encode())
+                    except OSError as exc:
+                        raise StoreError(f"The database cannot be written ({exc.strerror}).") from None
+            finally:
+                os.close(lock_fd)  # closing the descriptor releases the flock
+
+    def read(self) -> Transaction:
+        """A snapshot for reading; changes made to it are never written."""
+        storage = _MemoryStorage(self._load())
+        return Transaction(TinyDB(storage=lambda: storage))
