@@ -1,0 +1,72 @@
+"""Shared fixtures: a fresh listserv home, an in-process CLI, and throwaway member identities."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from listserv.cli import main
+
+from .support import User, make_gpg_user, make_rnp_user, make_sq_user
+
+
+class Cli:
+    """Runs `listserv --home HOME ...` in-process, the way a user types it."""
+
+    def __init__(self, home: Path):
+        self.home = home
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, input: bytes | str | None = None) -> Result:
+        return self.runner.invoke(main, ["--home", str(self.home), *args], input=input,
+                                  catch_exceptions=False)
+
+    def ok(self, *args: str, input: bytes | str | None = None) -> Result:
+        result = self(*args, input=input)
+        assert result.exit_code == 0, (result.exit_code, result.output, result.stderr)
+        return result
+
+    def json(self, *args: str) -> object:
+        return json.loads(self.ok(*args, "--json").stdout)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    runner = Cli(tmp_path / "home")
+    runner.ok("init")
+    return runner
+
+
+@pytest.fixture
+def news(cli: Cli) -> str:
+    cli.ok("list", "create", "news@example.org", "--name", "News")
+    return "news@example.org"
+
+
+@pytest.fixture(scope="session")
+def people(tmp_path_factory: pytest.TempPathFactory) -> dict[str, User]:
+    """Members made once per test session by GnuPG, Sequoia and RNP."""
+    base = tmp_path_factory.mktemp("people")
+    return {
+        "alice": make_gpg_user(base, "Alice", "alice@example.org"),
+        "bob": make_gpg_user(base, "Bob", "bob@example.org", algo="rsa3072", subkey_algo="rsa3072"),
+        "sally": make_sq_user(base, "Sally", "sally@example.net"),
+        "rita": make_rnp_user(base, "Rita", "rita@example.net"),
+        "mallory": make_gpg_user(base, "Mallory", "mallory@example.com"),
+    }
+
+
+def write_key(tmp_path: Path, user: User) -> str:
+    path = tmp_path / f"{user.email}.asc"
+    path.write_bytes(user.public_key)
+    return str(path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_gpg_agents():
+    yield
+    subprocess.run(["gpgconf", "--kill", "all"], capture_output=True)
