@@ -175,6 +175,28 @@ class Keyring:
             raise CryptoError(f"The secret key {fingerprint} could not be removed.")
         self.delete(fingerprint)
 
+    # -- sealing data at rest to a list's own key ---------------------------
+    def seal(self, fingerprint: str, data: bytes) -> bytes:
+        """Encrypt `data` to one key (a list's own), binary, for storage at rest."""
+        try:
+            result = self.gpg.encrypt(data, [fingerprint], armor=False, always_trust=True,
+                                      extra_args=["--cipher-algo", "AES256", "--compress-algo", "none"])
+        except (OSError, ValueError) as exc:
+            raise CryptoError(f"GnuPG could not encrypt ({type(exc).__name__}).") from None
+        if not result.ok or not result.data:
+            raise CryptoError(f"GnuPG could not encrypt to {fingerprint} ({result.status}).")
+        return bytes(result.data)
+
+    def unseal(self, data: bytes) -> bytes:
+        """Decrypt what `seal` wrote (requires the list's secret key in this keyring)."""
+        try:
+            result = self.gpg.decrypt(data)
+        except (OSError, ValueError) as exc:
+            raise CryptoError(f"GnuPG could not decrypt ({type(exc).__name__}).") from None
+        if not result.ok or "[GNUPG:] DECRYPTION_OKAY" not in (result.stderr or ""):
+            raise CryptoError(f"GnuPG could not decrypt sealed data ({result.status}).")
+        return bytes(result.data)
+
     def has_secret(self, fingerprint: str) -> bool:
         return any(entry["fingerprint"] == fingerprint for entry in self.gpg.list_keys(secret=True))
 
