@@ -21,6 +21,8 @@ The CLI prints `str(err)` and exits with `err.exit_code`; the SMTP listener repl
 
 from __future__ import annotations
 
+import secrets
+
 
 class ListservError(Exception):
     exit_code = 1
@@ -61,8 +63,11 @@ class Refusal(ListservError):
     status = "5.0.0"
     text = "The message was refused."
 
+    signer: str | None = None  # the signing key's fingerprint, when the signature was readable
+
     def __init__(self, reason: str, text: str | None = None):
         self.reason = reason
+        self.ref = secrets.token_hex(4)  # quoted in the log and `listserv rejections`
         if text is not None:
             self.text = text
         super().__init__(self.text)

@@ -1,0 +1,96 @@
+"""`listserv serve`, `listserv queue` and `listserv rejections`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from ..config import parse_hostport
+from ..errors import UsageError
+from ..model import normalise_list_address
+from ..spool import Spool
+from . import App, echo_json, main, pass_app
+
+
+@main.command()
+@click.option("--listen", metavar="HOST:PORT", help="Where to accept SMTP [listserv.toml, else 127.0.0.1:8025]. Port 0 picks a free port.")
+@click.option("--relay", metavar="HOST:PORT", help="Deliver outgoing copies through this SMTP relay.")
+@click.option("--outbox", type=click.Path(file_okay=False, path_type=Path),
+              help="Write outgoing copies to this maildir instead of a relay [data/outbox].")
+@pass_app
+def serve(app: App, listen: str | None, relay: str | None, outbox: Path | None) -> None:
+    """Run the service in the foreground until SIGTERM or SIGINT."""
+    from ..service import ServeOptions, Service  # the server's modules load only to serve
+
+    if relay and outbox:
+        raise UsageError("Give --relay or --outbox, not both.")
+    settings = app.settings
+    app.keyring  # checks the home and the GnuPG version before anything listens
+    options = ServeOptions(
+        listen=parse_hostport(listen, "--listen") if listen else settings.listen,
+        relay=parse_hostport(relay, "--relay") if relay else (None if outbox else settings.relay),
+        outbox=(outbox or app.home.outbox(settings)).absolute(),
+    )
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def ready(host: str, port: int) -> None:
+        click.echo(f"listserv listening on {host}:{port}", err=True)
+
+    asyncio.run(Service(app.home, settings, options).run(ready))
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+@main.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array (see docs/cli.md).")
+@click.pass_context
+def queue(ctx: click.Context, as_json: bool) -> None:
+    """Show what is spooled: queue id, list, kind (post/alert), age and state."""
+    if ctx.invoked_subcommand:
+        return
+    app = ctx.find_object(App)
+    app.home.require()
+    spool = Spool(app.home.spool)
+    jobs = spool.submissions() if spool.incoming.exists() else []
+    if as_json:
+        echo_json([{**job.as_dict(), "age": round(job.age, 1)} for job in jobs])
+        return
+    if not jobs:
+        click.echo("The queue is empty.")
+        return
+    click.echo(f"{'QUEUE ID':<14} {'LIST':<32} {'KIND':<6} {'AGE':>5}  STATE")
+    for job in jobs:
+        click.echo(f"{job.qid:<14} {job.list:<32} {job.kind:<6} {_age(job.age):>5}  {job.state}")
+
+
+@main.command()
+@click.argument("list_address", metavar="LIST")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array (see docs/cli.md).")
+@pass_app
+def rejections(app: App, list_address: str, as_json: bool) -> None:
+    """Show refused submissions to LIST with the specific reason (senders only see 5.7.1)."""
+    snapshot = app.store.read()
+    address = normalise_list_address(list_address)
+    snapshot.require_list(address)
+    records = snapshot.rejections(address)
+    if as_json:
+        echo_json(records)
+        return
+    if not records:
+        click.echo("No refused submissions.")
+        return
+    click.echo(f"{'WHEN (UTC)':<20} {'REF':<9} {'KIND':<6} {'REPLY':<10} {'REASON':<20} SIGNER")
+    for r in records:
+        when = datetime.fromtimestamp(r["at"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(f"{when:<20} {r['ref']:<9} {r['kind']:<6} {r['reply']:<10} {r['reason']:<20} {r['signer'] or '-'}")
