@@ -22,7 +22,10 @@ import gnupg
 
 from .errors import CryptoError, EnvironmentProblem, KeyProblem
 
-MIN_GNUPG = (2, 2, 8)
+# 2.2.8 fixed the SigSpoof status-line injection (CVE-2018-12020); 2.2.17 added the import
+# option self-sigs-only and 2.2.20 the option --auto-key-import that GPG_OPTIONS switches off.
+# Older gpg stops at the unknown option, so 2.2.20 is what this module really needs.
+MIN_GNUPG = (2, 2, 20)
 MAX_KEY_BYTES = 512 * 1024  # one member key; photo ids beyond this are refused
 MAX_KEYRING_BYTES = 256 * 1024 * 1024  # `member import` of a whole keyring file
 
@@ -74,16 +77,40 @@ def _iso(timestamp: str) -> str | None:
     return datetime.fromtimestamp(int(timestamp), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _utf8(text: str) -> str:
+    # python-gnupg decodes gpg's output as Latin-1 (lossless, never fails); gpg writes user
+    # ids in UTF-8, so turn them back into the text the key's owner typed.
+    return text.encode("latin-1", "replace").decode("utf-8", "replace")
+
+
+def _usable_until(entry: dict) -> str:
+    """When the key stops being usable for encryption: "" for never.
+
+    That is the earlier of the primary key's expiry and the latest expiry among its usable
+    encryption subkeys -- a primary key that never expires is of no use once its only
+    encryption subkey has expired.
+    """
+    primary = int(entry.get("expires") or 0) or None
+    subkeys = [
+        int(sub.get("expires") or 0) or None
+        for sub in (entry.get("subkey_info") or {}).values()
+        if "e" in sub.get("cap", "") and sub.get("trust") not in ("e", "r", "i", "d")
+    ]
+    latest = None if not subkeys or None in subkeys else max(subkeys)
+    ends = [t for t in (primary, latest) if t is not None]
+    return str(min(ends)) if ends else ""
+
+
 def _key_info(entry: dict) -> KeyInfo:
     capabilities = entry.get("cap", "")
     return KeyInfo(
         fingerprint=entry["fingerprint"],
-        uids=tuple(entry.get("uids", [])),
+        uids=tuple(_utf8(uid) for uid in entry.get("uids", [])),
         can_encrypt="E" in capabilities,
         can_sign="S" in capabilities,
         revoked=entry.get("trust") == "r",
         expired=entry.get("trust") == "e",
-        expires=_iso(entry.get("expires", "")),
+        expires=_iso(_usable_until(entry)),
         secret=entry.get("type") == "sec",
     )
 
@@ -99,7 +126,12 @@ def gnupg_version(binary: str = "gpg") -> tuple[int, ...]:
     if shutil.which(binary) is None:
         raise EnvironmentProblem("GnuPG is not installed; install it (Debian: apt-get install gnupg).")
     with tempfile.TemporaryDirectory(prefix="listserv-gpgcheck-") as scratch:
-        version = gnupg.GPG(gpgbinary=binary, gnupghome=scratch).version
+        try:
+            version = gnupg.GPG(gpgbinary=binary, gnupghome=scratch).version
+        except (OSError, ValueError):
+            raise EnvironmentProblem(
+                f"'{binary}' does not run as GnuPG; install GnuPG 2.2.20 or newer."
+            ) from None
     return tuple(version or ())
 
 
@@ -108,7 +140,8 @@ def require_gnupg(binary: str = "gpg") -> None:
     if version < MIN_GNUPG:
         found = ".".join(map(str, version)) or "unknown"
         raise EnvironmentProblem(
-            f"GnuPG {found} is too old; listserv needs GnuPG 2.2.8 or newer."
+            f"GnuPG {found} is too old; listserv needs GnuPG "
+            f"{'.'.join(map(str, MIN_GNUPG))} or newer."
         )
 
 
@@ -132,7 +165,9 @@ class Keyring:
             subkey_type="ECDH", subkey_curve="cv25519", subkey_usage="encrypt",
             name_real=name, name_email=address, expire_date=0, no_protection=True,
         )
-        result = self.gpg.gen_key(params)
+        # Encoded here: python-gnupg would encode the parameters as Latin-1, but gpg reads
+        # them as UTF-8 (a list called "Ünïon" would get a garbled user id).
+        result = self.gpg.gen_key(params.encode("utf-8"))
         if not getattr(result, "fingerprint", None):
             raise CryptoError("GnuPG could not generate the list's key.")
         return str(result.fingerprint)

@@ -11,7 +11,9 @@ from click.testing import CliRunner, Result
 
 from listserv.cli import main
 
-from .support import User, make_gpg_user, make_rnp_user, make_sq_user
+from .support import (
+    User, make_expired_gpg_user, make_gpg_user, make_rnp_user, make_sq_user, revoked, secret_key,
+)
 
 
 class Cli:
@@ -57,6 +59,24 @@ def people(tmp_path_factory: pytest.TempPathFactory) -> dict[str, User]:
         "sally": make_sq_user(base, "Sally", "sally@example.net"),
         "rita": make_rnp_user(base, "Rita", "rita@example.net"),
         "mallory": make_gpg_user(base, "Mallory", "mallory@example.com"),
+    }
+
+
+@pytest.fixture(scope="session")
+def unusable_keys(tmp_path_factory: pytest.TempPathFactory, people: dict[str, User]) -> dict[str, bytes]:
+    """Key files `member add` must refuse, by what is wrong with them."""
+    base = tmp_path_factory.mktemp("unusable")
+    return {
+        "sign-only": make_gpg_user(base, "Sig", "sig@example.org", encrypt=False).public_key,
+        "expired": make_expired_gpg_user(base, "Old", "old@example.org").public_key,
+        "expired-subkey": make_expired_gpg_user(
+            base, "Stale", "stale@example.org", primary_expire="never").public_key,
+        "revoked": revoked(make_gpg_user(base, "Rev", "rev@example.org")),
+        "secret": secret_key(people["mallory"]),
+        "two-keys": people["alice"].public_key + people["bob"].public_key,
+        "garbage": bytes(range(256)) * 8,
+        "empty": b"",
+        "oversized": people["alice"].public_key + b"\n" * (512 * 1024),
     }
 
 

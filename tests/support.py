@@ -81,3 +81,44 @@ def make_rnp_user(base: Path, name: str, email: str) -> User:
     listing = run(["gpg", "--show-keys", "--with-colons"], input=public).stdout.decode()
     fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
     return User("rnp", name, email, home, fingerprint, public)
+
+
+def make_expired_gpg_user(base: Path, name: str, email: str, *, primary_expire: str = "1d") -> User:
+    """A GnuPG key made in 2020 whose encryption subkey expired a day later (and its primary
+    key too, unless primary_expire is "never")."""
+    home = base / f"gpg-expired-{email}"
+    home.mkdir(mode=0o700, parents=True)
+    past = ["--faked-system-time", "20200101T000000"]
+    run([*GPG_BATCH, "--homedir", str(home), *past, "--quick-gen-key", f"{name} <{email}>", "ed25519", "sign", primary_expire])
+    fingerprint = gpg_fingerprint(home, email)
+    run([*GPG_BATCH, "--homedir", str(home), *past, "--quick-add-key", fingerprint, "cv25519", "encr", "1d"])
+    public = run(["gpg", "--homedir", str(home), "--armor", "--export", fingerprint]).stdout
+    return User("gpg", name, email, home, fingerprint, public)
+
+
+def revoked(user: User) -> bytes:
+    """`user`'s public key with the revocation certificate gpg made at key generation applied."""
+    certificate = (user.home / "openpgp-revocs.d" / f"{user.fingerprint}.rev").read_bytes()
+    # gpg writes the certificate with a ':' before its armor line so it is not used by accident.
+    user.gpg("--import", input=certificate.replace(b":-----BEGIN", b"-----BEGIN"))
+    return user.gpg("--armor", "--export", user.fingerprint).stdout
+
+
+def secret_key(user: User) -> bytes:
+    return user.gpg("--armor", "--export-secret-keys", user.fingerprint).stdout
+
+
+def keyring_listing(keys: Path) -> list[str]:
+    """What `gpg --list-keys --with-colons` says about a keyring: keys, subkeys, user ids."""
+    out = run(["gpg", "--homedir", str(keys), "--trust-model", "always", "--list-keys",
+               "--with-colons"]).stdout.decode()
+    return [line for line in out.splitlines() if line.split(":")[0] in ("pub", "sub", "fpr", "uid")]
+
+
+def fingerprints_in(keys: Path) -> set[str]:
+    listing = keyring_listing(keys)
+    return {
+        following.split(":")[9]
+        for line, following in zip(listing, listing[1:])
+        if line.startswith("pub:") and following.startswith("fpr:")
+    }

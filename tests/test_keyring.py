@@ -1,0 +1,163 @@
+"""The keyring: the list's own key, what a staged member key reports, and the GnuPG check."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from listserv.errors import KeyProblem
+from listserv.keyring import GPG_OPTIONS, MIN_GNUPG, Keyring, check_fingerprint, gnupg_version
+
+from .support import GPG_BATCH, gpg_fingerprint, keyring_listing, run
+
+
+def listing_fields(cli, fingerprint: str) -> list[list[str]]:
+    out = run(["gpg", "--homedir", str(cli.home / "keys"), "--with-colons", "--list-keys", fingerprint])
+    return [line.split(":") for line in out.stdout.decode().splitlines()]
+
+
+def test_list_key_is_ed25519_with_a_cv25519_encryption_subkey_and_no_expiry(cli, news):
+    fingerprint = cli.json("list", "show", news)["fingerprint"]
+    records = listing_fields(cli, fingerprint)
+    [pub] = [r for r in records if r[0] == "pub"]
+    [sub] = [r for r in records if r[0] == "sub"]
+    assert (pub[3], pub[16], pub[6]) == ("22", "ed25519", "")  # EdDSA, no expiry
+    assert "s" in pub[11] and "c" in pub[11] and "e" not in pub[11]
+    assert (sub[3], sub[16], sub[6], sub[11]) == ("18", "cv25519", "", "e")  # ECDH, no expiry
+    keyring = Keyring(cli.home / "keys")
+    assert keyring.has_secret(fingerprint)
+    # The secret stays in keys/: no passphrase, so it needs none to be used by the server.
+    secret = run(["gpg", "--homedir", str(cli.home / "keys"), "--with-colons", "--list-secret-keys",
+                  fingerprint]).stdout.decode()
+    assert secret.startswith("sec:")
+    assert "PRIVATE" not in keyring.export(fingerprint)
+
+
+def test_gpg_runs_with_the_home_keyring_whatever_gnupghome_says(cli, news, people, tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    monkeypatch.setenv("GNUPGHOME", str(elsewhere))
+    alice = people["alice"]
+    cli.ok("member", "add", news, alice.email, "--key", "-", input=alice.public_key)
+    assert list(elsewhere.iterdir()) == []
+    assert any(alice.fingerprint in line for line in keyring_listing(cli.home / "keys"))
+
+
+def test_gpg_never_fetches_keys():
+    for option in ("--no-auto-key-retrieve", "--no-auto-key-import", "--disable-dirmngr"):
+        assert option in GPG_OPTIONS
+
+
+def test_staged_keys_describe_themselves(cli, people, unusable_keys):
+    keyring = Keyring(cli.home / "keys")
+    with keyring.stage(people["sally"].public_key) as staged:
+        [sally] = staged.keys
+    assert sally.fingerprint == people["sally"].fingerprint
+    assert sally.uids == ("Sally <sally@example.net>",)
+    assert (sally.can_encrypt, sally.revoked, sally.expired, sally.secret) == (True, False, False, False)
+    assert sally.problem() is None
+
+    with keyring.stage(unusable_keys["expired"]) as staged:
+        [old] = staged.keys
+    assert old.expired and old.expires == "2020-01-02T00:00:00Z"
+    with keyring.stage(unusable_keys["revoked"]) as staged:
+        assert staged.keys[0].revoked
+    with keyring.stage(unusable_keys["sign-only"]) as staged:
+        assert not staged.keys[0].can_encrypt
+    with keyring.stage(unusable_keys["two-keys"]) as staged:
+        assert {k.fingerprint for k in staged.keys} == {people["alice"].fingerprint, people["bob"].fingerprint}
+    # Nothing staged reaches the real keyring unless adopted.
+    assert keyring_listing(cli.home / "keys") == []
+
+
+def test_staging_refuses_too_much_data(cli, people):
+    data = people["alice"].public_key
+    with pytest.raises(KeyProblem, match="larger than 0 KiB"):
+        Keyring(cli.home / "keys").stage(data, limit=len(data) - 1)
+
+
+def test_user_ids_are_read_as_utf8(cli, news, tmp_path):
+    home = tmp_path / "jose"
+    home.mkdir(mode=0o700)
+    run([*GPG_BATCH, "--homedir", str(home), "--quick-gen-key", "José Ñandú <jose@example.org>",
+         "ed25519", "sign", "never"])
+    fingerprint = gpg_fingerprint(home, "jose@example.org")
+    run([*GPG_BATCH, "--homedir", str(home), "--quick-add-key", fingerprint, "cv25519", "encr", "never"])
+    public = run(["gpg", "--homedir", str(home), "--export", fingerprint]).stdout
+    with Keyring(cli.home / "keys").stage(public) as staged:
+        assert staged.keys[0].uids == ("José Ñandú <jose@example.org>",)
+
+
+def test_key_expires_is_when_encryption_stops_working(cli, news, tmp_path):
+    """A primary key that never expires with an encryption subkey that does: the member's key
+    is useless from the subkey's expiry on, and `member list` says so."""
+    home = tmp_path / "carol"
+    home.mkdir(mode=0o700)
+    run([*GPG_BATCH, "--homedir", str(home), "--quick-gen-key", "Carol <carol@example.org>",
+         "ed25519", "sign", "never"])
+    fingerprint = gpg_fingerprint(home, "carol@example.org")
+    run([*GPG_BATCH, "--homedir", str(home), "--quick-add-key", fingerprint, "cv25519", "encr", "2y"])
+    records = [line.split(":") for line in run(["gpg", "--homedir", str(home), "--with-colons",
+                                                "--list-keys", fingerprint]).stdout.decode().splitlines()]
+    [sub_expiry] = [int(r[6]) for r in records if r[0] == "sub"]
+    public = run(["gpg", "--homedir", str(home), "--armor", "--export", fingerprint]).stdout
+    cli.ok("member", "add", news, "carol@example.org", "--key", "-", input=public)
+    [carol] = cli.json("member", "list", news)
+    expected = datetime.fromtimestamp(sub_expiry, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert carol["key_expires"] == expected
+
+
+def test_check_fingerprint():
+    assert check_fingerprint("abcd " * 10) == "ABCD" * 10
+    with pytest.raises(KeyProblem):
+        check_fingerprint("ABCD")
+
+
+# -- the GnuPG version check --------------------------------------------------------------
+
+def run_listserv(tmp_path: Path, path: str, *args: str) -> subprocess.CompletedProcess:
+    """The real command in a child process, with PATH as given (so a fake gpg can stand in)."""
+    return subprocess.run(
+        [sys.executable, "-c", "from listserv.cli import main; main()", "--home", str(tmp_path / "home"), *args],
+        capture_output=True, text=True, env={"PATH": path, "LANG": "C.UTF-8"},
+    )
+
+
+def fake_gpg(tmp_path: Path, body: str) -> str:
+    folder = tmp_path / "fakebin"
+    folder.mkdir()
+    script = folder / "gpg"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    return str(folder)
+
+
+def test_the_installed_gnupg_is_new_enough():
+    assert gnupg_version() >= MIN_GNUPG >= (2, 2, 8)
+
+
+@pytest.mark.parametrize("version", ["2.2.19", "2.1.18", "1.4.23"])
+def test_an_old_gnupg_is_refused_with_a_clear_message(tmp_path, version):
+    fakebin = fake_gpg(tmp_path, f'echo "cfg:version:{version}"')
+    result = run_listserv(tmp_path, fakebin, "init")
+    assert result.returncode == 69, result
+    assert result.stderr == (f"listserv: GnuPG {version} is too old; listserv needs GnuPG "
+                             f"{'.'.join(map(str, MIN_GNUPG))} or newer.\n")
+    assert not (tmp_path / "home").exists()
+
+
+def test_a_broken_or_missing_gnupg_is_refused(tmp_path):
+    fakebin = fake_gpg(tmp_path, "echo 'gpg: fatal' >&2; exit 2")
+    result = run_listserv(tmp_path, fakebin, "init")
+    assert (result.returncode, result.stderr) == (
+        69, "listserv: 'gpg' does not run as GnuPG; install GnuPG 2.2.20 or newer.\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_listserv(tmp_path, str(empty), "init")
+    assert (result.returncode, result.stderr) == (
+        69, "listserv: GnuPG is not installed; install it (Debian: apt-get install gnupg).\n")
+    assert "Traceback" not in result.stderr
