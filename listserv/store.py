@@ -221,13 +221,22 @@ class Store:
             return {}
         except OSError as exc:
             raise StoreError(f"The database {self.path} cannot be read ({exc.strerror}).") from None
+        # Never treat an empty file as an empty database: the next write would silently
+        # replace every list and member. (This store never writes less than "{}".)
         try:
-            data = json.loads(raw) if raw else {}
+            data = json.loads(raw)
         except ValueError:
             raise StoreError(f"The database {self.path} is not valid JSON.") from None
         if not isinstance(data, dict):
             raise StoreError(f"The database {self.path} is not a listserv database.")
         return data
+
+    def _remove_leftovers(self) -> None:
+        # A writer killed between writing its temporary file and renaming it leaves a full
+        # copy of the database behind. Under the lock no writer is running, so any is stale.
+        for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -239,6 +248,7 @@ class Store:
                 raise StoreError(f"The database lock cannot be opened ({exc.strerror}).") from None
             try:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX)
+                self._remove_leftovers()
                 storage = _MemoryStorage(self._load())
                 db = TinyDB(storage=lambda: storage)
                 yield Transaction(db)
