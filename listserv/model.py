@@ -38,6 +38,19 @@ def normalise_list_address(text: str) -> str:
     return address
 
 
+# An OpenPGP user id is "Name (comment) <address>" by convention, not an RFC 5322 address:
+# "Doe, John <john@example.org>" is a common one that email.utils.parseaddr gets wrong.
+_USER_ID = re.compile(r"^\s*(?P<name>[^<>()]*?)\s*(?:\([^()]*\)\s*)?<(?P<address>[^<>]*)>\s*$")
+
+
+def split_user_id(uid: str) -> tuple[str, str]:
+    """'Alice (work) <alice@example.org>' -> ('Alice', 'alice@example.org'); a bare address too."""
+    match = _USER_ID.match(uid)
+    if match:
+        return match.group("name"), match.group("address").strip()
+    return "", uid.strip()
+
+
 def fingerprint_format(fingerprint: str) -> str:
     return " ".join(fingerprint[i:i + 4] for i in range(0, len(fingerprint), 4))
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, replace
-from email.utils import parseaddr
-from typing import BinaryIO
+from pathlib import Path
 
 import click
 
 from ..errors import Conflict, KeyProblem, ListservError, UsageError
-from ..keyring import MAX_KEYRING_BYTES, KeyInfo, StagedKeys
+from ..keyring import MAX_KEY_BYTES, MAX_KEYRING_BYTES, KeyInfo, StagedKeys
 from ..model import (
     MODES, ROLES, Member, check_pseudonym, fingerprint_format, normalise_address,
-    normalise_list_address,
+    normalise_list_address, split_user_id,
 )
 from ..store import Transaction
 from . import App, echo_json, main, pass_app
@@ -27,8 +26,21 @@ def member_group() -> None:
     """Add, change, remove and list the members of a list."""
 
 
-def _read_key(handle: BinaryIO, limit: int) -> bytes:
-    data = handle.read(limit + 1)
+# A path, not click.File: click opens a File argument while parsing and never closes it when
+# a later option is refused, so every usage error leaked an open file.
+key_path = click.Path(exists=True, dir_okay=False, readable=True, allow_dash=True, path_type=Path)
+
+
+def _read_key(path: Path, limit: int) -> bytes:
+    """Read at most `limit` bytes of key data from `path` ('-' is stdin), refusing more."""
+    if str(path) == "-":
+        data = click.get_binary_stream("stdin").read(limit + 1)
+    else:
+        try:
+            with path.open("rb") as handle:
+                data = handle.read(limit + 1)
+        except OSError as exc:
+            raise KeyProblem(f"{path} cannot be read ({exc.strerror}).") from None
     if len(data) > limit:
         raise KeyProblem(f"The key file is larger than {limit // 1024} KiB.")
     return data
@@ -72,18 +84,18 @@ role_option = click.option("--role", type=click.Choice(ROLES), help="Admins may 
 @member_group.command("add")
 @click.argument("list_address", metavar="LIST")
 @click.argument("email")
-@click.option("--key", "key_file", type=click.File("rb"), required=True,
+@click.option("--key", "key_file", type=key_path, required=True,
               help="The member's public key, armored or binary; '-' reads stdin.")
 @click.option("--name", help="Pseudonym shown to other members (default: a neutral 'Member NNNN').")
 @mode_option
 @role_option
 @pass_app
-def member_add(app: App, list_address: str, email: str, key_file: BinaryIO, name: str | None,
+def member_add(app: App, list_address: str, email: str, key_file: Path, name: str | None,
                mode: str | None, role: str | None) -> None:
     """Pin the key in --key to EMAIL as a member of LIST."""
     list_address = normalise_list_address(list_address)
     email = normalise_address(email, "member address")
-    data = _read_key(key_file, 512 * 1024)
+    data = _read_key(key_file, MAX_KEY_BYTES)
     app.store.read().require_list(list_address)
     with app.keyring.stage(data) as staged:
         key = _single_key(staged)
@@ -118,7 +130,7 @@ def _import_keys(tx: Transaction, list_address: str, keys: list[KeyInfo], mode: 
         if problem:
             outcome.refused.append((label, problem))
             continue
-        display, address = parseaddr(key.primary_uid)
+        display, address = split_user_id(key.primary_uid)
         try:
             email = normalise_address(address, "address in the key's user id")
             name = _unique_pseudonym(tx, list_address, display or None, email)
@@ -134,11 +146,11 @@ def _import_keys(tx: Transaction, list_address: str, keys: list[KeyInfo], mode: 
 
 @member_group.command("import")
 @click.argument("list_address", metavar="LIST")
-@click.argument("keyring_file", metavar="KEYRING", type=click.File("rb"))
+@click.argument("keyring_file", metavar="KEYRING", type=key_path)
 @click.option("--mode", type=click.Choice(MODES), default="immediate", show_default=True)
 @click.option("--role", type=click.Choice(ROLES), default="member", show_default=True)
 @pass_app
-def member_import(app: App, list_address: str, keyring_file: BinaryIO, mode: str, role: str) -> None:
+def member_import(app: App, list_address: str, keyring_file: Path, mode: str, role: str) -> None:
     """Add one member per key in KEYRING (address and pseudonym from each primary user id)."""
     list_address = normalise_list_address(list_address)
     app.store.read().require_list(list_address)
@@ -176,16 +188,16 @@ def member_remove(app: App, list_address: str, email: str) -> None:
 @mode_option
 @role_option
 @click.option("--name", help="New pseudonym.")
-@click.option("--key", "key_file", type=click.File("rb"), help="Pin a new key (replaces the old one).")
+@click.option("--key", "key_file", type=key_path, help="Pin a new key (replaces the old one).")
 @pass_app
 def member_set(app: App, list_address: str, email: str, mode: str | None, role: str | None,
-               name: str | None, key_file: BinaryIO | None) -> None:
+               name: str | None, key_file: Path | None) -> None:
     """Change a member's mode, role, pseudonym or key."""
     list_address = normalise_list_address(list_address)
     email = normalise_address(email, "member address")
     if not any(v is not None for v in (mode, role, name, key_file)):
         raise UsageError("Nothing to change; give --mode, --role, --name or --key.")
-    data = _read_key(key_file, 512 * 1024) if key_file else None
+    data = _read_key(key_file, MAX_KEY_BYTES) if key_file else None
     old_fingerprint = None
     staged = app.keyring.stage(data) if data is not None else None
     try:
