@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from .errors import UsageError
@@ -71,7 +72,8 @@ def _duration(value: str) -> str:
 
 
 def _schedule(value: str) -> str:
-    parse_schedule(value)
+    # Also refuse a schedule that parses but never fires, such as '0 0 30 2 *'.
+    parse_schedule(value).next_after(datetime.now(timezone.utc))
     return " ".join(value.split())
 
 

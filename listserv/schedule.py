@@ -100,7 +100,9 @@ def parse_schedule(text: str) -> Schedule:
         hour, minute = _hhmm(words[1])
         return Schedule(frozenset([minute]), frozenset([hour]), *everything, False, False)
     if len(words) == 3 and words[0] == "weekly":
-        day = words[1].lower()[:3]
+        day = words[1].lower()
+        full_names = {datetime(2024, 1, 1 + i).strftime("%A").lower(): d for i, d in enumerate(_DAYS)}
+        day = full_names.get(day, day)  # 'monday' or 'mon', but not 'monkey'
         if day not in _DAYS:
             raise UsageError(f"'{words[1]}' is not a day of the week.")
         hour, minute = _hhmm(words[2])
@@ -112,7 +114,9 @@ def parse_schedule(text: str) -> Schedule:
         weekdays = frozenset(w % 7 for w in weekdays)
         return Schedule(
             _cron_field(minute, 0, 59), _cron_field(hour, 0, 23), _cron_field(day, 1, 31),
-            _cron_field(month, 1, 12), weekdays, day != "*", weekday != "*",
+            # As in Vixie cron and cronie: a field that starts with '*' (also '*/2') counts as
+            # unrestricted for the day-of-month / day-of-week OR rule.
+            _cron_field(month, 1, 12), weekdays, not day.startswith("*"), not weekday.startswith("*"),
         )
     raise UsageError(
         f"'{text}' is not a schedule; use 'daily 18:00', 'weekly mon 09:00' or a cron expression."
