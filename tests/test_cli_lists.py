@@ -1,0 +1,240 @@
+"""`listserv init`, `listserv list ...` and `listserv lists`, as an operator uses them."""
+
+from __future__ import annotations
+
+import re
+import stat
+
+import pytest
+
+from .conftest import Cli, write_key
+from .support import fingerprints_in, run
+from .test_cli_members import assert_refused, state
+
+LIST_FIELDS = {"address", "name", "fingerprint", "urgent_address", "created", "members", "options"}
+OPTION_NAMES = {"name", "subject_prefix", "require_encryption", "alert_senders", "digest_schedule",
+                "max_message_size_kb", "max_signature_age", "footer"}
+
+
+# -- init and the home ------------------------------------------------------------------------
+
+def test_init_creates_the_home_with_a_private_keyring(tmp_path):
+    home = tmp_path / "fresh"
+    result = Cli(home).ok("init")
+    for created in ("keys", "data", "listserv.toml"):
+        assert f"created {home / created}" in result.stdout
+    for private in ("keys", "data"):
+        assert stat.S_IMODE((home / private).stat().st_mode) == 0o700
+    assert "[server]" in (home / "listserv.toml").read_text()
+
+
+def test_init_again_is_harmless_and_overwrites_nothing(cli, news):
+    config = cli.home / "listserv.toml"
+    config.write_text(config.read_text().replace('concurrency = 4', 'concurrency = 9'))
+    before = state(cli)
+    result = cli.ok("init")
+    assert result.stdout == f"{cli.home} is already a listserv home; nothing changed.\n"
+    assert "concurrency = 9" in config.read_text()
+    assert state(cli) == before
+    assert cli.json("list", "show", news)["name"] == "News"
+
+
+def test_init_restores_a_missing_part_only(cli):
+    (cli.home / "listserv.toml").unlink()
+    result = cli.ok("init")
+    assert result.stdout == f"created {cli.home / 'listserv.toml'}\n"
+
+
+def test_home_from_the_environment(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from listserv.cli import main
+
+    monkeypatch.setenv("LISTSERV_HOME", str(tmp_path / "envhome"))
+    result = CliRunner().invoke(main, ["init"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "envhome" / "keys").is_dir()
+
+
+def test_commands_outside_a_home_say_to_run_init(tmp_path):
+    cli = Cli(tmp_path / "nothing-here")
+    for args in (["lists"], ["list", "create", "news@example.org", "--name", "News"],
+                 ["member", "list", "news@example.org"]):
+        assert_refused(cli(*args), 69, "is not a listserv home", "init")
+    assert not (tmp_path / "nothing-here" / "keys").exists()
+
+
+# -- list create / show / lists --------------------------------------------------------------
+
+def test_list_create_prints_the_fingerprint_and_show_reports_it(cli):
+    result = cli.ok("list", "create", "News@Example.org", "--name", "News")
+    printed = re.fullmatch(r"created news@example\.org\nfingerprint ((?:[0-9A-F]{4} ){9}[0-9A-F]{4})\n",
+                           result.stdout)
+    assert printed, result.stdout
+    shown = cli.json("list", "show", "news@example.org")
+    assert set(shown) == LIST_FIELDS
+    assert shown["fingerprint"] == printed.group(1).replace(" ", "")
+    assert shown["address"] == "news@example.org"
+    assert shown["urgent_address"] == "news+urgent@example.org"
+    assert shown["members"] == 0
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", shown["created"])
+    assert set(shown["options"]) == OPTION_NAMES
+    assert shown["options"] == {
+        "name": "News", "subject_prefix": "[News]", "require_encryption": True,
+        "alert_senders": "members", "digest_schedule": "daily 18:00", "max_message_size_kb": 10240,
+        "max_signature_age": "7d", "footer": "",
+    }
+
+
+def test_list_show_text(cli, news):
+    out = cli.ok("list", "show", news).stdout
+    assert "urgent       news+urgent@example.org" in out
+    assert "require_encryption   True" in out
+
+
+def test_list_create_twice_is_refused_and_makes_no_second_key(cli, news):
+    before = state(cli)
+    assert_refused(cli("list", "create", news, "--name", "Other"), 4, "exists already")
+    assert state(cli) == before
+    assert len(fingerprints_in(cli.home / "keys")) == 1
+
+
+@pytest.mark.parametrize("address, fragment", [
+    ("news+urgent@example.org", "reserved"),
+    ("news-bounces@example.org", "reserved"),
+    ("news", "not a valid email list address"),
+    ("news@example", "not a valid email list address"),
+])
+def test_list_create_refuses_reserved_and_malformed_addresses(cli, address, fragment):
+    before = state(cli)
+    assert_refused(cli("list", "create", address, "--name", "News"), 2, fragment)
+    assert state(cli) == before
+
+
+def test_list_create_refuses_an_empty_or_multiline_name(cli):
+    before = state(cli)
+    assert_refused(cli("list", "create", "news@example.org", "--name", "  "), 2, "cannot be empty")
+    assert_refused(cli("list", "create", "news@example.org", "--name", "a\nb"), 2, "single line")
+    assert state(cli) == before
+
+
+def test_list_name_in_utf8_reaches_the_key(cli):
+    cli.ok("list", "create", "union@example.org", "--name", "Ünïon Сеть")
+    fingerprint = cli.json("list", "show", "union@example.org")["fingerprint"]
+    listing = run(["gpg", "--homedir", str(cli.home / "keys"), "--with-colons", "--list-keys",
+                   fingerprint]).stdout.decode("utf-8")
+    uids = [line.split(":")[9] for line in listing.splitlines() if line.startswith("uid:")]
+    assert uids == ["Ünïon Сеть <union@example.org>"]
+
+
+def test_lists_shows_every_list(cli):
+    assert cli.json("lists") == []
+    assert "No lists yet" in cli.ok("lists").stdout
+    cli.ok("list", "create", "news@example.org", "--name", "News")
+    cli.ok("list", "create", "alerts@example.org", "--name", "Alerts")
+    shown = cli.json("lists")
+    assert [entry["address"] for entry in shown] == ["alerts@example.org", "news@example.org"]
+    assert all(set(entry) == LIST_FIELDS for entry in shown)
+    assert shown[1] == cli.json("list", "show", "news@example.org")
+    table = cli.ok("lists").stdout.splitlines()
+    assert table[0].split() == ["alerts@example.org", "0", "members", "Alerts"]
+
+
+def test_unknown_list_is_exit_3(cli):
+    for args in (["list", "show", "nope@example.org"], ["list", "key", "nope@example.org"],
+                 ["list", "set", "nope@example.org", "footer", "x"],
+                 ["list", "delete", "nope@example.org", "--yes"],
+                 ["member", "list", "nope@example.org"]):
+        assert_refused(cli(*args), 3, "There is no list nope@example.org")
+
+
+# -- list key ---------------------------------------------------------------------------------
+
+def test_list_key_is_the_armored_public_key_gpg_imports(cli, news, tmp_path):
+    armored = cli.ok("list", "key", news).stdout
+    assert armored.startswith("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    assert "PRIVATE KEY" not in armored
+    member_home = tmp_path / "member"
+    member_home.mkdir(mode=0o700)
+    run(["gpg", "--batch", "--homedir", str(member_home), "--import"], input=armored.encode())
+    listing = run(["gpg", "--homedir", str(member_home), "--with-colons", "--list-keys"]).stdout.decode()
+    fingerprints = [line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")]
+    assert fingerprints[0] == cli.json("list", "show", news)["fingerprint"]
+    assert "News <news@example.org>" in listing
+    assert not run(["gpg", "--homedir", str(member_home), "--list-secret-keys"]).stdout
+
+
+# -- list set ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("option, value, stored", [
+    ("require_encryption", "false", False),
+    ("require_encryption", "Yes", True),
+    ("alert_senders", "admins", "admins"),
+    ("digest_schedule", "weekly  mon 09:00", "weekly mon 09:00"),
+    ("digest_schedule", "30 6 * * 1-5", "30 6 * * 1-5"),
+    ("max_message_size_kb", "2048", 2048),
+    ("max_signature_age", "12h", "12h"),
+    ("subject_prefix", "[n]", "[n]"),
+    ("footer", "line one\nline two", "line one\nline two"),
+])
+def test_list_set_stores_typed_values(cli, news, option, value, stored):
+    result = cli.ok("list", "set", news, option, value)
+    assert result.stdout == f"{news}: {option} = {stored!r}\n"
+    assert cli.json("list", "show", news)["options"][option] == stored
+
+
+def test_list_set_name_renames_the_list(cli, news):
+    cli.ok("list", "set", news, "name", "Newsroom")
+    shown = cli.json("list", "show", news)
+    assert shown["name"] == shown["options"]["name"] == "Newsroom"
+
+
+@pytest.mark.parametrize("option, value, fragment", [
+    ("require_encryption", "maybe", "not true or false"),
+    ("alert_senders", "everyone", "not one of: members, admins"),
+    ("digest_schedule", "hourly", "not a schedule"),
+    ("digest_schedule", "daily 25:00", "not a time"),
+    ("digest_schedule", "weekly monkey 09:00", "not a day of the week"),
+    ("digest_schedule", "61 * * * *", "out of range"),
+    ("digest_schedule", "0 0 30 2 *", "never fires"),
+    ("max_message_size_kb", "0", "greater than zero"),
+    ("max_message_size_kb", "ten", "not a whole number"),
+    ("max_signature_age", "7 days", "not a duration"),
+    ("subject_prefix", "a\nb", "single line"),
+    ("name", " ", "cannot be empty"),
+    ("colour", "red", "not a list option"),
+])
+def test_list_set_refuses_bad_values_and_changes_nothing(cli, news, option, value, fragment):
+    before = state(cli)
+    assert_refused(cli("list", "set", news, option, value), 2, fragment)
+    assert state(cli) == before
+
+
+# -- list delete ------------------------------------------------------------------------------
+
+def test_list_delete_needs_yes(cli, news):
+    before = state(cli)
+    assert_refused(cli("list", "delete", news), 2, "repeat with --yes")
+    assert state(cli) == before
+
+
+def test_list_delete_removes_the_list_its_key_and_unused_member_keys(cli, news, people, tmp_path):
+    alice, bob = people["alice"], people["bob"]
+    cli.ok("list", "create", "ops@example.org", "--name", "Ops")
+    for user in (alice, bob):
+        cli.ok("member", "add", news, user.email, "--key", write_key(tmp_path, user))
+    cli.ok("member", "add", "ops@example.org", bob.email, "--key", write_key(tmp_path, bob))
+    news_key = cli.json("list", "show", news)["fingerprint"]
+    ops_key = cli.json("list", "show", "ops@example.org")["fingerprint"]
+
+    assert cli.ok("list", "delete", news, "--yes").stdout == f"deleted {news}\n"
+    assert [entry["address"] for entry in cli.json("lists")] == ["ops@example.org"]
+    assert fingerprints_in(cli.home / "keys") == {ops_key, bob.fingerprint}  # bob is still on ops
+    secrets = run(["gpg", "--homedir", str(cli.home / "keys"), "--with-colons",
+                   "--list-secret-keys"]).stdout.decode()
+    assert news_key not in secrets and ops_key in secrets
+    assert_refused(cli("list", "show", news), 3, "There is no list")
+    # The address is free again, with a new key.
+    cli.ok("list", "create", news, "--name", "News")
+    assert cli.json("list", "show", news)["fingerprint"] != news_key
+    assert cli.json("member", "list", news) == []
