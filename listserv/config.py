@@ -31,6 +31,11 @@ relay = ""
 outbox = "data/outbox"
 # SMTP connections used in parallel towards the relay.
 concurrency = 4
+# Retries after a 4xx reply or a connection failure, in seconds (Postfix's defaults):
+# first retry after retry_min, doubling up to retry_max, given up after lifetime.
+retry_min = 300
+retry_max = 4000
+lifetime = 432000
 """
 
 
@@ -48,6 +53,9 @@ class Settings:
     relay: tuple[str, int] | None = None
     outbox: str = "data/outbox"
     concurrency: int = 4
+    retry_min: float = 300.0
+    retry_max: float = 4000.0
+    lifetime: float = 432000.0
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,9 @@ class Home:
                 relay=parse_hostport(relay, "relay") if relay else None,
                 outbox=str(delivery.get("outbox", defaults.outbox)),
                 concurrency=max(1, int(delivery.get("concurrency", defaults.concurrency))),
+                retry_min=float(delivery.get("retry_min", defaults.retry_min)),
+                retry_max=float(delivery.get("retry_max", defaults.retry_max)),
+                lifetime=float(delivery.get("lifetime", defaults.lifetime)),
             )
         except (TypeError, ValueError):
             raise UsageError(f"{self.config_file} has a value of the wrong type.") from None

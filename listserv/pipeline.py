@@ -1,6 +1,8 @@
 """The order of the stages, and nothing else.
 
-accept():  open -> authorize -> seal -> spool -> replay check   (before the SMTP reply)
+accept():      open -> authorize -> seal -> spool -> replay check     (before the SMTP reply)
+distribute():  unseal -> open -> compose -> fan-out -> outgoing spool (a worker, after the reply)
+bounce():      VERP token -> member -> count
 """
 
 from __future__ import annotations
@@ -8,14 +10,22 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from email import policy
+from email.message import EmailMessage
 
+from . import verp
 from .errors import ListservError, Refusal, TooLarge, Unauthorized
 from .keyring import Keyring
-from .spool import Spool
+from .spool import Job, Outgoing, OutJob, Recipient, Spool, new_queue_id
+from .model import MailingList, Member
 from .stages.authorize import authorize, option, replay_window
+from .stages.compose import Composed, compose, new_message_id
+from .stages.fanout import encrypt_for
 from .stages.open import open_message
 from .stages.route import Route
 from .store import Store
+from .templates import Templates
 
 
 @dataclass(frozen=True)
@@ -27,10 +37,20 @@ class Services:
 
 @dataclass(frozen=True)
 class Accepted:
-    qid: str
-    list: str
-    kind: str
+    job: Job
     signer: str
+
+    @property
+    def qid(self) -> str:
+        return self.job.qid
+
+    @property
+    def list(self) -> str:
+        return self.job.list
+
+    @property
+    def kind(self) -> str:
+        return self.job.kind
 
 
 def accept(raw: bytes, route: Route, services: Services) -> Accepted:
@@ -55,7 +75,7 @@ def accept(raw: bytes, route: Route, services: Services) -> Accepted:
         if not fresh:
             services.spool.remove(job)
             raise Unauthorized("replay")
-        return Accepted(job.qid, mailing_list.address, route.kind, opened.signer)
+        return Accepted(job, opened.signer)
     except Refusal as refusal:
         refusal.signer = signer
         _record(refusal, route, services)
@@ -72,3 +92,94 @@ def _record(refusal: Refusal, route: Route, services: Services) -> None:
                     "reason": refusal.reason, "reply": f"{refusal.code} {refusal.status}",
                     "signer": refusal.signer, "ref": refusal.ref,
                 })
+
+
+@dataclass(frozen=True)
+class Distributed:
+    job: OutJob | None  # None when no member gets an immediate copy
+    notices: tuple[OutJob, ...]  # notices to admins (e.g. members whose keys became unusable)
+    unusable: tuple[str, ...]  # fingerprints of members who got no copy
+
+
+def distribute(job: Job, services: Services, templates: Templates) -> Distributed:
+    """Turn an accepted submission into a fan-out job; the submission leaves the spool."""
+    outgoing = Outgoing(services.spool)
+    if outgoing.exists(job.qid):  # a crash came between writing the fan-out and this hand-over
+        services.spool.remove(job)
+        return Distributed(None, (), ())
+    raw = services.keyring.unseal(services.spool.read_submission(job))
+    opened = open_message(raw, services.keyring)
+    snapshot = services.store.read()
+    mailing_list = snapshot.require_list(job.list)
+    members = snapshot.members(mailing_list.address)
+    sender = next((m for m in members if m.fingerprint == opened.signer), None)
+    if sender is None:
+        raise Unauthorized("sender-removed")
+    composed = compose(
+        opened.content, subject_fallback=opened.outer_subject, in_reply_to=opened.in_reply_to,
+        references=opened.references, sender=sender, mailing_list=mailing_list, kind=job.kind,
+        footer=render_footer(templates, mailing_list), now=datetime.now(timezone.utc),
+        message_id=new_message_id(mailing_list),
+    )
+    recipients = [m for m in members if job.kind == "alert" or m.mode == "immediate"]
+    out, unusable = fan_out(services, outgoing, job.qid, mailing_list, job.kind, composed, recipients)
+    notices = ()
+    if unusable:
+        notices = (notify_admins(services, templates, mailing_list, members, "notice-unusable-keys.txt.j2",
+                                 members=[m for m in members if m.fingerprint in unusable]),)
+    services.spool.remove(job)
+    return Distributed(out, tuple(n for n in notices if n), unusable)
+
+
+def render_footer(templates: Templates, mailing_list: MailingList) -> str:
+    return templates.render("footer.txt.j2", list=mailing_list, footer=option(mailing_list, "footer"))
+
+
+def fan_out(services: Services, outgoing: Outgoing, qid: str, mailing_list: MailingList, kind: str,
+            composed: Composed, recipients: list[Member]) -> tuple[OutJob | None, tuple[str, ...]]:
+    """Encrypt once for every recipient and write the job: shared packet + one record each."""
+    if not recipients:
+        return None, ()
+    fan = encrypt_for(services.keyring, mailing_list.fingerprint,
+                      [m.fingerprint for m in recipients], composed.inner)
+    key = verp.secret(services.store)
+    records = [Recipient(m.email, verp.token(key, mailing_list.address, m.email), fan.pkesks[m.fingerprint])
+               for m in recipients if m.fingerprint in fan.pkesks]
+    if not records:
+        return None, tuple(fan.unusable)
+    return_path = f"{mailing_list.local}-bounces+{{token}}@{mailing_list.domain}"
+    job = outgoing.write(qid, mailing_list.address, kind, return_path, fan.shared,
+                         composed.outer_prefix, composed.outer_suffix, records)
+    return job, tuple(fan.unusable)
+
+
+def notify_admins(services: Services, templates: Templates, mailing_list: MailingList,
+                  members: list[Member], template: str, **values: object) -> OutJob | None:
+    """A notice from the list to its admins, encrypted like any post (never plaintext)."""
+    admins = [m for m in members if m.role == "admin"]
+    if not admins:
+        return None
+    text = templates.render(template, list=mailing_list, **values)
+    subject, _, body = text.partition("\n\n")
+    content = EmailMessage(policy=policy.SMTP)
+    content["Subject"] = subject.removeprefix("Subject:").strip()
+    content.set_content(body, charset="utf-8")
+    composed = compose(
+        content.as_bytes(), subject_fallback=None, in_reply_to=None, references=None, sender=None,
+        mailing_list=mailing_list, kind="notice", footer=render_footer(templates, mailing_list),
+        now=datetime.now(timezone.utc), message_id=new_message_id(mailing_list),
+    )
+    job, _ = fan_out(services, Outgoing(services.spool), new_queue_id(), mailing_list, "notice",
+                     composed, admins)
+    return job
+
+
+def bounce(route: Route, services: Services) -> str | None:
+    """Count a bounce against the member its VERP token names; returns that member's fingerprint."""
+    key = verp.secret(services.store)
+    with services.store.transaction() as tx:
+        member = verp.member_for(key, route.list, tx.members(route.list), route.token)
+        if member is None:
+            return None
+        tx.count_bounce(route.list, member.email)
+        return member.fingerprint

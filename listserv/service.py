@@ -1,8 +1,13 @@
-"""`listserv serve`: the SMTP listener and the workers, on one asyncio loop."""
+"""`listserv serve`: the SMTP listener and the workers, on one asyncio loop.
+
+    SMTP DATA --accept()--> spool/incoming --distribute()--> spool/outgoing --Deliverer--> relay
+                (thread)                      (thread, alerts first)         (async workers)
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -11,13 +16,18 @@ from pathlib import Path
 from typing import Callable
 
 from .config import Home, Settings
+from .deliver import Deliverer, MaildirTransport, RelayTransport, RetryPolicy, Transport
+from .errors import CryptoError, ListservError, Refusal
 from .keyring import Keyring
-from .pipeline import Accepted, Services
+from .pipeline import Accepted, Services, distribute
 from .smtpd import Handler, make_server
-from .spool import Spool
+from .spool import KINDS, Job, Outgoing, Spool
 from .store import Store
+from .templates import Templates
 
 log = logging.getLogger("listserv.service")
+RETRY_POLL = 1.0  # seconds between looks for `listserv queue retry`'s flag
+REDISTRIBUTE_AFTER = 60.0  # a submission that hit a passing problem is tried again after this
 
 
 @dataclass(frozen=True)
@@ -33,17 +43,66 @@ def services_for(home: Home) -> Services:
     return Services(Store(home.database), Keyring(home.keys), spool)
 
 
+def transport_for(options: ServeOptions) -> Transport:
+    if options.relay:
+        return RelayTransport(*options.relay)
+    return MaildirTransport(options.outbox)
+
+
 class Service:
     def __init__(self, home: Home, settings: Settings, options: ServeOptions):
         self.home = home
         self.settings = settings
         self.options = options
         self.services = services_for(home)
+        self.templates = Templates(home.templates)
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="listserv")
+        self.outgoing = Outgoing(self.services.spool)
+        retry = RetryPolicy(settings.retry_min, settings.retry_max, settings.lifetime)
+        self.deliverer = Deliverer(self.outgoing, transport_for(options), settings.concurrency, retry)
         self._stop = asyncio.Event()
+        self._submissions: asyncio.PriorityQueue[tuple[int, float, int, Job]] = asyncio.PriorityQueue()
+        self._order = itertools.count()
+
+    def _enqueue(self, job: Job) -> None:
+        self._submissions.put_nowait((KINDS.index(job.kind), job.received, next(self._order), job))
 
     def _accepted(self, accepted: Accepted) -> None:
-        """A new job is on disk; later stages (fan-out, delivery) pick it up from the spool."""
+        self._enqueue(accepted.job)
+
+    async def _distributor(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            *_, job = await self._submissions.get()
+            try:
+                result = await loop.run_in_executor(self.executor, distribute, job, self.services, self.templates)
+            except (Refusal, CryptoError) as exc:
+                reason = getattr(exc, "reason", type(exc).__name__)
+                log.error("quarantined qid=%s reason=%s", job.qid, reason)
+                self.services.spool.quarantine(job)
+                continue
+            except ListservError as exc:
+                log.error("deferred qid=%s stage=distribute %s", job.qid, type(exc).__name__)
+                loop.call_later(REDISTRIBUTE_AFTER, self._enqueue, job)
+                continue
+            except Exception:
+                log.exception("quarantined qid=%s reason=internal-error", job.qid)
+                self.services.spool.quarantine(job)
+                continue
+            for out in (result.job, *result.notices):
+                if out is not None:
+                    self.deliverer.load(out)
+            log.info("fanned-out qid=%s copies=%s unusable=%s", job.qid,
+                     len(self.outgoing.recipients(result.job)) if result.job else 0,
+                     ",".join(result.unusable) or "-")
+
+    async def _retry_poller(self) -> None:
+        flag = self.services.spool.retry_flag
+        while True:
+            await asyncio.sleep(RETRY_POLL)
+            if flag.exists():
+                flag.unlink(missing_ok=True)
+                log.info("retry-now copies=%d", self.deliverer.retry_now())
 
     async def run(self, ready: Callable[[str, int], None]) -> None:
         loop = asyncio.get_running_loop()
@@ -54,13 +113,23 @@ class Service:
         host, port = self.options.listen
         server = await loop.create_server(factory, host=host, port=port)
         bound = server.sockets[0].getsockname()
-        waiting = len(self.services.spool.submissions())
-        log.info("listening on %s:%s (%d submissions waiting in the spool)", bound[0], bound[1], waiting)
+        for out in self.outgoing.jobs():
+            self.deliverer.load(out)
+        waiting = self.services.spool.submissions()
+        for job in waiting:
+            self._enqueue(job)
+        log.info("listening on %s:%s (resuming %d submissions, %d delivery jobs)",
+                 bound[0], bound[1], len(waiting), len(self.deliverer.active))
         ready(bound[0], bound[1])
+        tasks = [asyncio.ensure_future(c) for c in (self._distributor(), self._retry_poller(),
+                                                     self.deliverer.run(self._stop))]
         try:
             await self._stop.wait()
         finally:
             log.info("stopping")
             server.close()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await server.wait_closed()
             self.executor.shutdown(wait=True)

@@ -15,7 +15,7 @@ from typing import Callable
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from .errors import ListservError, Refusal, TooLarge
-from .pipeline import Accepted, Services, accept
+from .pipeline import Accepted, Services, accept, bounce
 from .stages.route import Route, route
 
 log = logging.getLogger("listserv.smtpd")
@@ -66,6 +66,10 @@ class Handler:
         route_: Route | None = None
         try:
             route_ = await loop.run_in_executor(self.executor, self._route, envelope.rcpt_tos[0])
+            if route_.kind == "bounce":
+                member = await loop.run_in_executor(self.executor, bounce, route_, self.services)
+                log.info("bounce list=%s member=%s", route_.list, member or "unknown-token")
+                return "250 2.0.0 Bounce noted"
             accepted = await loop.run_in_executor(self.executor, accept, raw, route_, self.services)
         except Refusal as refusal:
             log.info("refused ref=%s list=%s reason=%s signer=%s reply=%s %s", refusal.ref,

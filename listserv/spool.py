@@ -2,6 +2,8 @@
 
     data/spool/tmp/QID/        being written; never read; swept at start
     data/spool/incoming/QID/   accepted submissions: meta.json + submission.pgp
+    data/spool/outgoing/QID/   fan-out jobs: the shared encrypted packet once, a record per
+                               member, and an append-only journal of delivery results
     data/spool/bad/QID/        jobs that failed in a way retrying cannot fix
 
 A job directory is written in tmp/, every file fsynced, the directory fsynced, then renamed
@@ -12,6 +14,7 @@ headers too, which may carry a Subject, addresses or IPs).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -26,7 +29,7 @@ from .store import fsync_directory
 
 SUBMISSION = "submission.pgp"
 META = "meta.json"
-KINDS = ("alert", "post")  # in priority order: alerts jump the queue
+KINDS = ("alert", "notice", "post", "digest")  # in priority order: alerts jump the queue
 
 
 def new_queue_id() -> str:
@@ -69,13 +72,26 @@ class Spool:
         self.tmp = root / "tmp"
         self.incoming = root / "incoming"
         self.bad = root / "bad"
+        self.outgoing = root / "outgoing"
+        self.retry_flag = root / "retry-now"
 
     def prepare(self) -> None:
         """Create the folders and sweep half-written jobs left by a crash."""
-        for folder in (self.root, self.tmp, self.incoming, self.bad):
+        for folder in (self.root, self.tmp, self.incoming, self.outgoing, self.bad):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         for leftover in self.tmp.iterdir():
             shutil.rmtree(leftover, ignore_errors=True)
+
+    def _stage(self, qid: str, files: dict[str, bytes], destination: Path) -> None:
+        staging = self.tmp / qid
+        try:
+            staging.mkdir(mode=0o700)
+            for name, data in files.items():
+                _write_synced(staging / name, data)
+            self._publish(staging, destination)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise StoreError(f"The spool cannot be written ({exc.strerror}).") from None
 
     def _publish(self, staging: Path, destination: Path) -> None:
         fsync_directory(staging)
@@ -86,17 +102,9 @@ class Spool:
     def accept(self, list_address: str, kind: str, sealed: bytes) -> Job:
         """Store an accepted submission durably; returns once it is on disk."""
         qid = new_queue_id()
-        staging = self.tmp / qid
         meta = {"qid": qid, "list": list_address, "kind": kind, "received": time.time(),
                 "state": "accepted"}
-        try:
-            staging.mkdir(mode=0o700)
-            _write_synced(staging / SUBMISSION, sealed)
-            _write_synced(staging / META, json.dumps(meta).encode())
-            self._publish(staging, self.incoming / qid)
-        except OSError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise StoreError(f"The spool cannot be written ({exc.strerror}).") from None
+        self._stage(qid, {SUBMISSION: sealed, META: json.dumps(meta).encode()}, self.incoming / qid)
         return Job(qid, list_address, kind, meta["received"], meta["state"], self.incoming / qid)
 
     def _job(self, folder: Path) -> Job | None:
@@ -124,3 +132,122 @@ class Spool:
     def quarantine(self, job: Job) -> None:
         os.rename(job.path, self.bad / job.qid)
         fsync_directory(self.bad)
+
+
+# -- outgoing fan-out jobs ------------------------------------------------------------------
+
+SHARED, PREFIX, SUFFIX, RECIPIENTS, JOURNAL = "shared.pgp", "prefix", "suffix", "recipients", "journal"
+PENDING, SENT, DEFERRED, FAILED = "pending", "sent", "deferred", "failed"
+FINAL = (SENT, FAILED)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    email: str
+    token: str  # VERP token: the return path LOCAL-bounces+TOKEN@DOMAIN maps back to the member
+    pkesk: bytes  # this member's public-key encrypted session key packet
+
+
+@dataclass
+class Progress:
+    state: str = PENDING
+    attempts: int = 0
+    next_try: float = 0.0
+
+
+@dataclass(frozen=True)
+class OutJob:
+    qid: str
+    list: str
+    kind: str
+    created: float
+    return_path: str  # envelope sender with {token} to fill in
+    path: Path
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"qid": self.qid, "list": self.list, "kind": self.kind, "created": self.created}
+
+
+def _encode_recipients(recipients: list[Recipient]) -> bytes:
+    lines = (f"{r.email} {r.token} {base64.b64encode(r.pkesk).decode()}" for r in recipients)
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _decode_recipients(data: bytes) -> list[Recipient]:
+    result = []
+    for line in data.decode().splitlines():
+        email, token, pkesk = line.split(" ")
+        result.append(Recipient(email, token, base64.b64decode(pkesk)))
+    return result
+
+
+class Outgoing:
+    """Fan-out jobs: written once, then only the journal grows (one fsynced line per result)."""
+
+    def __init__(self, spool: Spool):
+        self.spool = spool
+
+    def write(self, qid: str, list_address: str, kind: str, return_path: str, shared: bytes,
+              prefix: bytes, suffix: bytes, recipients: list[Recipient]) -> OutJob:
+        meta = {"qid": qid, "list": list_address, "kind": kind, "created": time.time(),
+                "return_path": return_path}
+        destination = self.spool.outgoing / qid
+        self.spool._stage(qid, {SHARED: shared, PREFIX: prefix, SUFFIX: suffix,
+                                RECIPIENTS: _encode_recipients(recipients), JOURNAL: b"",
+                                META: json.dumps(meta).encode()}, destination)
+        return self._job(destination)
+
+    def exists(self, qid: str) -> bool:
+        return (self.spool.outgoing / qid).is_dir()
+
+    def _job(self, folder: Path) -> OutJob:
+        meta = json.loads((folder / META).read_bytes())
+        return OutJob(meta["qid"], meta["list"], meta["kind"], meta["created"],
+                      meta["return_path"], folder)
+
+    def jobs(self) -> list[OutJob]:
+        found = []
+        for folder in sorted(self.spool.outgoing.iterdir()):
+            try:
+                found.append(self._job(folder))
+            except (OSError, ValueError, KeyError):
+                continue
+        return sorted(found, key=lambda job: (KINDS.index(job.kind), job.created))
+
+    def recipients(self, job: OutJob) -> list[Recipient]:
+        return _decode_recipients((job.path / RECIPIENTS).read_bytes())
+
+    def shared(self, job: OutJob) -> tuple[bytes, bytes, bytes]:
+        return tuple((job.path / name).read_bytes() for name in (PREFIX, SHARED, SUFFIX))  # type: ignore[return-value]
+
+    def progress(self, job: OutJob, count: int) -> list[Progress]:
+        """Each member's state, replayed from the journal (a torn last line is ignored)."""
+        states = [Progress() for _ in range(count)]
+        journal = (job.path / JOURNAL).read_bytes()
+        if journal and not journal.endswith(b"\n"):  # a crash tore the last line: close it
+            with open(job.path / JOURNAL, "ab") as handle:
+                handle.write(b"\n")
+        for line in journal.split(b"\n"):
+            parts = line.split()
+            if len(parts) != 4:
+                continue
+            index, state, attempts, next_try = int(parts[0]), parts[1].decode(), int(parts[2]), float(parts[3])
+            if 0 <= index < count:
+                states[index] = Progress(state, attempts, next_try)
+        return states
+
+    def record(self, job: OutJob, index: int, progress: Progress) -> None:
+        """Append one result and fsync before anything else happens to that member."""
+        line = f"{index} {progress.state} {progress.attempts} {progress.next_try:.3f}\n".encode()
+        fd = os.open(job.path / JOURNAL, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, line)
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    def finish(self, job: OutJob) -> None:
+        doomed = self.spool.tmp / f"done-{job.qid}"
+        os.rename(job.path, doomed)
+        fsync_directory(self.spool.outgoing)
+        shutil.rmtree(doomed, ignore_errors=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import click
 from ..config import parse_hostport
 from ..errors import UsageError
 from ..model import normalise_list_address
-from ..spool import Spool
+from ..spool import DEFERRED, FAILED, PENDING, SENT, Outgoing, Spool
 from . import App, echo_json, main, pass_app
 
 
@@ -52,26 +53,55 @@ def _age(seconds: float) -> str:
     return f"{int(seconds)}s"
 
 
+def _jobs(app: App) -> list[dict]:
+    """Accepted submissions and delivery jobs, alerts first."""
+    app.home.require()
+    spool = Spool(app.home.spool)
+    rows = []
+    if spool.incoming.exists():
+        for job in spool.submissions():
+            rows.append({**job.as_dict(), "age": round(job.age, 1)})
+    if spool.outgoing.exists():
+        outgoing = Outgoing(spool)
+        now = time.time()
+        for out in outgoing.jobs():
+            count = len(outgoing.recipients(out))
+            states = [p.state for p in outgoing.progress(out, count)]
+            rows.append({**out.as_dict(), "age": round(now - out.created, 1), "state": "delivering",
+                         "copies": {s: states.count(s) for s in (PENDING, SENT, DEFERRED, FAILED)}})
+    return rows
+
+
 @main.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array (see docs/cli.md).")
 @click.pass_context
 def queue(ctx: click.Context, as_json: bool) -> None:
-    """Show what is spooled: queue id, list, kind (post/alert), age and state."""
+    """Show what is spooled: queue id, list, kind, age, state and copies per state."""
     if ctx.invoked_subcommand:
         return
-    app = ctx.find_object(App)
-    app.home.require()
-    spool = Spool(app.home.spool)
-    jobs = spool.submissions() if spool.incoming.exists() else []
+    rows = _jobs(ctx.find_object(App))
     if as_json:
-        echo_json([{**job.as_dict(), "age": round(job.age, 1)} for job in jobs])
+        echo_json(rows)
         return
-    if not jobs:
+    if not rows:
         click.echo("The queue is empty.")
         return
-    click.echo(f"{'QUEUE ID':<14} {'LIST':<32} {'KIND':<6} {'AGE':>5}  STATE")
-    for job in jobs:
-        click.echo(f"{job.qid:<14} {job.list:<32} {job.kind:<6} {_age(job.age):>5}  {job.state}")
+    click.echo(f"{'QUEUE ID':<14} {'LIST':<28} {'KIND':<7} {'AGE':>5}  {'STATE':<11} COPIES")
+    for row in rows:
+        copies = " ".join(f"{k}={v}" for k, v in row.get("copies", {}).items() if v)
+        click.echo(f"{row['qid']:<14} {row['list']:<28} {row['kind']:<7} {_age(row['age']):>5}  "
+                   f"{row['state']:<11} {copies}")
+
+
+@queue.command("retry")
+@pass_app
+def queue_retry(app: App) -> None:
+    """Retry deferred copies now (the running server picks this up within a second)."""
+    app.home.require()
+    spool = Spool(app.home.spool)
+    spool.retry_flag.parent.mkdir(parents=True, exist_ok=True)
+    spool.retry_flag.touch()
+    click.echo("Deferred copies will be retried now by the running server.")
 
 
 @main.command()

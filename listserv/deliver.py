@@ -1,0 +1,296 @@
+"""Delivery: each member's copy in its own SMTP transaction, durably recorded, retried with backoff.
+
+Workers take copies from the fan-out jobs in priority order (alerts first, then oldest), send
+them through a relay (aiosmtplib, one reused connection per worker) or into an outbox maildir,
+and append each result to the job's journal with an fsync *before* taking the next copy.
+The one window of at-least-once: the relay has said 250 but the journal line is not yet on
+disk when the process dies; that copy is sent again after restart.
+
+4xx replies and connection errors defer a copy (backoff from `retry_min` doubling to
+`retry_max`, given up after `lifetime`); 5xx replies fail it permanently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import secrets
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import aiosmtplib
+
+from .openpgp import SharedArmor
+from .spool import DEFERRED, FAILED, FINAL, KINDS, SENT, Outgoing, OutJob, Progress, Recipient
+
+log = logging.getLogger("listserv.deliver")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    minimum: float = 300.0  # Postfix's minimal_backoff_time
+    maximum: float = 4000.0  # maximal_backoff_time
+    lifetime: float = 5 * 86400.0  # maximal_queue_lifetime
+
+    def delay(self, attempts: int) -> float:
+        return min(self.maximum, self.minimum * (2 ** max(0, attempts - 1)))
+
+
+class Temporary(Exception):
+    """The copy may succeed later (4xx, connection trouble)."""
+
+
+class Permanent(Exception):
+    """The relay refused the copy for good (5xx)."""
+
+
+class Transport:
+    """Sends one copy over an open connection; `usable` says whether to keep the connection."""
+
+    async def open(self) -> object:
+        return None
+
+    async def send(self, connection: object, sender: str, recipient: str, message: bytes) -> None:
+        raise NotImplementedError
+
+    def usable(self, connection: object) -> bool:
+        return True
+
+    async def close(self, connection: object) -> None:
+        return None
+
+
+class RelayTransport(Transport):
+    def __init__(self, host: str, port: int, helo: str = "localhost"):
+        self.host, self.port, self.helo = host, port, helo
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        # On loopback a self-signed certificate must not stop delivery; elsewhere STARTTLS is
+        # used when offered and the certificate is checked.
+        self.start_tls: bool | None = False if loopback else None
+
+    async def open(self) -> aiosmtplib.SMTP:
+        client = aiosmtplib.SMTP(hostname=self.host, port=self.port, local_hostname=self.helo,
+                                 start_tls=self.start_tls, timeout=60)
+        try:
+            await client.connect()
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            client.close()
+            raise Temporary(f"connect: {type(exc).__name__}") from None
+        return client
+
+    async def send(self, connection: object, sender: str, recipient: str, message: bytes) -> None:
+        assert isinstance(connection, aiosmtplib.SMTP)
+        try:
+            await connection.sendmail(sender, [recipient], message)
+            return
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            code = exc.recipients[0].code if exc.recipients else 451
+        except aiosmtplib.SMTPResponseException as exc:
+            code = exc.code
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            connection.close()
+            raise Temporary(f"connection: {type(exc).__name__}") from None
+        try:  # the session goes on after a refusal; start the next transaction clean
+            await connection.rset()
+        except (aiosmtplib.SMTPException, OSError):
+            connection.close()
+        raise (Permanent if 500 <= code < 600 else Temporary)(f"reply {code}")
+
+    def usable(self, connection: object) -> bool:
+        return isinstance(connection, aiosmtplib.SMTP) and connection.is_connected
+
+    async def close(self, connection: object) -> None:
+        if self.usable(connection):
+            try:
+                await connection.quit()  # type: ignore[union-attr]
+            except (aiosmtplib.SMTPException, OSError):
+                connection.close()  # type: ignore[union-attr]
+
+
+class MaildirTransport(Transport):
+    """Writes each copy into a maildir (tmp/ -> new/), for a trial run with no relay."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        for sub in ("tmp", "new", "cur"):
+            (path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def _write(self, sender: str, recipient: str, message: bytes) -> None:
+        name = f"{time.time():.6f}.{os.getpid()}_{secrets.token_hex(6)}.{socket.gethostname()}"
+        head = f"Return-Path: <{sender}>\r\nDelivered-To: {recipient}\r\n".encode()
+        tmp = self.path / "tmp" / name
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, head + message)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, self.path / "new" / name)
+
+    async def send(self, connection: object, sender: str, recipient: str, message: bytes) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self._write, sender, recipient, message)
+        except OSError as exc:
+            raise Temporary(f"outbox: {exc.strerror}") from None
+
+
+@dataclass
+class _Active:
+    job: OutJob
+    recipients: list[Recipient]
+    progress: list[Progress]
+    prefix: bytes
+    armorer: SharedArmor
+    suffix: bytes
+    ready: deque[int] = field(default_factory=deque)
+    in_flight: int = 0
+
+    def done(self) -> bool:
+        return all(p.state in FINAL for p in self.progress)
+
+
+class Deliverer:
+    """Owns the outgoing jobs in memory and the delivery workers."""
+
+    def __init__(self, outgoing: Outgoing, transport: Transport, concurrency: int,
+                 retry: RetryPolicy = RetryPolicy(), on_final: Callable[[OutJob, list[Progress]], None] | None = None):
+        self.outgoing = outgoing
+        self.transport = transport
+        self.concurrency = concurrency
+        self.retry = retry
+        self.on_final = on_final
+        self.active: dict[str, _Active] = {}
+        self._wake = asyncio.Event()
+
+    # -- jobs ------------------------------------------------------------------
+    def load(self, job: OutJob) -> None:
+        if job.qid in self.active:
+            return
+        recipients = self.outgoing.recipients(job)
+        prefix, shared, suffix = self.outgoing.shared(job)
+        progress = self.outgoing.progress(job, len(recipients))
+        active = _Active(job, recipients, progress, prefix, SharedArmor(shared), suffix)
+        now = time.time()
+        for index, state in enumerate(progress):
+            if state.state in FINAL:
+                continue
+            if state.state == DEFERRED and state.next_try > now:
+                asyncio.get_running_loop().call_later(state.next_try - now, self._requeue, job.qid, index)
+            else:
+                active.ready.append(index)
+        self.active[job.qid] = active
+        self._finish_if_done(active)
+        self._wake.set()
+
+    def _requeue(self, qid: str, index: int) -> None:
+        active = self.active.get(qid)
+        if active and active.progress[index].state == DEFERRED and index not in active.ready:
+            active.ready.append(index)
+            self._wake.set()
+
+    def retry_now(self) -> int:
+        count = 0
+        for active in self.active.values():
+            for index, state in enumerate(active.progress):
+                if state.state == DEFERRED and index not in active.ready:
+                    active.ready.append(index)
+                    count += 1
+        self._wake.set()
+        return count
+
+    def _next(self) -> tuple[_Active, int] | None:
+        order = sorted(self.active.values(), key=lambda a: (KINDS.index(a.job.kind), a.job.created))
+        for active in order:
+            if active.ready:
+                return active, active.ready.popleft()
+        return None
+
+    def _finish_if_done(self, active: _Active) -> None:
+        if active.in_flight == 0 and active.done() and active.job.qid in self.active:
+            del self.active[active.job.qid]
+            self.outgoing.finish(active.job)
+            counts = {state: sum(p.state == state for p in active.progress) for state in (SENT, FAILED)}
+            log.info("delivered qid=%s sent=%d failed=%d", active.job.qid, counts[SENT], counts[FAILED])
+            if self.on_final:
+                self.on_final(active.job, active.progress)
+
+    # -- one copy --------------------------------------------------------------
+    def _message(self, active: _Active, recipient: Recipient) -> bytes:
+        armored = active.armorer.armor(recipient.pkesk).replace(b"\n", b"\r\n")
+        return active.prefix + armored + active.suffix
+
+    async def _deliver(self, connection: object, active: _Active, index: int) -> object:
+        recipient = active.recipients[index]
+        sender = active.job.return_path.format(token=recipient.token)
+        loop = asyncio.get_running_loop()
+        message = await loop.run_in_executor(None, self._message, active, recipient)
+        previous = active.progress[index]
+        attempts = previous.attempts + 1
+        try:
+            if connection is None:
+                connection = await self.transport.open()
+            await self.transport.send(connection, sender, recipient.email, message)
+            outcome = Progress(SENT, attempts, 0.0)
+        except Permanent as exc:
+            outcome = Progress(FAILED, attempts, 0.0)
+            log.info("failed qid=%s copy=%d reason=%s", active.job.qid, index, exc)
+        except Temporary as exc:
+            now = time.time()
+            if now - active.job.created > self.retry.lifetime:
+                outcome = Progress(FAILED, attempts, 0.0)
+                log.info("expired qid=%s copy=%d reason=%s", active.job.qid, index, exc)
+            else:
+                outcome = Progress(DEFERRED, attempts, now + self.retry.delay(attempts))
+                log.info("deferred qid=%s copy=%d attempts=%d reason=%s", active.job.qid, index, attempts, exc)
+        if connection is not None and not self.transport.usable(connection):
+            connection = None
+        await loop.run_in_executor(None, self.outgoing.record, active.job, index, outcome)
+        active.progress[index] = outcome
+        if outcome.state == DEFERRED:
+            loop.call_later(outcome.next_try - time.time(), self._requeue, active.job.qid, index)
+        return connection
+
+    async def _worker(self, stop: asyncio.Event) -> None:
+        connection: object = None
+        try:
+            while not stop.is_set():
+                picked = self._next()
+                if picked is None:
+                    self._wake.clear()
+                    if connection is not None:
+                        await self.transport.close(connection)
+                        connection = None
+                    await _wait_any(self._wake, stop)
+                    continue
+                active, index = picked
+                active.in_flight += 1
+                try:
+                    connection = await self._deliver(connection, active, index)
+                finally:
+                    active.in_flight -= 1
+                self._finish_if_done(active)
+        finally:
+            if connection is not None:
+                await self.transport.close(connection)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await asyncio.gather(*(self._worker(stop) for _ in range(self.concurrency)))
+
+
+async def _wait_any(*events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+

@@ -1,0 +1,222 @@
+"""Compose: build the list's own message from an opened post. Pure: bytes in, bytes out.
+
+Nothing of the submitter's message is copied wholesale. The new message is built from an
+allow-list: the MIME parts' Content-* headers and bodies are kept (with fresh boundaries and
+fresh Content-IDs); every other header -- Received, User-Agent, X-*, Message-ID, Date,
+Autocrypt, DKIM-Signature, the client's own protected headers -- is dropped.
+
+The result has two halves:
+  * `inner`: the cryptographic payload (RFC 9788, hp="cipher"; also marked with the older
+    protected-headers="v1" that Thunderbird reads) holding the real Subject, the pseudonymous
+    From, the content and the footer. This is what fan-out encrypts.
+  * `outer_prefix` / `outer_suffix`: the RFC 3156 multipart/encrypted envelope that every
+    member's copy shares, with placeholder Subject and the list's headers only; a copy is
+    prefix + that member's armored ciphertext + suffix.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage, Message
+from email.parser import BytesParser
+from email.utils import format_datetime
+
+from ..model import MailingList, Member
+
+PLACEHOLDER_SUBJECT = "[...]"
+KEPT_PART_HEADERS = ("content-type", "content-transfer-encoding", "content-disposition",
+                     "content-description", "content-language")
+_MESSAGE_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
+_CID = re.compile(r"cid:([^\"'\s>)]+)", re.IGNORECASE)
+ALERT_HEADERS = (("Importance", "high"), ("Priority", "urgent"), ("X-Priority", "1"))
+
+
+@dataclass(frozen=True)
+class Composed:
+    inner: bytes
+    outer_prefix: bytes
+    outer_suffix: bytes
+    message_id: str
+    subject: str
+
+    def copy(self, armored: bytes) -> bytes:
+        return self.outer_prefix + armored + self.outer_suffix
+
+
+def new_message_id(mailing_list: MailingList) -> str:
+    return f"<{secrets.token_hex(12)}@{mailing_list.domain}>"
+
+
+def list_id(mailing_list: MailingList) -> str:
+    return f"{mailing_list.name} <{mailing_list.local}.{mailing_list.domain}>"
+
+
+def list_headers(mailing_list: MailingList) -> list[tuple[str, str]]:
+    return [
+        ("List-Id", list_id(mailing_list)),
+        ("List-Post", f"<mailto:{mailing_list.address}>"),
+        ("List-Unsubscribe", f"<mailto:{mailing_list.local}-owner@{mailing_list.domain}?subject=unsubscribe>"),
+        ("Precedence", "list"),
+    ]
+
+
+def own_thread_ids(value: str | None, mailing_list: MailingList) -> list[str]:
+    """Keep only message ids minted by this list: threads work, outside ids never leak."""
+    if not value:
+        return []
+    suffix = f"@{mailing_list.domain}>"
+    return [mid for mid in _MESSAGE_ID.findall(value) if mid.lower().endswith(suffix)]
+
+
+def _parse(content: bytes) -> Message:
+    return BytesParser(policy=policy.default).parsebytes(content)
+
+
+def _boundary() -> str:
+    return f"=-{secrets.token_hex(16)}"
+
+
+class _Rebuilder:
+    """Copies a MIME tree keeping only Content-* headers; fresh boundaries and Content-IDs."""
+
+    def __init__(self, mailing_list: MailingList):
+        self.domain = mailing_list.domain
+        self.cids: dict[str, str] = {}
+
+    def collect_cids(self, part: Message) -> None:
+        for sub in part.walk():
+            old = sub.get("Content-ID")
+            if old:
+                self.cids[str(old).strip().strip("<>")] = f"{secrets.token_hex(10)}@{self.domain}"
+
+    def rebuild(self, part: Message) -> EmailMessage:
+        new = EmailMessage(policy=policy.SMTP)
+        if part.is_multipart():
+            new["Content-Type"] = part.get_content_type()
+            for key, value in part.get_params(header="content-type")[1:]:
+                if key.lower() not in ("boundary", "protected-headers", "hp"):
+                    new.set_param(key, value)
+            new.set_boundary(_boundary())
+            new.set_payload([self.rebuild(sub) for sub in part.iter_parts()])  # type: ignore[attr-defined]
+            if not new.get_payload():
+                new.set_payload([])
+            return new
+        for name in KEPT_PART_HEADERS:
+            if name in part:
+                new[name] = str(part[name])
+        old_cid = str(part.get("Content-ID", "")).strip().strip("<>")
+        if old_cid in self.cids:
+            new["Content-ID"] = f"<{self.cids[old_cid]}>"
+        if part.get_content_type() == "text/html" and self.cids:
+            self._rewrite_cid_references(part, new)
+        else:
+            new.set_payload(part.get_payload(decode=False))
+        return new
+
+    def _rewrite_cid_references(self, part: Message, new: EmailMessage) -> None:
+        html = part.get_content()
+        html = _CID.sub(lambda m: f"cid:{self.cids.get(m.group(1), m.group(1))}", html)
+        disposition = new.get("Content-Disposition")
+        for name in list(new.keys()):
+            if name.lower() in ("content-type", "content-transfer-encoding"):
+                del new[name]
+        new.set_content(html, subtype="html", charset="utf-8", cte="quoted-printable")
+        del new["MIME-Version"]
+        if disposition and "Content-Disposition" not in new:
+            new["Content-Disposition"] = disposition
+
+
+def _body_parts(content: Message, mailing_list: MailingList) -> list[EmailMessage]:
+    rebuilder = _Rebuilder(mailing_list)
+    rebuilder.collect_cids(content)
+    if content.get_content_type() == "multipart/mixed":
+        parts = [rebuilder.rebuild(sub) for sub in content.iter_parts()]  # type: ignore[attr-defined]
+    else:
+        parts = [rebuilder.rebuild(content)]
+    # A "legacy display" part that repeats the client's protected headers goes too.
+    return [p for p in parts if p.get_content_type() != "text/rfc822-headers"]
+
+
+def _subject(content: Message, fallback: str | None, mailing_list: MailingList, urgent: bool) -> str:
+    subject = str(content.get("Subject") or fallback or "(no subject)").strip()
+    prefix = str(mailing_list.options.get("subject_prefix", "")).strip()
+    if prefix and prefix.lower() not in subject.lower():
+        subject = f"{prefix} {subject}"
+    if urgent:
+        subject = f"URGENT: {subject}"
+    return subject
+
+
+def compose(
+    content: bytes, *, subject_fallback: str | None, in_reply_to: str | None,
+    references: str | None, sender: Member | None, mailing_list: MailingList, kind: str,
+    footer: str, now: datetime, message_id: str,
+) -> Composed:
+    """Build the list's message. `sender` None means the list speaks itself (digests, notices)."""
+    original = _parse(content)
+    urgent = kind == "alert"
+    subject = _subject(original, subject_fallback, mailing_list, urgent)
+    date = format_datetime(now.astimezone(timezone.utc))
+    display = f"{sender.name} via {mailing_list.name}" if sender else mailing_list.name
+    parents = own_thread_ids(in_reply_to, mailing_list)
+    thread = own_thread_ids(references, mailing_list)
+
+    inner = EmailMessage(policy=policy.SMTP)
+    inner["From"] = Address(display_name=display, addr_spec=mailing_list.address)
+    inner["To"] = Address(display_name=mailing_list.name, addr_spec=mailing_list.address)
+    inner["Reply-To"] = Address(display_name=mailing_list.name, addr_spec=mailing_list.address)
+    inner["Subject"] = subject
+    inner["Date"] = date
+    inner["Message-ID"] = message_id
+    if parents:
+        inner["In-Reply-To"] = parents[-1]
+    if thread or parents:
+        inner["References"] = " ".join(dict.fromkeys(thread + parents))
+    for name, value in list_headers(mailing_list):
+        inner[name] = value
+    if urgent:
+        for name, value in ALERT_HEADERS:
+            inner[name] = value
+    inner["HP-Outer"] = f"Subject: {PLACEHOLDER_SUBJECT}"
+    inner["HP-Outer"] = f"From: {Address(display_name=mailing_list.name, addr_spec=mailing_list.address)}"
+    inner["MIME-Version"] = "1.0"
+    inner["Content-Type"] = "multipart/mixed"
+    inner.set_param("protected-headers", "v1")
+    inner.set_param("hp", "cipher")
+    inner.set_boundary(_boundary())
+    footer_part = EmailMessage(policy=policy.SMTP)
+    footer_part.set_content(footer, charset="utf-8")
+    del footer_part["MIME-Version"]
+    inner.set_payload([*_body_parts(original, mailing_list), footer_part])
+
+    outer_boundary = _boundary()
+    outer = EmailMessage(policy=policy.SMTP)
+    for name in ("From", "To"):
+        outer[name] = Address(display_name=mailing_list.name, addr_spec=mailing_list.address)
+    outer["Subject"] = PLACEHOLDER_SUBJECT
+    for name in ("Date", "Message-ID", "In-Reply-To", "References"):
+        if name in inner:
+            outer[name] = str(inner[name])
+    for name, value in [*list_headers(mailing_list), *(ALERT_HEADERS if urgent else ())]:
+        outer[name] = value
+    outer["MIME-Version"] = "1.0"
+    outer["Content-Type"] = "multipart/encrypted"
+    outer.set_param("protocol", "application/pgp-encrypted")
+    outer.set_boundary(outer_boundary)
+    head = outer.as_bytes(policy=policy.SMTP).split(b"\r\n\r\n", 1)[0].decode("ascii") + "\r\n"
+    prefix = (
+        f"{head}\r\nThis is an OpenPGP/MIME encrypted message (RFC 3156).\r\n"
+        f"--{outer_boundary}\r\nContent-Type: application/pgp-encrypted\r\n"
+        f"Content-Description: PGP/MIME version identification\r\n\r\nVersion: 1\r\n\r\n"
+        f"--{outer_boundary}\r\nContent-Type: application/octet-stream; name=\"encrypted.asc\"\r\n"
+        f"Content-Description: OpenPGP encrypted message\r\n"
+        f"Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\r\n"
+    )
+    suffix = f"\r\n--{outer_boundary}--\r\n"
+    return Composed(inner.as_bytes(policy=policy.SMTP), prefix.encode("ascii"),
+                    suffix.encode("ascii"), message_id, subject)

@@ -1,0 +1,93 @@
+"""A real SMTP server on loopback (port 0) standing in for the relay, for tests.
+
+`replies` scripts what it answers to DATA: e.g. ["451 4.3.0 Try later", None] answers 451 once,
+then accepts. A thread runs its own asyncio loop, so tests can use it from synchronous code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass
+
+from aiosmtpd.smtp import SMTP
+
+
+@dataclass(frozen=True)
+class Received:
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    data: bytes
+
+
+class _Handler:
+    def __init__(self, sink: "Sink"):
+        self.sink = sink
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = self.sink.rcpt_reply(address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.sink.lock:
+            reply = self.sink.replies.pop(0) if self.sink.replies else None
+            if reply:
+                self.sink.refused += 1
+                return reply
+            self.sink.messages.append(
+                Received(envelope.mail_from, tuple(envelope.rcpt_tos), envelope.original_content or envelope.content)
+            )
+        return "250 2.0.0 OK"
+
+
+class Sink:
+    def __init__(self, replies: list[str | None] | None = None, refuse_rcpt: dict[str, str] | None = None):
+        self.replies = list(replies or [])
+        self.refuse_rcpt = dict(refuse_rcpt or {})
+        self.messages: list[Received] = []
+        self.refused = 0
+        self.connections = 0
+        self.lock = threading.Lock()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.server = None
+        self.port = 0
+
+    def rcpt_reply(self, address: str) -> str | None:
+        return self.refuse_rcpt.get(address)
+
+    def __enter__(self) -> "Sink":
+        self.thread.start()
+
+        def factory():
+            self.connections += 1
+            return SMTP(_Handler(self), hostname="sink.test", decode_data=False, data_size_limit=None)
+
+        async def start():
+            return await self.loop.create_server(factory, "127.0.0.1", 0)
+
+        self.server = asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        async def stop():
+            self.server.close()
+            await self.server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    def wait_for(self, count: int, timeout: float = 60.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.messages) >= count:
+                    return list(self.messages)
+            time.sleep(0.05)
+        raise AssertionError(f"the sink got {len(self.messages)} messages, expected {count}")
