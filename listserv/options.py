@@ -136,7 +136,8 @@ def render_markdown() -> str:
             default = f"`{str(option.default).lower()}`"
         else:
             default = f"`{option.default}`" if option.default != "" else "(empty)"
-        lines.append(f"| `{option.name}` | {option.kind} | {default} | {option.doc} |")
+        kind = option.kind.replace("|", "\\|")  # a bare '|' would split the table cell
+        lines.append(f"| `{option.name}` | {kind} | {default} | {option.doc} |")
     return "\n".join(lines) + "\n"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from listserv.errors import UsageError
@@ -80,3 +82,10 @@ def test_rendered_table_has_one_row_per_option():
     rows = [line for line in render_markdown().splitlines() if line.startswith("| `")]
     assert [row.split("`")[1] for row in rows] == list(OPTIONS)
     assert "| `require_encryption` | bool | `true` |" in render_markdown()
+
+
+def test_rendered_table_rows_have_four_cells():
+    for line in render_markdown().splitlines():
+        if line.startswith("|"):
+            cells = [cell for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+            assert len(cells) == 4, line
