@@ -345,3 +345,21 @@ def test_member_json_is_a_json_array(cli, news, people, tmp_path):
     add(cli, tmp_path, people["sally"])
     parsed = json.loads(cli.ok("member", "list", news, "--json").stdout)
     assert isinstance(parsed, list) and set(parsed[0]) == MEMBER_FIELDS
+
+
+def test_member_set_key_with_the_same_key_renewed_updates_its_expiry(cli, news, tmp_path):
+    """A member extends their key's expiry and sends it again: same fingerprint, new date."""
+    from .support import make_gpg_user
+
+    carol = make_gpg_user(tmp_path, "Carol", "carol@example.org", expire="1y")
+    add(cli, tmp_path, carol)
+    first = member_list(cli)[0]["key_expires"]
+    carol.gpg("--quick-set-expire", carol.fingerprint, "3y")
+    carol.gpg("--quick-set-expire", carol.fingerprint, "3y", "*")
+    renewed = tmp_path / "renewed.asc"
+    renewed.write_bytes(carol.gpg("--armor", "--export", carol.fingerprint).stdout)
+    cli.ok("member", "set", news, carol.email, "--key", str(renewed))
+    [member] = member_list(cli)
+    assert member["fingerprint"] == carol.fingerprint
+    assert first is not None and member["key_expires"] > first
+    assert carol.fingerprint in fingerprints_in(cli.home / "keys")
