@@ -140,6 +140,9 @@ class Transaction:
         return _member(doc) if doc else None
 
     def _check_fingerprint_free(self, member: Member) -> None:
+        # A list's own key (its secret is on this server) must never count as a member's.
+        if self._lists.get(Query().fingerprint == member.fingerprint):
+            raise Conflict(f"The key {member.fingerprint} is a list's own key, not a member's.")
         holder = self.member_by_fingerprint(member.list, member.fingerprint)
         if holder and holder.email != member.email:
             raise Conflict(

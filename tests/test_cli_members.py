@@ -363,3 +363,15 @@ def test_member_set_key_with_the_same_key_renewed_updates_its_expiry(cli, news, 
     assert member["fingerprint"] == carol.fingerprint
     assert first is not None and member["key_expires"] > first
     assert carol.fingerprint in fingerprints_in(cli.home / "keys")
+
+
+def test_a_list_key_cannot_be_pinned_to_a_member(cli, news, tmp_path):
+    """The list's secret key is on the server: a member pinned to it would let the server
+    (or whoever holds its disk) post as that member."""
+    cli.ok("list", "create", "ops@example.org", "--name", "Ops")
+    before = state(cli)
+    for key_of in (news, "ops@example.org"):
+        armored = cli.ok("list", "key", key_of).stdout
+        result = cli("member", "add", news, "x@example.org", "--key", "-", input=armored)
+        assert_refused(result, 4, "is a list's own key")
+    assert state(cli) == before
