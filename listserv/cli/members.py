@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -33,14 +34,11 @@ key_path = click.Path(exists=True, dir_okay=False, readable=True, allow_dash=Tru
 
 def _read_key(path: Path, limit: int) -> bytes:
     """Read at most `limit` bytes of key data from `path` ('-' is stdin), refusing more."""
-    if str(path) == "-":
-        data = click.get_binary_stream("stdin").read(limit + 1)
-    else:
-        try:
-            with path.open("rb") as handle:
-                data = handle.read(limit + 1)
-        except OSError as exc:
-            raise KeyProblem(f"{path} cannot be read ({exc.strerror}).") from None
+    try:
+        with click.open_file(str(path), "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise KeyProblem(f"{path} cannot be read ({exc.strerror}).") from None
     if len(data) > limit:
         raise KeyProblem(f"The key file is larger than {limit // 1024} KiB.")
     return data
@@ -158,7 +156,8 @@ def member_import(app: App, list_address: str, keyring_file: Path, mode: str, ro
     with app.keyring.stage(data, limit=MAX_KEYRING_BYTES) as staged:
         with app.store.transaction() as tx:
             tx.require_list(list_address)
-            with click.progressbar(length=len(staged.keys), label="checking keys", file=click.get_text_stream("stderr")) as bar:
+            # On stderr, so that stdout stays the summary a script can read.
+            with click.progressbar(length=len(staged.keys), label="checking keys", file=sys.stderr) as bar:
                 outcome = _import_keys(tx, list_address, staged.keys, mode, role, bar)
             staged.adopt([m.fingerprint for m in outcome.added])
     for member in outcome.added:
