@@ -149,7 +149,7 @@ class _Active:
     recipients: list[Recipient]
     progress: list[Progress]
     prefix: bytes
-    armorer: SharedArmor
+    armorers: list[SharedArmor]  # one per shared packet (gpg batch)
     suffix: bytes
     ready: deque[int] = field(default_factory=deque)
     in_flight: int = 0
@@ -176,9 +176,10 @@ class Deliverer:
         if job.qid in self.active:
             return
         recipients = self.outgoing.recipients(job)
-        prefix, shared, suffix = self.outgoing.shared(job)
+        prefix, suffix = self.outgoing.envelope(job)
+        armorers = [SharedArmor(packet) for packet in self.outgoing.shared(job)]
         progress = self.outgoing.progress(job, len(recipients))
-        active = _Active(job, recipients, progress, prefix, SharedArmor(shared), suffix)
+        active = _Active(job, recipients, progress, prefix, armorers, suffix)
         now = time.time()
         for index, state in enumerate(progress):
             if state.state in FINAL:
@@ -225,7 +226,7 @@ class Deliverer:
 
     # -- one copy --------------------------------------------------------------
     def _message(self, active: _Active, recipient: Recipient) -> bytes:
-        armored = active.armorer.armor(recipient.pkesk).replace(b"\n", b"\r\n")
+        armored = active.armorers[recipient.batch].armor(recipient.pkesk).replace(b"\n", b"\r\n")
         return active.prefix + armored + active.suffix
 
     async def _deliver(self, connection: object, active: _Active, index: int) -> object:

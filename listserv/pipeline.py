@@ -143,8 +143,11 @@ def fan_out(services: Services, outgoing: Outgoing, qid: str, mailing_list: Mail
     fan = encrypt_for(services.keyring, mailing_list.fingerprint,
                       [m.fingerprint for m in recipients], composed.inner)
     key = verp.secret(services.store)
-    records = [Recipient(m.email, verp.token(key, mailing_list.address, m.email), fan.pkesks[m.fingerprint])
-               for m in recipients if m.fingerprint in fan.pkesks]
+    records = [
+        Recipient(m.email, verp.token(key, mailing_list.address, m.email),
+                  fan.pkesks[m.fingerprint].packet, fan.pkesks[m.fingerprint].batch)
+        for m in recipients if m.fingerprint in fan.pkesks
+    ]
     if not records:
         return None, tuple(fan.unusable)
     return_path = f"{mailing_list.local}-bounces+{{token}}@{mailing_list.domain}"

@@ -146,6 +146,7 @@ class Recipient:
     email: str
     token: str  # VERP token: the return path LOCAL-bounces+TOKEN@DOMAIN maps back to the member
     pkesk: bytes  # this member's public-key encrypted session key packet
+    batch: int = 0  # which shared packet (one per gpg batch) the PKESK unlocks
 
 
 @dataclass
@@ -162,6 +163,7 @@ class OutJob:
     kind: str
     created: float
     return_path: str  # envelope sender with {token} to fill in
+    batches: int  # shared packets: one per gpg batch
     path: Path
 
     def as_dict(self) -> dict[str, Any]:
@@ -169,15 +171,15 @@ class OutJob:
 
 
 def _encode_recipients(recipients: list[Recipient]) -> bytes:
-    lines = (f"{r.email} {r.token} {base64.b64encode(r.pkesk).decode()}" for r in recipients)
+    lines = (f"{r.email} {r.token} {r.batch} {base64.b64encode(r.pkesk).decode()}" for r in recipients)
     return ("\n".join(lines) + "\n").encode()
 
 
 def _decode_recipients(data: bytes) -> list[Recipient]:
     result = []
     for line in data.decode().splitlines():
-        email, token, pkesk = line.split(" ")
-        result.append(Recipient(email, token, base64.b64decode(pkesk)))
+        email, token, batch, pkesk = line.split(" ")
+        result.append(Recipient(email, token, base64.b64decode(pkesk), int(batch)))
     return result
 
 
@@ -187,12 +189,14 @@ class Outgoing:
     def __init__(self, spool: Spool):
         self.spool = spool
 
-    def write(self, qid: str, list_address: str, kind: str, return_path: str, shared: bytes,
-              prefix: bytes, suffix: bytes, recipients: list[Recipient]) -> OutJob:
+    def write(self, qid: str, list_address: str, kind: str, return_path: str,
+              shared: tuple[bytes, ...], prefix: bytes, suffix: bytes,
+              recipients: list[Recipient]) -> OutJob:
         meta = {"qid": qid, "list": list_address, "kind": kind, "created": time.time(),
-                "return_path": return_path}
+                "return_path": return_path, "batches": len(shared)}
         destination = self.spool.outgoing / qid
-        self.spool._stage(qid, {SHARED: shared, PREFIX: prefix, SUFFIX: suffix,
+        files = {f"{SHARED}.{index}": packet for index, packet in enumerate(shared)}
+        self.spool._stage(qid, {**files, PREFIX: prefix, SUFFIX: suffix,
                                 RECIPIENTS: _encode_recipients(recipients), JOURNAL: b"",
                                 META: json.dumps(meta).encode()}, destination)
         return self._job(destination)
@@ -203,7 +207,7 @@ class Outgoing:
     def _job(self, folder: Path) -> OutJob:
         meta = json.loads((folder / META).read_bytes())
         return OutJob(meta["qid"], meta["list"], meta["kind"], meta["created"],
-                      meta["return_path"], folder)
+                      meta["return_path"], meta["batches"], folder)
 
     def jobs(self) -> list[OutJob]:
         found = []
@@ -217,8 +221,12 @@ class Outgoing:
     def recipients(self, job: OutJob) -> list[Recipient]:
         return _decode_recipients((job.path / RECIPIENTS).read_bytes())
 
-    def shared(self, job: OutJob) -> tuple[bytes, bytes, bytes]:
-        return tuple((job.path / name).read_bytes() for name in (PREFIX, SHARED, SUFFIX))  # type: ignore[return-value]
+    def envelope(self, job: OutJob) -> tuple[bytes, bytes]:
+        """The outer message around each copy's armored ciphertext: (prefix, suffix)."""
+        return (job.path / PREFIX).read_bytes(), (job.path / SUFFIX).read_bytes()
+
+    def shared(self, job: OutJob) -> list[bytes]:
+        return [(job.path / f"{SHARED}.{index}").read_bytes() for index in range(job.batches)]
 
     def progress(self, job: OutJob, count: int) -> list[Progress]:
         """Each member's state, replayed from the journal (a torn last line is ignored)."""

@@ -29,7 +29,8 @@ class ServeProcess:
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         if not self._ready.wait(30):
             self.stop()
             raise AssertionError("listserv serve did not start:\n" + "\n".join(self.lines))
@@ -59,7 +60,12 @@ class ServeProcess:
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
+        self._reap()
+
+    def _reap(self) -> None:
+        self.proc.wait(20)
+        self._reader.join(10)
+        self.proc.stderr.close()
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -67,7 +73,9 @@ class ServeProcess:
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
-                self.kill()
+                self.proc.send_signal(signal.SIGKILL)
+        if not self.proc.stderr.closed:
+            self._reap()
         return self.proc.returncode
 
     def __enter__(self) -> "ServeProcess":

@@ -33,6 +33,9 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.sink.on_data is not None and self.sink.on_data(len(self.sink.messages)):
+            # The hook (e.g. killing the sender) ran instead of taking the message.
+            return "451 4.3.0 Not taken"
         with self.sink.lock:
             reply = self.sink.replies.pop(0) if self.sink.replies else None
             if reply:
@@ -45,7 +48,9 @@ class _Handler:
 
 
 class Sink:
-    def __init__(self, replies: list[str | None] | None = None, refuse_rcpt: dict[str, str] | None = None):
+    def __init__(self, replies: list[str | None] | None = None, refuse_rcpt: dict[str, str] | None = None,
+                 on_data=None):
+        self.on_data = on_data  # called with the count taken so far; True means "don't take it"
         self.replies = list(replies or [])
         self.refuse_rcpt = dict(refuse_rcpt or {})
         self.messages: list[Received] = []
@@ -82,6 +87,7 @@ class Sink:
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+        self.loop.close()
 
     def wait_for(self, count: int, timeout: float = 60.0) -> list[Received]:
         deadline = time.monotonic() + timeout

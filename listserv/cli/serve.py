@@ -39,6 +39,8 @@ def serve(app: App, listen: str | None, relay: str | None, outbox: Path | None) 
     )
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # aiosmtpd's own log names every client's IP address and port: never let it through.
+    logging.getLogger("mail.log").disabled = True
 
     def ready(host: str, port: int) -> None:
         click.echo(f"listserv listening on {host}:{port}", err=True)

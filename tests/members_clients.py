@@ -1,0 +1,56 @@
+"""What a member's own client does with a copy from the list: find the encrypted part and
+decrypt it with that member's tool (GnuPG, Sequoia or RNP), checking the list's signature."""
+
+from __future__ import annotations
+
+import email
+import subprocess
+import tempfile
+from email import policy
+from pathlib import Path
+
+from listserv import openpgp
+
+from .support import User, run
+
+
+def encrypted_part(copy: bytes) -> bytes:
+    """The armored OpenPGP message of an RFC 3156 multipart/encrypted copy."""
+    message = email.message_from_bytes(copy, policy=policy.default)
+    assert message.get_content_type() == "multipart/encrypted", message.get_content_type()
+    assert message.get_param("protocol") == "application/pgp-encrypted"
+    control, data = list(message.iter_parts())
+    assert control.get_content_type() == "application/pgp-encrypted"
+    assert b"Version: 1" in control.get_payload(decode=True)
+    return data.get_payload(decode=True)
+
+
+def recipient_key_ids(armored: bytes) -> list[str]:
+    packets = openpgp.parse(openpgp.dearmor(armored))
+    return [openpgp.pkesk_key_id(p) for p in packets if p.tag == 1]
+
+
+def decrypt(user: User, armored: bytes, list_key: bytes, list_fingerprint: str) -> bytes:
+    """Decrypt with the member's own tool; fails unless the list's key made a good signature."""
+    with tempfile.TemporaryDirectory(prefix="member-client-") as scratch:
+        key_file = Path(scratch) / "list.asc"
+        key_file.write_bytes(list_key)
+        if user.tool == "gpg":
+            out = run(["gpg", "--batch", "--homedir", str(user.home), "--status-fd", "2",
+                       "--trust-model", "always", "--no-auto-key-retrieve", "--import"],
+                      input=list_key)
+            out = run(["gpg", "--batch", "--homedir", str(user.home), "--status-fd", "2",
+                       "--trust-model", "always", "--decrypt"], input=armored)
+            validsig = [line for line in out.stderr.decode().splitlines() if "VALIDSIG" in line]
+            assert len(validsig) == 1 and list_fingerprint in validsig[0], out.stderr.decode()
+            return out.stdout
+        if user.tool == "sq":
+            out = run(["sq", "decrypt", "--recipient-key", str(user.secret_file),
+                       "--signer-cert", str(key_file)], input=armored)
+            return out.stdout
+        run(["rnpkeys", "--homedir", str(user.home), "--import", str(key_file)])
+        out = subprocess.run(["rnp", "--homedir", str(user.home), "--decrypt", "--password", "",
+                              "--output", "-"], input=armored, capture_output=True)
+        assert out.returncode == 0, out.stderr.decode()
+        assert "Good signature" in out.stderr.decode() or "Valid signature" in out.stderr.decode(), out.stderr.decode()
+        return out.stdout

@@ -1,0 +1,158 @@
+"""Issue 4 end to end: each member gets one copy only they can read, signed by the list,
+carrying nothing of the sender's identity, delivered durably with retries."""
+
+from __future__ import annotations
+
+import email
+import json
+import os
+import signal
+import time
+from email import policy
+from pathlib import Path
+
+import pytest
+
+from . import mail_factory as mf
+from .conftest import Cli, write_key
+from .members_clients import decrypt, encrypted_part, recipient_key_ids
+from .server import ServeProcess
+from .sink import Sink
+from .smtp_client import submit
+
+LIST = "news@example.org"
+MEMBERS = ("alice", "bob", "sally", "rita")
+
+
+def make_site(base: Path, people, settings: str = "") -> tuple[Cli, bytes, str]:
+    cli = Cli(base / "home")
+    cli.ok("init")
+    if settings:
+        (cli.home / "listserv.toml").write_text(settings)
+    cli.ok("list", "create", LIST, "--name", "News")
+    for key in MEMBERS:
+        user = people[key]
+        cli.ok("member", "add", LIST, user.email, "--key", write_key(base, user), "--name", user.name)
+    list_key = cli.ok("list", "key", LIST).stdout.encode()
+    fingerprint = json.loads(cli.ok("list", "show", LIST, "--json").stdout)["fingerprint"]
+    return cli, list_key, fingerprint
+
+
+FAST_RETRY = "[delivery]\nretry_min = 1\nretry_max = 2\nconcurrency = 2\n"
+
+
+def test_each_member_gets_one_copy_only_they_can_read(tmp_path, people):
+    cli, list_key, list_fpr = make_site(tmp_path, people)
+    alice = people["alice"]
+    raw = mf.post(alice, list_key, body="The meeting moved to Thursday.", subject="Meeting")
+    assert b"User-Agent" not in raw
+    raw = raw.replace(b"MIME-Version: 1.0", b"MIME-Version: 1.0\r\nUser-Agent: Thunderbird/115\r\n"
+                      b"Received: from laptop ([192.0.2.44]) by mx.example.org", 1)
+    submitter_id = email.message_from_bytes(raw, policy=policy.default)["Message-ID"]
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        code, _ = submit(proc.port, LIST, raw)
+        assert code == 250
+        copies = sink.wait_for(len(MEMBERS))
+    by_member = {c.rcpt_tos: c for c in copies}
+    assert sorted(by_member) == sorted((people[k].email,) for k in MEMBERS)
+    key_ids = {}
+    for key in MEMBERS:
+        user = people[key]
+        copy = by_member[(user.email,)]
+        assert copy.mail_from.startswith("news-bounces+") and copy.mail_from.endswith("@example.org")
+        outer = email.message_from_bytes(copy.data, policy=policy.default)
+        assert outer["Subject"] == "[...]"
+        assert outer["List-Id"] == "News <news.example.org>"
+        armored = encrypted_part(copy.data)
+        key_ids[key] = recipient_key_ids(armored)
+        assert len(key_ids[key]) == 1, "a copy names exactly one recipient"
+        plain = decrypt(user, armored, list_key, list_fpr)
+        assert b"The meeting moved to Thursday." in plain
+        inner = email.message_from_bytes(plain, policy=policy.default)
+        assert inner["Subject"] == "[News] Meeting"
+        assert inner["From"].addresses[0].display_name == "Alice via News"
+        assert inner["From"].addresses[0].addr_spec == LIST
+        for leak in (b"alice@example.org", b"Thunderbird", b"192.0.2.44", b"laptop",
+                     submitter_id.strip("<>").encode()):
+            assert leak not in plain and leak not in copy.data, leak
+    assert len({ids[0] for ids in key_ids.values()}) == len(MEMBERS)
+    # Another member's key cannot open alice's copy.
+    with pytest.raises(Exception):
+        decrypt(people["bob"], encrypted_part(by_member[(alice.email,)].data), list_key, list_fpr)
+
+
+def test_a_451_is_retried_and_then_delivered(tmp_path, people):
+    cli, list_key, _ = make_site(tmp_path, people, FAST_RETRY)
+    with Sink(replies=["451 4.3.0 Greylisted, come back later"]) as sink, \
+            ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
+        proc.wait_log(r"deferred qid=\S+ copy=\d+ attempts=1 reason=reply 451")
+        copies = sink.wait_for(len(MEMBERS))
+        proc.wait_log(r"delivered qid=\S+ sent=4 failed=0")
+    assert sink.refused == 1
+    assert len({c.rcpt_tos for c in copies}) == len(MEMBERS)
+    assert json.loads(cli.ok("queue", "--json").stdout) == []
+
+
+def test_a_550_fails_that_member_only(tmp_path, people):
+    cli, list_key, _ = make_site(tmp_path, people, FAST_RETRY)
+    refuse = {people["rita"].email: "550 5.1.1 No such user"}
+    with Sink(refuse_rcpt=refuse) as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
+        proc.wait_log(r"delivered qid=\S+ sent=3 failed=1")
+    assert sorted(c.rcpt_tos[0] for c in sink.messages) == sorted(
+        people[k].email for k in MEMBERS if k != "rita")
+
+
+def test_with_no_relay_copies_go_to_the_outbox(tmp_path, people):
+    cli, list_key, list_fpr = make_site(tmp_path, people)
+    with ServeProcess(cli.home) as proc:
+        assert submit(proc.port, LIST, mf.post(people["sally"], list_key, body="outbox test"))[0] == 250
+        proc.wait_log(r"delivered qid=\S+ sent=4")
+    files = list((cli.home / "data" / "outbox" / "new").iterdir())
+    assert len(files) == len(MEMBERS)
+    for path in files:
+        data = path.read_bytes()
+        recipient = email.message_from_bytes(data, policy=policy.default)["Delivered-To"]
+        user = next(people[k] for k in MEMBERS if people[k].email == recipient)
+        assert b"outbox test" in decrypt(user, encrypted_part(data), list_key, list_fpr)
+
+
+def test_sigkill_during_fan_out_loses_nothing_and_doubles_nothing(tmp_path, people):
+    cli, list_key, _ = make_site(tmp_path, people, "[delivery]\nconcurrency = 1\nretry_min = 1\n")
+    proc = None
+
+    def kill_at_third(taken: int) -> bool:
+        if taken == 2 and proc is not None and proc.proc.poll() is None:
+            os.kill(proc.proc.pid, signal.SIGKILL)
+            return True
+        return False
+
+    with Sink(on_data=kill_at_third) as sink:
+        proc = ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}").start()
+        assert submit(proc.port, LIST, mf.post(people["rita"], list_key))[0] == 250
+        proc.proc.wait(60)
+        assert proc.stop() == -signal.SIGKILL  # stop() only reaps a dead process
+        assert len(sink.messages) == 2
+        sink.on_data = None
+        with ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as again:
+            sink.wait_for(len(MEMBERS))
+            again.wait_log(r"delivered qid=\S+ sent=4 failed=0")
+            time.sleep(0.5)
+    recipients = sorted(c.rcpt_tos[0] for c in sink.messages)
+    assert recipients == sorted(people[k].email for k in MEMBERS)  # each exactly once
+
+
+def test_bounces_are_counted_per_member(tmp_path, people):
+    cli, list_key, _ = make_site(tmp_path, people)
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
+        copies = sink.wait_for(len(MEMBERS))
+        bob_copy = next(c for c in copies if c.rcpt_tos == (people["bob"].email,))
+        bounce = (b"From: MAILER-DAEMON@mx.example.net\r\nTo: " + bob_copy.mail_from.encode() +
+                  b"\r\nSubject: Undelivered Mail Returned to Sender\r\n\r\nMailbox full.\r\n")
+        code, _ = submit(proc.port, bob_copy.mail_from, bounce, mail_from="")
+        assert code == 250
+    members = {m["email"]: m for m in json.loads(cli.ok("member", "list", LIST, "--json").stdout)}
+    assert members[people["bob"].email]["bounces"] == 1
+    assert members[people["alice"].email]["bounces"] == 0
