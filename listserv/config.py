@@ -79,6 +79,10 @@ class Home:
         return self.data / "listserv.json"
 
     @property
+    def digests(self) -> Path:
+        return self.data / "digest"
+
+    @property
     def spool(self) -> Path:
         return self.data / "spool"
 

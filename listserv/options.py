@@ -98,7 +98,7 @@ OPTIONS: dict[str, Option] = {
         Option("alert_senders", _choice("members", "admins"), "members", "members|admins",
                "Who may send urgent alerts to LOCAL+urgent@DOMAIN."),
         Option("digest_schedule", _schedule, "daily 18:00", "schedule",
-               "When digests go out, in UTC: 'daily HH:MM', 'weekly DAY HH:MM' or a cron expression."),
+               "When digests go out, in UTC: 'daily HH:MM', 'weekly DAY HH:MM', 'every 6h' or a cron expression."),
         Option("max_message_size_kb", _positive_int, 10240, "integer",
                "Largest submission accepted, in KiB; larger ones get 552 5.3.4."),
         Option("max_signature_age", _duration, "7d", "duration",

@@ -11,28 +11,22 @@ import contextlib
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from email import policy
-from email.message import EmailMessage
+from typing import Callable
 
 from . import verp
+from .digest import DigestItem
 from .errors import ListservError, Refusal, TooLarge, Unauthorized
-from .keyring import Keyring
-from .spool import Job, Outgoing, OutJob, Recipient, Spool, new_queue_id
-from .model import MailingList, Member
+from .model import MailingList
+from .outbound import fan_out, notify_admins, render_footer
+from .services import Services
+from .spool import Job, Outgoing, OutJob
 from .stages.authorize import authorize, option, replay_window
-from .stages.compose import Composed, compose, new_message_id
-from .stages.fanout import encrypt_for
+from .stages.compose import compose, new_message_id
 from .stages.open import open_message
 from .stages.route import Route
-from .store import Store
 from .templates import Templates
 
-
-@dataclass(frozen=True)
-class Services:
-    store: Store
-    keyring: Keyring
-    spool: Spool
+__all__ = ["Accepted", "Distributed", "Services", "accept", "bounce", "distribute"]
 
 
 @dataclass(frozen=True)
@@ -101,7 +95,8 @@ class Distributed:
     unusable: tuple[str, ...]  # fingerprints of members who got no copy
 
 
-def distribute(job: Job, services: Services, templates: Templates) -> Distributed:
+def distribute(job: Job, services: Services, templates: Templates,
+               backlog: Callable[[MailingList, str, DigestItem], None] | None = None) -> Distributed:
     """Turn an accepted submission into a fan-out job; the submission leaves the spool."""
     outgoing = Outgoing(services.spool)
     if outgoing.exists(job.qid):  # a crash came between writing the fan-out and this hand-over
@@ -120,9 +115,14 @@ def distribute(job: Job, services: Services, templates: Templates) -> Distribute
         references=opened.references, sender=sender, mailing_list=mailing_list, kind=job.kind,
         footer=render_footer(templates, mailing_list), now=datetime.now(timezone.utc),
         message_id=new_message_id(mailing_list),
+        banner=templates.render("alert.txt.j2", list=mailing_list, sender=sender.name)
+        if job.kind == "alert" else None,
     )
     recipients = [m for m in members if job.kind == "alert" or m.mode == "immediate"]
     out, unusable = fan_out(services, outgoing, job.qid, mailing_list, job.kind, composed, recipients)
+    if backlog is not None and any(m.mode == "digest" for m in members):
+        backlog(mailing_list, job.qid, DigestItem(sender.name, composed.subject, time.time(),
+                                                  job.kind, composed.inner))
     notices = ()
     if unusable:
         notices = (notify_admins(services, templates, mailing_list, members, "notice-unusable-keys.txt.j2",
@@ -131,58 +131,20 @@ def distribute(job: Job, services: Services, templates: Templates) -> Distribute
     return Distributed(out, tuple(n for n in notices if n), unusable)
 
 
-def render_footer(templates: Templates, mailing_list: MailingList) -> str:
-    return templates.render("footer.txt.j2", list=mailing_list, footer=option(mailing_list, "footer"))
+BOUNCE_NOTICE_AT = 3  # admins hear of a member's bounces when they reach this count
 
 
-def fan_out(services: Services, outgoing: Outgoing, qid: str, mailing_list: MailingList, kind: str,
-            composed: Composed, recipients: list[Member]) -> tuple[OutJob | None, tuple[str, ...]]:
-    """Encrypt once for every recipient and write the job: shared packet + one record each."""
-    if not recipients:
-        return None, ()
-    fan = encrypt_for(services.keyring, mailing_list.fingerprint,
-                      [m.fingerprint for m in recipients], composed.inner)
-    key = verp.secret(services.store)
-    records = [
-        Recipient(m.email, verp.token(key, mailing_list.address, m.email),
-                  fan.pkesks[m.fingerprint].packet, fan.pkesks[m.fingerprint].batch)
-        for m in recipients if m.fingerprint in fan.pkesks
-    ]
-    if not records:
-        return None, tuple(fan.unusable)
-    return_path = f"{mailing_list.local}-bounces+{{token}}@{mailing_list.domain}"
-    job = outgoing.write(qid, mailing_list.address, kind, return_path, fan.shared,
-                         composed.outer_prefix, composed.outer_suffix, records)
-    return job, tuple(fan.unusable)
-
-
-def notify_admins(services: Services, templates: Templates, mailing_list: MailingList,
-                  members: list[Member], template: str, **values: object) -> OutJob | None:
-    """A notice from the list to its admins, encrypted like any post (never plaintext)."""
-    admins = [m for m in members if m.role == "admin"]
-    if not admins:
-        return None
-    text = templates.render(template, list=mailing_list, **values)
-    subject, _, body = text.partition("\n\n")
-    content = EmailMessage(policy=policy.SMTP)
-    content["Subject"] = subject.removeprefix("Subject:").strip()
-    content.set_content(body, charset="utf-8")
-    composed = compose(
-        content.as_bytes(), subject_fallback=None, in_reply_to=None, references=None, sender=None,
-        mailing_list=mailing_list, kind="notice", footer=render_footer(templates, mailing_list),
-        now=datetime.now(timezone.utc), message_id=new_message_id(mailing_list),
-    )
-    job, _ = fan_out(services, Outgoing(services.spool), new_queue_id(), mailing_list, "notice",
-                     composed, admins)
-    return job
-
-
-def bounce(route: Route, services: Services) -> str | None:
-    """Count a bounce against the member its VERP token names; returns that member's fingerprint."""
+def bounce(route: Route, services: Services, templates: Templates) -> str | None:
+    """Count a bounce against the member its VERP token names; returns that member's fingerprint.
+    When the count reaches BOUNCE_NOTICE_AT the list's admins get a notice."""
     key = verp.secret(services.store)
     with services.store.transaction() as tx:
         member = verp.member_for(key, route.list, tx.members(route.list), route.token)
         if member is None:
             return None
         tx.count_bounce(route.list, member.email)
-        return member.fingerprint
+        member = tx.require_member(route.list, member.email)
+        mailing_list, members = tx.require_list(route.list), tx.members(route.list)
+    if member.bounces == BOUNCE_NOTICE_AT:
+        notify_admins(services, templates, mailing_list, members, "notice-bounces.txt.j2", member=member)
+    return member.fingerprint

@@ -1,6 +1,8 @@
-"""Digest schedules, in UTC: 'daily 18:00', 'weekly mon 09:00', or a five-field cron expression.
+"""Digest schedules, in UTC: 'daily 18:00', 'weekly mon 09:00', a five-field cron expression,
+or 'every 6h' (an interval: s, m, h, d or w).
 
-A schedule is a set of minutes; `next_after(t)` is the first minute of the set strictly after t.
+A calendar schedule is a set of minutes; `next_after(t)` is the first minute of the set
+strictly after t. An interval's `next_after(t)` is t plus the interval.
 """
 
 from __future__ import annotations
@@ -50,6 +52,24 @@ class Schedule:
         raise UsageError("The schedule never fires.")
 
 
+@dataclass(frozen=True)
+class Every:
+    seconds: int
+
+    def next_after(self, moment: datetime) -> datetime:
+        return moment.astimezone(timezone.utc) + timedelta(seconds=self.seconds)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _interval(text: str) -> Every:
+    number, unit = text[:-1], text[-1:]
+    if not number.isdigit() or unit not in _UNITS or int(number) == 0:
+        raise UsageError(f"'{text}' is not an interval such as 30m, 6h or 1d.")
+    return Every(int(number) * _UNITS[unit])
+
+
 def _hhmm(text: str) -> tuple[int, int]:
     try:
         hour_text, minute_text = text.split(":")
@@ -93,8 +113,10 @@ def _cron_value(text: str, names: dict[str, int] | None) -> int:
     return int(text)
 
 
-def parse_schedule(text: str) -> Schedule:
+def parse_schedule(text: str) -> Schedule | Every:
     words = text.split()
+    if len(words) == 2 and words[0] == "every":
+        return _interval(words[1])
     everything = frozenset(range(1, 32)), frozenset(range(1, 13)), frozenset(range(7))
     if len(words) == 2 and words[0] == "daily":
         hour, minute = _hhmm(words[1])
@@ -119,5 +141,5 @@ def parse_schedule(text: str) -> Schedule:
             _cron_field(month, 1, 12), weekdays, not day.startswith("*"), not weekday.startswith("*"),
         )
     raise UsageError(
-        f"'{text}' is not a schedule; use 'daily 18:00', 'weekly mon 09:00' or a cron expression."
+        f"'{text}' is not a schedule; use 'daily 18:00', 'weekly mon 09:00', 'every 6h' or a cron expression."
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config import Home, Settings
+from .digest import Digests
 from .deliver import Deliverer, MaildirTransport, RelayTransport, RetryPolicy, Transport
 from .errors import CryptoError, ListservError, Refusal
 from .keyring import Keyring
@@ -26,7 +27,7 @@ from .store import Store
 from .templates import Templates
 
 log = logging.getLogger("listserv.service")
-RETRY_POLL = 1.0  # seconds between looks for `listserv queue retry`'s flag
+POLL = 1.0  # seconds between looks at the spool for work other processes left there
 REDISTRIBUTE_AFTER = 60.0  # a submission that hit a passing problem is tried again after this
 
 
@@ -58,6 +59,7 @@ class Service:
         self.templates = Templates(home.templates)
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="listserv")
         self.outgoing = Outgoing(self.services.spool)
+        self.digests = Digests(self.services, self.templates, home.digests)
         retry = RetryPolicy(settings.retry_min, settings.retry_max, settings.lifetime)
         self.deliverer = Deliverer(self.outgoing, transport_for(options), settings.concurrency, retry)
         self._stop = asyncio.Event()
@@ -75,7 +77,8 @@ class Service:
         while True:
             *_, job = await self._submissions.get()
             try:
-                result = await loop.run_in_executor(self.executor, distribute, job, self.services, self.templates)
+                result = await loop.run_in_executor(self.executor, distribute, job, self.services,
+                                                    self.templates, self.digests.add)
             except (Refusal, CryptoError) as exc:
                 reason = getattr(exc, "reason", type(exc).__name__)
                 log.error("quarantined qid=%s reason=%s", job.qid, reason)
@@ -96,19 +99,39 @@ class Service:
                      len(self.outgoing.recipients(result.job)) if result.job else 0,
                      ",".join(result.unusable) or "-")
 
-    async def _retry_poller(self) -> None:
+    async def _poller(self) -> None:
+        """Picks up what other processes left in the spool: `queue retry`'s flag, and delivery
+        jobs written by the CLI (`digest send`, welcomes) or by the SMTP threads (notices)."""
         flag = self.services.spool.retry_flag
         while True:
-            await asyncio.sleep(RETRY_POLL)
+            await asyncio.sleep(POLL)
             if flag.exists():
                 flag.unlink(missing_ok=True)
                 log.info("retry-now copies=%d", self.deliverer.retry_now())
+            for out in self.outgoing.jobs():
+                if out.qid not in self.deliverer.active:
+                    self.deliverer.load(out)
+
+    async def _scheduler(self) -> None:
+        """Sends each list's digest when its schedule fires (missed times: one digest)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(POLL)
+            for address in self.digests.lists_with_backlog():
+                try:
+                    job = await loop.run_in_executor(self.executor, self.digests.send_if_due, address)
+                except ListservError as exc:
+                    log.error("digest list=%s failed: %s", address, type(exc).__name__)
+                    continue
+                if job is not None:
+                    self.deliverer.load(job)
+                    log.info("digest qid=%s list=%s", job.qid, address)
 
     async def run(self, ready: Callable[[str, int], None]) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
-        handler = Handler(self.services, self.executor, self._accepted)
+        handler = Handler(self.services, self.templates, self.executor, self._accepted)
         factory = make_server(handler, "listserv", self.settings.max_data_kb * 1024)
         host, port = self.options.listen
         server = await loop.create_server(factory, host=host, port=port)
@@ -121,8 +144,8 @@ class Service:
         log.info("listening on %s:%s (resuming %d submissions, %d delivery jobs)",
                  bound[0], bound[1], len(waiting), len(self.deliverer.active))
         ready(bound[0], bound[1])
-        tasks = [asyncio.ensure_future(c) for c in (self._distributor(), self._retry_poller(),
-                                                     self.deliverer.run(self._stop))]
+        tasks = [asyncio.ensure_future(c) for c in (self._distributor(), self._poller(),
+                                                     self._scheduler(), self.deliverer.run(self._stop))]
         try:
             await self._stop.wait()
         finally:

@@ -17,6 +17,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from .errors import ListservError, Refusal, TooLarge
 from .pipeline import Accepted, Services, accept, bounce
 from .stages.route import Route, route
+from .templates import Templates
 
 log = logging.getLogger("listserv.smtpd")
 
@@ -35,9 +36,10 @@ class ListservSMTP(SMTP):
 
 
 class Handler:
-    def __init__(self, services: Services, executor: Executor,
+    def __init__(self, services: Services, templates: Templates, executor: Executor,
                  on_accepted: Callable[[Accepted], None] = lambda accepted: None):
         self.services = services
+        self.templates = templates
         self.executor = executor
         self.on_accepted = on_accepted
 
@@ -67,7 +69,8 @@ class Handler:
         try:
             route_ = await loop.run_in_executor(self.executor, self._route, envelope.rcpt_tos[0])
             if route_.kind == "bounce":
-                member = await loop.run_in_executor(self.executor, bounce, route_, self.services)
+                member = await loop.run_in_executor(self.executor, bounce, route_, self.services,
+                                                    self.templates)
                 log.info("bounce list=%s member=%s", route_.list, member or "unknown-token")
                 return "250 2.0.0 Bounce noted"
             accepted = await loop.run_in_executor(self.executor, accept, raw, route_, self.services)

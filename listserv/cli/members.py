@@ -76,7 +76,22 @@ def _forget_unused_keys(app: App, fingerprints: set[str]) -> None:
 
 
 mode_option = click.option("--mode", type=click.Choice(MODES), help="Delivery: each post now, or digests.")
+welcome_option = click.option(
+    "--welcome", is_flag=True,
+    help="Send the new member(s) a welcome, encrypted to their key, with the list's key attached.")
 role_option = click.option("--role", type=click.Choice(ROLES), help="Admins may be the only alert senders.")
+
+
+def _welcome(app: App, list_address: str, members: list[Member]) -> None:
+    from ..outbound import send_welcome  # fan-out machinery loads only when a welcome is sent
+    from .digests import outbound_context
+
+    services, templates = outbound_context(app)
+    mailing_list = app.store.read().require_list(list_address)
+    for member in members:
+        job = send_welcome(services, templates, mailing_list, member)
+        if job is not None:
+            click.echo(f"welcome to {member.email} queued as {job.qid}")
 
 
 @member_group.command("add")
@@ -87,9 +102,10 @@ role_option = click.option("--role", type=click.Choice(ROLES), help="Admins may 
 @click.option("--name", help="Pseudonym shown to other members (default: a neutral 'Member NNNN').")
 @mode_option
 @role_option
+@welcome_option
 @pass_app
 def member_add(app: App, list_address: str, email: str, key_file: Path, name: str | None,
-               mode: str | None, role: str | None) -> None:
+               mode: str | None, role: str | None, welcome: bool) -> None:
     """Pin the key in --key to EMAIL as a member of LIST."""
     list_address = normalise_list_address(list_address)
     email = normalise_address(email, "member address")
@@ -110,6 +126,8 @@ def member_add(app: App, list_address: str, email: str, key_file: Path, name: st
             staged.adopt([key.fingerprint])
     click.echo(f"added {email} to {list_address} as '{member.name}'")
     click.echo(f"pinned key {fingerprint_format(key.fingerprint)}")
+    if welcome:
+        _welcome(app, list_address, [member])
 
 
 @dataclass
@@ -147,8 +165,10 @@ def _import_keys(tx: Transaction, list_address: str, keys: list[KeyInfo], mode: 
 @click.argument("keyring_file", metavar="KEYRING", type=key_path)
 @click.option("--mode", type=click.Choice(MODES), default="immediate", show_default=True)
 @click.option("--role", type=click.Choice(ROLES), default="member", show_default=True)
+@welcome_option
 @pass_app
-def member_import(app: App, list_address: str, keyring_file: Path, mode: str, role: str) -> None:
+def member_import(app: App, list_address: str, keyring_file: Path, mode: str, role: str,
+                  welcome: bool) -> None:
     """Add one member per key in KEYRING (address and pseudonym from each primary user id)."""
     list_address = normalise_list_address(list_address)
     app.store.read().require_list(list_address)
@@ -165,6 +185,8 @@ def member_import(app: App, list_address: str, keyring_file: Path, mode: str, ro
     for label, why in outcome.refused:
         click.echo(f"refused {label}: {why}")
     click.echo(f"{len(outcome.added)} added, {len(outcome.refused)} refused")
+    if welcome:
+        _welcome(app, list_address, outcome.added)
 
 
 @member_group.command("remove")

@@ -142,6 +142,13 @@ def _body_parts(content: Message, mailing_list: MailingList) -> list[EmailMessag
     return [p for p in parts if p.get_content_type() != "text/rfc822-headers"]
 
 
+def _text_part(text: str) -> EmailMessage:
+    part = EmailMessage(policy=policy.SMTP)
+    part.set_content(text, charset="utf-8")
+    del part["MIME-Version"]
+    return part
+
+
 def _subject(content: Message, fallback: str | None, mailing_list: MailingList, urgent: bool) -> str:
     subject = str(content.get("Subject") or fallback or "(no subject)").strip()
     prefix = str(mailing_list.options.get("subject_prefix", "")).strip()
@@ -155,9 +162,10 @@ def _subject(content: Message, fallback: str | None, mailing_list: MailingList, 
 def compose(
     content: bytes, *, subject_fallback: str | None, in_reply_to: str | None,
     references: str | None, sender: Member | None, mailing_list: MailingList, kind: str,
-    footer: str, now: datetime, message_id: str,
+    footer: str, now: datetime, message_id: str, banner: str | None = None,
 ) -> Composed:
-    """Build the list's message. `sender` None means the list speaks itself (digests, notices)."""
+    """Build the list's message. `sender` None means the list speaks itself (digests, notices).
+    `banner` (an alert's wrapper text) goes first, before the content."""
     original = _parse(content)
     urgent = kind == "alert"
     subject = _subject(original, subject_fallback, mailing_list, urgent)
@@ -189,10 +197,8 @@ def compose(
     inner.set_param("protected-headers", "v1")
     inner.set_param("hp", "cipher")
     inner.set_boundary(_boundary())
-    footer_part = EmailMessage(policy=policy.SMTP)
-    footer_part.set_content(footer, charset="utf-8")
-    del footer_part["MIME-Version"]
-    inner.set_payload([*_body_parts(original, mailing_list), footer_part])
+    leading = [_text_part(banner)] if banner else []
+    inner.set_payload([*leading, *_body_parts(original, mailing_list), _text_part(footer)])
 
     outer_boundary = _boundary()
     outer = EmailMessage(policy=policy.SMTP)

@@ -1,0 +1,70 @@
+"""`listserv digest send|show`: the digest of a list, now or when it is due."""
+
+from __future__ import annotations
+
+import click
+
+from ..model import normalise_list_address
+from ..services import Services
+from ..spool import Spool
+from ..templates import Templates
+from . import App, echo_json, main, pass_app
+
+
+def outbound_context(app: App) -> tuple[Services, Templates]:
+    """What a command needs to queue mail from the list: the services and the templates."""
+    spool = Spool(app.home.spool)
+    spool.prepare()
+    return Services(app.store, app.keyring, spool), Templates(app.home.templates)
+
+
+def digests_for(app: App):
+    from ..digest import Digests  # loaded only by the commands that need it
+
+    return Digests(*outbound_context(app), app.home.digests)
+
+
+@main.group("digest")
+def digest_group() -> None:
+    """Send a list's digest now, or see what waits for it."""
+
+
+@digest_group.command("send")
+@click.argument("list_address", metavar="LIST")
+@pass_app
+def digest_send(app: App, list_address: str) -> None:
+    """Send LIST's pending digest now (delivered by the running `listserv serve`)."""
+    address = normalise_list_address(list_address)
+    app.store.read().require_list(address)
+    digests = digests_for(app)
+    pending = digests.outlook(digests.services.store.read().require_list(address)).pending
+    job = digests.send(address)
+    if pending == 0:
+        click.echo(f"Nothing is waiting for the {address} digest; none was sent.")
+    elif job is None:
+        click.echo(f"{pending} posts cleared from the backlog; no member of {address} takes digests.")
+    else:
+        click.echo(f"Digest of {pending} posts queued as {job.qid}.")
+
+
+@digest_group.command("show")
+@click.argument("list_address", metavar="LIST")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object (see docs/cli.md).")
+@pass_app
+def digest_show(app: App, list_address: str, as_json: bool) -> None:
+    """How many posts wait for LIST's digest and when it is due."""
+    address = normalise_list_address(list_address)
+    mailing_list = app.store.read().require_list(address)
+    outlook = digests_for(app).outlook(mailing_list)
+    shown = {
+        "list": address, "pending": outlook.pending,
+        "next_due": outlook.next_due.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "last_sent": outlook.last_sent.strftime("%Y-%m-%dT%H:%M:%SZ") if outlook.last_sent else None,
+        "volume": outlook.volume, "issue": outlook.issue,
+    }
+    if as_json:
+        echo_json(shown)
+        return
+    click.echo(f"{shown['pending']} posts wait for the next {address} digest.")
+    click.echo(f"next due   {shown['next_due']} (UTC; sent then only if posts wait)")
+    click.echo(f"last sent  {shown['last_sent'] or 'never'} (volume {outlook.volume}, issue {outlook.issue})")

@@ -1,0 +1,16 @@
+"""The outside world the stages run against: the store, the keyring and the spool."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .keyring import Keyring
+from .spool import Spool
+from .store import Store
+
+
+@dataclass(frozen=True)
+class Services:
+    store: Store
+    keyring: Keyring
+    spool: Spool
