@@ -33,6 +33,8 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.sink.delay:
+            await asyncio.sleep(self.sink.delay)  # a slow relay
         if self.sink.on_data is not None and self.sink.on_data(len(self.sink.messages)):
             # The hook (e.g. killing the sender) ran instead of taking the message.
             return "451 4.3.0 Not taken"
@@ -49,7 +51,8 @@ class _Handler:
 
 class Sink:
     def __init__(self, replies: list[str | None] | None = None, refuse_rcpt: dict[str, str] | None = None,
-                 on_data=None):
+                 on_data=None, delay: float = 0.0):
+        self.delay = delay
         self.on_data = on_data  # called with the count taken so far; True means "don't take it"
         self.replies = list(replies or [])
         self.refuse_rcpt = dict(refuse_rcpt or {})

@@ -1,0 +1,69 @@
+"""Every shipped template renders with realistic data; a missing value is an error, never a
+blank; an operator's HOME/templates/ overrides the shipped ones."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from email import policy
+from email.parser import BytesParser
+
+import pytest
+
+from listserv.digest import DigestItem, render_digest
+from listserv.model import MailingList, Member
+from listserv.templates import TemplateError, Templates, shipped_templates
+
+NEWS = MailingList("news@example.org", "News", "A" * 40, {"subject_prefix": "[News]"}, "2026-01-05T10:00:00Z")
+ALICE = Member(NEWS.address, "alice@example.org", "B" * 40, "Alice", "digest", "admin", None, "", 3)
+
+
+def test_footer_alert_welcome_and_notices_render():
+    templates = Templates()
+    footer = templates.render("footer.txt.j2", list=NEWS, footer="Meetings: first Monday.")
+    assert "news+urgent@example.org" in footer and "Meetings: first Monday." in footer
+    assert "Alice" in templates.render("alert.txt.j2", list=NEWS, sender="Alice")
+    welcome = templates.render("welcome.txt.j2", list=NEWS, member=ALICE, fingerprint=NEWS.fingerprint,
+                               schedule="daily 18:00")
+    assert welcome.startswith("Subject: Welcome to News\n\n") and "daily 18:00" in welcome
+    unusable = templates.render("notice-unusable-keys.txt.j2", list=NEWS, members=[ALICE])
+    assert ALICE.fingerprint in unusable
+    bounces = templates.render("notice-bounces.txt.j2", list=NEWS, member=ALICE)
+    assert "3 times" in bounces
+
+
+def test_digest_renders_contents_posts_html_and_attachments():
+    post = (b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n"
+            b"Bring <water> & snacks.\r\n--b\r\nContent-Type: application/pdf\r\n"
+            b"Content-Disposition: attachment; filename=map.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            b"JVBERi0=\r\n--b\r\nContent-Type: text/plain\r\n\r\n-- \r\nfooter\r\n--b--\r\n")
+    items = [DigestItem("Alice", "[News] Picnic", 1796000000.0, "post", post),
+             DigestItem("Bob", "URGENT: [News] Rain", 1796003600.0, "alert",
+                        b"Content-Type: text/plain\r\n\r\nIt will rain.\r\n")]
+    raw = render_digest(Templates(), NEWS, 1, 7, items, datetime(2026, 11, 30, tzinfo=timezone.utc))
+    digest = BytesParser(policy=policy.default).parsebytes(raw)
+    assert digest["Subject"] == "News digest, Vol 1, Issue 7"
+    text = digest.get_body(("plain",)).get_content()
+    assert " 1. [News] Picnic" in text and " 2. [ALERT] URGENT: [News] Rain" in text
+    assert "Bring <water> & snacks." in text and "footer" not in text
+    assert "[attached below: map.pdf]" in text
+    html = digest.get_body(("html",)).get_content()
+    assert "Bring &lt;water&gt; &amp; snacks." in html  # autoescaped
+    [attachment] = list(digest.iter_attachments())
+    assert attachment.get_filename() == "map.pdf"
+
+
+def test_missing_value_is_an_error_not_a_blank():
+    with pytest.raises(TemplateError):
+        Templates().render("footer.txt.j2", list=NEWS)  # no `footer` value
+
+
+def test_operator_templates_come_first(tmp_path):
+    (tmp_path / "footer.txt.j2").write_text("Our own footer for {{ list.name }}.\n")
+    assert Templates(tmp_path).render("footer.txt.j2", list=NEWS, footer="") == "Our own footer for News.\n"
+    assert "URGENT" in Templates(tmp_path).render("alert.txt.j2", list=NEWS, sender="A")
+
+
+def test_every_shipped_template_is_exercised_here():
+    tested = {"footer.txt.j2", "alert.txt.j2", "welcome.txt.j2", "notice-unusable-keys.txt.j2",
+              "notice-bounces.txt.j2", "digest.txt.j2", "digest.html.j2", "digest-subject.txt.j2"}
+    assert {p.name for p in shipped_templates().iterdir()} == tested
