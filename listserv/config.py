@@ -79,6 +79,12 @@ class Home:
         return self.data / "listserv.json"
 
     @property
+    def events(self) -> Path:
+        """Seen signatures (replay) and rejections: a small database written per message,
+        apart from the member database so that a busy list never rewrites all members."""
+        return self.data / "events.json"
+
+    @property
     def digests(self) -> Path:
         return self.data / "digest"
 

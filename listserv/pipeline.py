@@ -63,7 +63,7 @@ def accept(raw: bytes, route: Route, services: Services) -> Accepted:
         job = services.spool.accept(mailing_list.address, route.kind, sealed)
         # Claimed after the job is on disk: a crash in between may deliver a post twice,
         # never lose one that a client will retry (claiming first would refuse the retry).
-        with services.store.transaction() as tx:
+        with services.events.transaction() as tx:
             fresh = tx.claim_signature(mailing_list.address, opened.signature_id, time.time(),
                                        replay_window(mailing_list))
         if not fresh:
@@ -79,13 +79,14 @@ def accept(raw: bytes, route: Route, services: Services) -> Accepted:
 def _record(refusal: Refusal, route: Route, services: Services) -> None:
     """Keep the specific reason where admins can read it (`listserv rejections`)."""
     with contextlib.suppress(ListservError):
-        with services.store.transaction() as tx:
-            if tx.get_list(route.list):
-                tx.add_rejection({
-                    "list": route.list, "at": time.time(), "kind": route.kind,
-                    "reason": refusal.reason, "reply": f"{refusal.code} {refusal.status}",
-                    "signer": refusal.signer, "ref": refusal.ref,
-                })
+        if services.store.read().get_list(route.list) is None:
+            return
+        with services.events.transaction() as tx:
+            tx.add_rejection({
+                "list": route.list, "at": time.time(), "kind": route.kind,
+                "reason": refusal.reason, "reply": f"{refusal.code} {refusal.status}",
+                "signer": refusal.signer, "ref": refusal.ref,
+            })
 
 
 @dataclass(frozen=True)

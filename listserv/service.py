@@ -41,7 +41,7 @@ class ServeOptions:
 def services_for(home: Home) -> Services:
     spool = Spool(home.spool)
     spool.prepare()
-    return Services(Store(home.database), Keyring(home.keys), spool)
+    return Services(Store(home.database), Keyring(home.keys), spool, Store(home.events))
 
 
 def transport_for(options: ServeOptions) -> Transport:

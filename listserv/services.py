@@ -11,6 +11,7 @@ from .store import Store
 
 @dataclass(frozen=True)
 class Services:
-    store: Store
+    store: Store  # lists, members, digest state: read often, written rarely
     keyring: Keyring
     spool: Spool
+    events: Store  # seen signatures and rejections: written per message, kept small

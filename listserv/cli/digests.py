@@ -7,6 +7,7 @@ import click
 from ..model import normalise_list_address
 from ..services import Services
 from ..spool import Spool
+from ..store import Store
 from ..templates import Templates
 from . import App, echo_json, main, pass_app
 
@@ -15,7 +16,7 @@ def outbound_context(app: App) -> tuple[Services, Templates]:
     """What a command needs to queue mail from the list: the services and the templates."""
     spool = Spool(app.home.spool)
     spool.prepare()
-    return Services(app.store, app.keyring, spool), Templates(app.home.templates)
+    return Services(app.store, app.keyring, spool, Store(app.home.events)), Templates(app.home.templates)
 
 
 def digests_for(app: App):

@@ -11,6 +11,7 @@ import click
 
 from ..errors import Conflict, CryptoError, UsageError
 from ..model import MailingList, fingerprint_format, normalise_list_address
+from ..store import Store
 from ..options import defaults, parse_option
 from . import App, echo_json, main, pass_app
 
@@ -127,6 +128,8 @@ def list_delete(app: App, address: str, yes: bool) -> None:
         fingerprints = {m.fingerprint for m in tx.members(address)}
         tx.delete_list(address)
         unused = [f for f in fingerprints if not tx.fingerprint_in_use(f)]
+    with Store(app.home.events).transaction() as events:
+        events.forget_events(address)
     app.keyring.delete_secret(mailing_list.fingerprint)
     for fingerprint in unused:
         app.keyring.delete(fingerprint)

@@ -14,6 +14,7 @@ import click
 from ..config import parse_hostport
 from ..errors import UsageError
 from ..model import normalise_list_address
+from ..store import Store
 from ..spool import DEFERRED, FAILED, PENDING, SENT, Outgoing, Spool
 from . import App, echo_json, main, pass_app
 
@@ -112,10 +113,9 @@ def queue_retry(app: App) -> None:
 @pass_app
 def rejections(app: App, list_address: str, as_json: bool) -> None:
     """Show refused submissions to LIST with the specific reason (senders only see 5.7.1)."""
-    snapshot = app.store.read()
     address = normalise_list_address(list_address)
-    snapshot.require_list(address)
-    records = snapshot.rejections(address)
+    app.store.read().require_list(address)
+    records = Store(app.home.events).read().rejections(address)
     if as_json:
         echo_json(records)
         return
