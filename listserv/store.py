@@ -75,23 +75,26 @@ class _MemoryStorage(Storage):
         self.dirty = True
 
 
+_MEMBER_FIELDS = frozenset(f.name for f in fields(Member))
+_LIST_FIELDS = frozenset(f.name for f in fields(MailingList))
+
+
 def _member(doc: dict[str, Any]) -> Member:
-    known = {f.name for f in fields(Member)}
-    return Member(**{k: v for k, v in doc.items() if k in known})
+    return Member(**{k: v for k, v in doc.items() if k in _MEMBER_FIELDS})
 
 
 def _mailing_list(doc: dict[str, Any]) -> MailingList:
-    known = {f.name for f in fields(MailingList)}
-    return MailingList(**{k: v for k, v in doc.items() if k in known})
+    return MailingList(**{k: v for k, v in doc.items() if k in _LIST_FIELDS})
 
 
 class Transaction:
     """The operations of one locked transaction. Obtain it from `Store.transaction()`."""
 
-    def __init__(self, db: TinyDB):
+    def __init__(self, db: TinyDB, memo: dict[str, list[Member]] | None = None):
         self._db = db
         self._lists = db.table("lists")
         self._members = db.table("members")
+        self._memo = memo  # members per list, shared by read snapshots of one file version
 
     def _raw(self, table: str) -> Iterable[dict[str, Any]]:
         # Reads of the two big tables go straight to the snapshot's documents: a TinyDB
@@ -134,8 +137,13 @@ class Transaction:
 
     # -- members -------------------------------------------------------------
     def members(self, list_address: str) -> list[Member]:
+        if self._memo is not None and list_address in self._memo:
+            return list(self._memo[list_address])
         docs = (doc for doc in self._raw("members") if doc["list"] == list_address)
-        return sorted((_member(doc) for doc in docs), key=lambda m: m.email)
+        found = sorted((_member(doc) for doc in docs), key=lambda m: m.email)
+        if self._memo is not None:
+            self._memo[list_address] = found
+        return list(found)
 
     def get_member(self, list_address: str, email: str) -> Member | None:
         doc = self._members.get((Query().list == list_address) & (Query().email == email))
@@ -230,7 +238,7 @@ class Store:
         self.path = path
         self._lock_path = path.with_name(path.name + ".lock")
         self._thread_lock = threading.Lock()
-        self._cache: tuple[tuple[int, int, int], dict[str, Any]] | None = None
+        self._cache: tuple[tuple[int, int, int], dict[str, Any], dict[str, list[Member]]] | None = None
 
     def _load(self) -> dict[str, Any]:
         try:
@@ -289,10 +297,10 @@ class Store:
             key = None
         cached = self._cache
         if key is not None and cached is not None and cached[0] == key:
-            data = cached[1]
+            _, data, memo = cached
         else:
-            data = self._load()
+            data, memo = self._load(), {}
             if key is not None:
-                self._cache = (key, data)
+                self._cache = (key, data, memo)
         storage = _MemoryStorage(data, writable=False)
-        return Transaction(TinyDB(storage=lambda: storage))
+        return Transaction(TinyDB(storage=lambda: storage), memo)
