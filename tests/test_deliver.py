@@ -156,3 +156,19 @@ def test_bounces_are_counted_per_member(tmp_path, people):
     members = {m["email"]: m for m in json.loads(cli.ok("member", "list", LIST, "--json").stdout)}
     assert members[people["bob"].email]["bounces"] == 1
     assert members[people["alice"].email]["bounces"] == 0
+
+
+def test_queue_shows_deferred_copies_and_queue_retry_sends_them_now(tmp_path, people):
+    cli, list_key, _ = make_site(tmp_path, people, "[delivery]\nconcurrency = 1\n")  # retry after 300 s
+    with Sink(replies=["451 4.3.0 Try later"]) as sink, \
+            ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
+        proc.wait_log(r"deferred qid=")
+        sink.wait_for(len(MEMBERS) - 1)
+        [job] = json.loads(cli.ok("queue", "--json").stdout)
+        assert job["copies"] == {"pending": 0, "sent": 3, "deferred": 1, "failed": 0}
+        assert "deferred=1" in cli.ok("queue").stdout
+        cli.ok("queue", "retry")
+        sink.wait_for(len(MEMBERS), timeout=15)
+        proc.wait_log(r"delivered qid=\S+ sent=4 failed=0")
+    assert json.loads(cli.ok("queue", "--json").stdout) == []

@@ -1,0 +1,125 @@
+"""The list's own message: built from an allow-list, the sender shown by pseudonym only,
+the real Subject inside the encryption, threads kept without exposing outside ids."""
+
+from __future__ import annotations
+
+import email
+from datetime import datetime, timedelta, timezone
+from email import policy
+
+from listserv.model import MailingList, Member
+from listserv.stages.compose import compose
+
+NEWS = MailingList("news@example.org", "News", "A" * 40, {"subject_prefix": "[News]"})
+ALICE = Member(NEWS.address, "alice@home.example", "B" * 40, "Alice")
+
+SUBMITTED = (
+    b'Content-Type: multipart/mixed; boundary="SUBMITTER-BOUNDARY"; protected-headers="v1"\r\n'
+    b"Subject: Plans for Friday\r\n"
+    b"From: Alice Realname <alice@home.example>\r\n"
+    b"Message-ID: <secret-id-1@home.example>\r\n"
+    b"Date: Mon, 30 Nov 2026 09:15:00 +0530\r\n"
+    b"Received: from laptop.home.example ([198.51.100.7])\r\n"
+    b"User-Agent: Mozilla Thunderbird 115\r\n"
+    b"X-Mailer: Leaky 1.0\r\n"
+    b"X-Originating-IP: [198.51.100.7]\r\n"
+    b"Organization: Ministry of Examples\r\n"
+    b"DKIM-Signature: v=1; d=home.example; b=abc\r\n"
+    b"Autocrypt: addr=alice@home.example; keydata=AAAA\r\n"
+    b"\r\n"
+    b"--SUBMITTER-BOUNDARY\r\n"
+    b'Content-Type: multipart/alternative; boundary="ALT-BOUNDARY"\r\n\r\n'
+    b"--ALT-BOUNDARY\r\nContent-Type: text/plain; charset=utf-8\r\nX-Part-Leak: yes\r\n\r\n"
+    b"Meet at the usual place.\r\n"
+    b"--ALT-BOUNDARY\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+    b'<p>Meet at the <b>usual</b> place.</p><img src="cid:img1@home.example">\r\n'
+    b"--ALT-BOUNDARY--\r\n"
+    b"--SUBMITTER-BOUNDARY\r\nContent-Type: image/png\r\nContent-ID: <img1@home.example>\r\n"
+    b"Content-Disposition: attachment; filename=map.png\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    b"iVBORw0KGgo=\r\n"
+    b"--SUBMITTER-BOUNDARY--\r\n"
+)
+LEAKS = (b"SUBMITTER-BOUNDARY", b"ALT-BOUNDARY", b"alice@home.example", b"Realname", b"198.51.100.7",
+         b"laptop", b"Thunderbird", b"Leaky", b"Ministry", b"DKIM", b"Autocrypt", b"secret-id-1",
+         b"+0530", b"X-Part-Leak", b"img1@home.example")
+
+
+def make(kind="post", in_reply_to=None, references=None):
+    return compose(
+        SUBMITTED, subject_fallback="outer subject", in_reply_to=in_reply_to, references=references,
+        sender=ALICE, mailing_list=NEWS, kind=kind, footer="-- \nNews footer\n",
+        now=datetime(2026, 11, 30, 3, 45, tzinfo=timezone(timedelta(hours=5))),
+        message_id="<fresh-id@example.org>",
+    )
+
+
+def test_nothing_of_the_submitter_survives_inside_or_outside():
+    composed = make()
+    for leak in LEAKS:
+        assert leak not in composed.inner, leak
+        assert leak not in composed.copy(b"ARMOR"), leak
+
+
+def test_inner_headers_pseudonym_subject_threading_and_list_headers():
+    inner = email.message_from_bytes(make().inner, policy=policy.default)
+    assert str(inner["From"]) == "Alice via News <news@example.org>"
+    assert str(inner["Reply-To"]) == "News <news@example.org>"
+    assert inner["Subject"] == "[News] Plans for Friday"  # the protected Subject wins
+    assert inner["Message-ID"] == "<fresh-id@example.org>"
+    assert inner["Date"].endswith("+0000")
+    assert inner["List-Id"] == "News <news.example.org>"
+    assert inner["List-Post"] == "<mailto:news@example.org>"
+    assert inner["List-Unsubscribe"].startswith("<mailto:news-owner@example.org")
+    assert inner.get_param("hp") == "cipher" and inner.get_param("protected-headers") == "v1"
+    assert "Subject: [...]" in inner.get_all("HP-Outer")
+
+
+def test_outer_headers_are_placeholders_and_rfc3156():
+    outer = email.message_from_bytes(make().copy(b"-----BEGIN PGP MESSAGE-----\r\n"), policy=policy.default)
+    assert outer["Subject"] == "[...]"
+    assert str(outer["From"]) == "News <news@example.org>"
+    assert outer.get_content_type() == "multipart/encrypted"
+    assert outer.get_param("protocol") == "application/pgp-encrypted"
+    control, data = outer.iter_parts()
+    assert control.get_content_type() == "application/pgp-encrypted"
+    assert data.get_content_type() == "application/octet-stream"
+    assert "Plans" not in str(outer) and "Alice" not in str(outer)
+
+
+def test_content_html_alternative_and_attachment_kept_with_fresh_content_ids():
+    inner = email.message_from_bytes(make().inner, policy=policy.default)
+    parts = list(inner.iter_parts())
+    alternative, image, footer = parts
+    assert alternative.get_content_type() == "multipart/alternative"
+    assert alternative.get_body(("plain",)).get_content().strip() == "Meet at the usual place."
+    html = alternative.get_body(("html",)).get_content()
+    new_cid = str(image["Content-ID"]).strip("<>")
+    assert new_cid.endswith("@example.org") and f"cid:{new_cid}" in html
+    assert image.get_filename() == "map.png" and image.get_content() == b"\x89PNG\r\n\x1a\n"
+    assert footer.get_content().replace("\r\n", "\n") == "-- \nNews footer\n"
+
+
+def test_threads_keep_only_the_lists_own_ids():
+    composed = make(in_reply_to="<abc@example.org>",
+                    references="<outside@elsewhere.net> <root@example.org> <abc@example.org>")
+    inner = email.message_from_bytes(composed.inner, policy=policy.default)
+    assert inner["In-Reply-To"] == "<abc@example.org>"
+    assert inner["References"] == "<root@example.org> <abc@example.org>"
+    assert b"elsewhere.net" not in composed.inner and b"elsewhere.net" not in composed.outer_prefix
+
+
+def test_alert_marks_subject_and_priority_headers():
+    composed = make(kind="alert")
+    inner = email.message_from_bytes(composed.inner, policy=policy.default)
+    assert inner["Subject"] == "URGENT: [News] Plans for Friday"
+    outer = email.message_from_bytes(composed.copy(b"x"), policy=policy.default)
+    assert (outer["Importance"], outer["Priority"], outer["X-Priority"]) == ("high", "urgent", "1")
+    assert b"X-Priority" not in make().copy(b"x")  # an ordinary post is not marked
+
+
+def test_unprotected_subject_falls_back_to_the_outer_one():
+    plain = b"Content-Type: text/plain\r\n\r\nHi\r\n"
+    composed = compose(plain, subject_fallback="Hello there", in_reply_to=None, references=None,
+                       sender=ALICE, mailing_list=NEWS, kind="post", footer="f\n",
+                       now=datetime.now(timezone.utc), message_id="<x@example.org>")
+    assert email.message_from_bytes(composed.inner, policy=policy.default)["Subject"] == "[News] Hello there"
