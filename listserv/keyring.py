@@ -235,6 +235,84 @@ class Keyring:
     def has_secret(self, fingerprint: str) -> bool:
         return any(entry["fingerprint"] == fingerprint for entry in self.gpg.list_keys(secret=True))
 
+    # -- gpg runs for the stages (open, fan-out) -------------------------------
+    # These hand back gpg's own [GNUPG:] status lines for the caller to judge: python-gnupg's
+    # summary (.valid, .status) calls a revoked key's signature valid and returns plaintext
+    # without integrity protection. Whatever python-gnupg raises becomes a CryptoError here.
+
+    def decrypt_raw(self, data: bytes, max_output: int) -> tuple[bytes, list[str], int]:
+        """Decrypt `data` (verifying any signature inside), writing at most `max_output` bytes:
+        (output, gpg's status lines, gpg's exit code), whatever gpg made of it."""
+        args = ["--pinentry-mode", "error", "--max-output", str(max_output)]
+        return self._raw("decrypt", lambda: self.gpg.decrypt(data, extra_args=args))
+
+    def verify_detached(self, signature: bytes, data: bytes) -> tuple[list[str], int]:
+        """Verify a detached `signature` over `data`: (gpg's status lines, gpg's exit code)."""
+        def verify():
+            with tempfile.TemporaryDirectory(prefix="listserv-sig-") as scratch:
+                path = Path(scratch) / "signature.asc"
+                path.write_bytes(signature)
+                return self.gpg.verify_data(str(path), data)
+
+        _, lines, returncode = self._raw("verify", verify)
+        return lines, returncode
+
+    def sign_and_encrypt(self, data: bytes, recipients: list[str], signer: str,
+                         options: list[str]) -> tuple[bytes, list[str]]:
+        """Sign `data` with exactly the key `signer` and encrypt it to `recipients` in one gpg
+        call, binary: (output, gpg's status lines). CryptoError unless gpg reports success."""
+        # --local-user FPR! (exactly that primary key), not python-gnupg's sign=FPR
+        # (--default-key): gpg silently signs with another secret key when that one has none.
+        try:
+            result = self.gpg.encrypt(data, recipients, sign=True, always_trust=True, armor=False,
+                                      extra_args=[*options, "--local-user", f"{signer}!"])
+        except (OSError, ValueError) as exc:  # BrokenPipeError when gpg exits early
+            raise CryptoError(f"GnuPG failed to sign and encrypt ({exc}).") from None
+        if not (result.ok and result.status == "encryption ok" and result.returncode == 0):
+            raise CryptoError(
+                f"GnuPG failed to sign and encrypt ({result.status or 'no status'}, "
+                f"exit {result.returncode})."
+            )
+        return bytes(result.data), _status_lines(result.stderr)
+
+    def encryption_keys(self, fingerprints: list[str]) -> dict[str, dict[str, str]]:
+        """The keys among `fingerprints` that can encrypt now, each with the ids of its
+        encryption keys (key id -> primary fingerprint).
+
+        Field 12 of the `pub` line holds an upper-case E only when the key can encrypt now
+        (not expired, not revoked, not disabled, with a valid encryption subkey).
+        """
+        try:
+            listing = self.gpg.list_keys(keys=fingerprints)
+        except (OSError, ValueError) as exc:
+            raise CryptoError(f"GnuPG could not list the members' keys ({exc}).") from None
+        if listing.returncode != 0:
+            raise CryptoError(f"GnuPG could not list the members' keys (exit {listing.returncode}).")
+        wanted = set(fingerprints)
+        usable: dict[str, dict[str, str]] = {}
+        for entry in listing:
+            fingerprint, capabilities = entry["fingerprint"], entry.get("cap", "")
+            if fingerprint not in wanted or "E" not in capabilities or "D" in capabilities:
+                continue
+            ids = {keyid: fingerprint for keyid, cap, *_ in entry.get("subkeys", []) if "e" in cap}
+            if "e" in capabilities:  # the primary key itself may encrypt (RSA keys from some tools)
+                ids[entry["keyid"]] = fingerprint
+            usable[fingerprint] = ids
+        return usable
+
+    def _raw(self, what: str, run) -> tuple[bytes, list[str], int]:
+        try:
+            result = run()
+        except Exception as exc:  # BrokenPipeError when gpg stops reading early, OSError, ValueError
+            raise CryptoError(f"GnuPG could not {what} ({type(exc).__name__}).") from None
+        if result.stderr is None or result.returncode is None:
+            raise CryptoError(f"GnuPG did not finish ({what}).")
+        return bytes(getattr(result, "data", None) or b""), _status_lines(result.stderr), result.returncode
+
+
+def _status_lines(stderr: str | None) -> list[str]:
+    return [line for line in (stderr or "").splitlines() if line.startswith("[GNUPG:] ")]
+
 
 class StagedKeys:
     """Keys imported into a scratch keyring, waiting to be adopted or thrown away."""

@@ -81,6 +81,23 @@ def test_gnupg_module_is_the_python_gnupg_distribution():
     assert any(re.match(r"python-gnupg\s*>=\s*0\.5\.5", r) for r in requires), requires
 
 
+WRAPPERS = {"gnupg": "keyring.py", "tinydb": "store.py", "aiosmtpd": "smtpd.py", "jinja2": "templates.py"}
+
+
+def test_each_third_party_library_is_wrapped_by_one_module():
+    """STYLE.md point 3: one module wraps each library and translates its errors."""
+    for path in sorted((ROOT / "listserv").rglob("*.py")):
+        source = path.read_text()
+        for library, wrapper in WRAPPERS.items():
+            if path.name != wrapper or path.parent.name != "listserv":
+                assert not re.search(rf"^\s*(import|from) {library}\b", source, re.M), \
+                    f"{path.relative_to(ROOT)} imports {library}; only listserv/{wrapper} may"
+        if path.name != "keyring.py":
+            # python-gnupg's GPG object is Keyring.gpg: reaching for it is using python-gnupg.
+            assert not re.search(r"\.gpg\b(?!\.j2)", source), \
+                f"{path.relative_to(ROOT)} calls python-gnupg through .gpg; add a Keyring method"
+
+
 def test_the_wheel_ships_the_templates(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(tmp_path)],
                    check=True, capture_output=True)

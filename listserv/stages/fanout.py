@@ -100,37 +100,12 @@ def armored_copy(fanout: Fanout, fingerprint: str) -> bytes:
     return fanout._armor[pkesk.batch].armor(pkesk.packet)
 
 
-def _inspect(keyring: Keyring, fingerprints: list[str]) -> dict[str, dict[str, str]]:
-    """The members whose key can encrypt now, each with the ids of its encryption keys.
-
-    gpg 2.2 fails a whole batch for one unusable recipient, so they are left out beforehand.
-    Field 12 of the `pub` line holds an upper-case E only when the key can encrypt now
-    (not expired, not revoked, not disabled, with a valid encryption subkey).
-    """
-    try:
-        listing = keyring.gpg.list_keys(keys=fingerprints)
-    except (OSError, ValueError) as exc:
-        raise CryptoError(f"GnuPG could not list the members' keys ({exc}).") from None
-    if listing.returncode != 0:
-        raise CryptoError(f"GnuPG could not list the members' keys (exit {listing.returncode}).")
-    wanted = set(fingerprints)
-    usable: dict[str, dict[str, str]] = {}
-    for entry in listing:
-        fingerprint, capabilities = entry["fingerprint"], entry.get("cap", "")
-        if fingerprint not in wanted or "E" not in capabilities or "D" in capabilities:
-            continue
-        ids = {keyid: fingerprint for keyid, cap, *_ in entry.get("subkeys", []) if "e" in cap}
-        if "e" in capabilities:  # the primary key itself may encrypt (RSA keys from some tools)
-            ids[entry["keyid"]] = fingerprint
-        usable[fingerprint] = ids
-    return usable
-
-
 def _encrypt_batch(
     keyring: Keyring, signer: str, wanted: list[str], plaintext: bytes,
 ) -> tuple[bytes | None, dict[str, bytes]]:
     """Sign and encrypt to the usable keys among `wanted`: (shared packet, PKESK per member)."""
-    key_ids = _inspect(keyring, wanted)
+    # gpg 2.2 fails a whole batch for one unusable recipient, so they are left out beforehand.
+    key_ids = keyring.encryption_keys(wanted)
     batch = [fingerprint for fingerprint in wanted if fingerprint in key_ids]
     if not batch:
         return None, {}
@@ -142,24 +117,11 @@ def _encrypt_batch(
                 raise CryptoError(
                     f"The keys {owner[keyid]} and {fingerprint} share the encryption key {keyid}."
                 )
-    try:
-        # --local-user FPR! (exactly the list's primary key), not python-gnupg's sign=FPR
-        # (--default-key): gpg silently signs with another secret key when that one has none.
-        result = keyring.gpg.encrypt(
-            plaintext, batch, sign=True, always_trust=True, armor=False,
-            extra_args=[*_ENCRYPT_OPTIONS, "--local-user", f"{signer}!"],
-        )
-    except (OSError, ValueError) as exc:  # BrokenPipeError when gpg exits early
-        raise CryptoError(f"GnuPG failed to sign and encrypt a post ({exc}).") from None
-    signatures = [line.split()[-1] for line in (result.stderr or "").splitlines()
-                  if line.startswith("[GNUPG:] SIG_CREATED ")]
-    signed = signatures == [signer]  # one signature, by the list key (a gpg.conf could add more)
-    if not (result.ok and result.status == "encryption ok" and result.returncode == 0 and signed):
-        raise CryptoError(
-            f"GnuPG failed to sign and encrypt a post ({result.status or 'no status'}, "
-            f"exit {result.returncode})."
-        )
-    return _split(result.data, batch, owner)
+    data, status = keyring.sign_and_encrypt(plaintext, batch, signer, _ENCRYPT_OPTIONS)
+    signatures = [line.split()[-1] for line in status if line.startswith("[GNUPG:] SIG_CREATED ")]
+    if signatures != [signer]:  # one signature, by the list key (a gpg.conf could add more)
+        raise CryptoError(f"GnuPG made {len(signatures)} signature(s), not one by the list key.")
+    return _split(data, batch, owner)
 
 
 def _split(data: bytes, batch: list[str], owner: dict[str, str]) -> tuple[bytes, dict[str, bytes]]:

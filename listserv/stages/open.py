@@ -10,7 +10,7 @@ Accepted shapes (RFC 3156 and inline PGP):
 Anything a signature does not cover (a part beside the signed one, text outside the armor)
 is refused, not dropped: members must never read words the signer did not sign.
 
-gpg's [GNUPG:] status lines are read here directly. python-gnupg's summary is not consulted:
+gpg's [GNUPG:] status lines (from the keyring) are read here directly. python-gnupg's summary is not consulted:
 its `status` reads "signature valid" after a signature by an expired or revoked key, and it
 hands back plaintext, with `valid` True, when the integrity check failed (no MDC).
 Membership, signature age and replay are decided later, from `signer`, `signed_at` and
@@ -22,14 +22,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.message import EmailMessage, MIMEPart
-from pathlib import Path
 
 from .. import mime
-from ..errors import Malformed, Refusal, TooLarge, Unauthorized
+from ..errors import CryptoError, Malformed, Refusal, TooLarge, Unauthorized
 from ..keyring import Keyring
 
 log = logging.getLogger(__name__)
@@ -71,10 +69,8 @@ class _Signature:
 class _Status:
     """gpg's status lines ([GNUPG:] KEYWORD args...) in order, and its exit code."""
 
-    def __init__(self, stderr: str | None, returncode: int | None):
-        if stderr is None or returncode is None:
-            raise Unauthorized("gpg-error")
-        self.lines = [line[9:].split() for line in stderr.splitlines()
+    def __init__(self, lines: list[str], returncode: int):
+        self.lines = [line[9:].split() for line in lines
                       if line.startswith("[GNUPG:] ") and line[9:].strip()]
         self.returncode = returncode
 
@@ -239,25 +235,21 @@ def _holds_pgp(message: EmailMessage) -> bool:
 # -- gpg and its status lines -------------------------------------------------
 
 def _decrypt(keyring: Keyring, data: bytes) -> tuple[bytes, _Status]:
-    args = ["--pinentry-mode", "error", "--max-output", str(MAX_PLAINTEXT)]
     try:
-        result = keyring.gpg.decrypt(data, extra_args=args)
-    except Exception as exc:  # BrokenPipeError when gpg stops reading early, OSError, ValueError
-        log.warning("open: gpg decrypt failed: %s", type(exc).__name__)
+        output, lines, returncode = keyring.decrypt_raw(data, MAX_PLAINTEXT)
+    except CryptoError as exc:
+        log.warning("open: gpg decrypt failed: %s", exc)
         raise Unauthorized("gpg-error") from None
-    return bytes(result.data or b""), _Status(result.stderr, result.returncode)
+    return output, _Status(lines, returncode)
 
 
 def _verify(keyring: Keyring, signature: bytes, signed: bytes) -> _Status:
     try:
-        with tempfile.TemporaryDirectory(prefix="listserv-sig-") as scratch:
-            path = Path(scratch) / "signature.asc"
-            path.write_bytes(signature)
-            result = keyring.gpg.verify_data(str(path), signed)
-    except Exception as exc:
-        log.warning("open: gpg verify failed: %s", type(exc).__name__)
+        lines, returncode = keyring.verify_detached(signature, signed)
+    except CryptoError as exc:
+        log.warning("open: gpg verify failed: %s", exc)
         raise Unauthorized("gpg-error") from None
-    return _Status(result.stderr, result.returncode)
+    return _Status(lines, returncode)
 
 
 def _check_decryption(status: _Status, data: bytes, required: bool = False) -> bool:
