@@ -90,3 +90,21 @@ def write_key(tmp_path: Path, user: User) -> str:
 def _stop_gpg_agents():
     yield
     subprocess.run(["gpgconf", "--kill", "all"], capture_output=True)
+
+
+def make_site(base: Path, people: dict[str, User], modes: dict[str, str], settings: str = "",
+              address: str = "news@example.org") -> tuple[Cli, bytes, str]:
+    """A home with one list whose members are `people[key]` in `modes[key]` delivery mode.
+    `settings` replaces listserv.toml. Returns the CLI, the list's public key and fingerprint."""
+    cli = Cli(base / "home")
+    cli.ok("init")
+    if settings:
+        (cli.home / "listserv.toml").write_text(settings)
+    cli.ok("list", "create", address, "--name", "News")
+    for key, mode in modes.items():
+        user = people[key]
+        cli.ok("member", "add", address, user.email, "--key", write_key(base, user), "--name", user.name,
+               "--mode", mode)
+    list_key = cli.ok("list", "key", address).stdout.encode()
+    fingerprint = json.loads(cli.ok("list", "show", address, "--json").stdout)["fingerprint"]
+    return cli, list_key, fingerprint

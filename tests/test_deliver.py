@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from . import mail_factory as mf
-from .conftest import Cli, write_key
+from .conftest import Cli
+from .conftest import make_site as site_with
 from .members_clients import decrypt, encrypted_part, recipient_key_ids
 from .server import ServeProcess
 from .sink import Sink
@@ -25,17 +26,7 @@ MEMBERS = ("alice", "bob", "sally", "rita")
 
 
 def make_site(base: Path, people, settings: str = "") -> tuple[Cli, bytes, str]:
-    cli = Cli(base / "home")
-    cli.ok("init")
-    if settings:
-        (cli.home / "listserv.toml").write_text(settings)
-    cli.ok("list", "create", LIST, "--name", "News")
-    for key in MEMBERS:
-        user = people[key]
-        cli.ok("member", "add", LIST, user.email, "--key", write_key(base, user), "--name", user.name)
-    list_key = cli.ok("list", "key", LIST).stdout.encode()
-    fingerprint = json.loads(cli.ok("list", "show", LIST, "--json").stdout)["fingerprint"]
-    return cli, list_key, fingerprint
+    return site_with(base, people, {key: "immediate" for key in MEMBERS}, settings)
 
 
 FAST_RETRY = "[delivery]\nretry_min = 1\nretry_max = 2\nconcurrency = 2\n"
@@ -172,3 +163,25 @@ def test_queue_shows_deferred_copies_and_queue_retry_sends_them_now(tmp_path, pe
         sink.wait_for(len(MEMBERS), timeout=15)
         proc.wait_log(r"delivered qid=\S+ sent=4 failed=0")
     assert json.loads(cli.ok("queue", "--json").stdout) == []
+
+
+def test_queue_retry_while_a_deferred_copy_is_being_sent_sends_it_once(tmp_path, people):
+    cli, list_key, _ = make_site(tmp_path, people, "[delivery]\nconcurrency = 2\n")  # retry after 300 s
+    flag = cli.home / "data" / "spool" / "retry-now"
+
+    def second_retry_while_sending(taken: int) -> bool:
+        if taken == len(MEMBERS) - 1:  # the deferred copy, retried: an operator retries again
+            flag.touch()
+            time.sleep(2.5)  # the relay is slow to answer; the server sees the flag meanwhile
+        return False
+
+    with Sink(replies=["451 4.3.0 Try later"], on_data=second_retry_while_sending) as sink, \
+            ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
+        proc.wait_log(r"deferred qid=")
+        sink.wait_for(len(MEMBERS) - 1)
+        cli.ok("queue", "retry")
+        proc.wait_log(r"delivered qid=\S+ sent=4 failed=0")
+        time.sleep(1.5)
+    assert not flag.exists()  # the second retry was seen while the copy was on its way
+    assert sorted(c.rcpt_tos[0] for c in sink.messages) == sorted(people[k].email for k in MEMBERS)

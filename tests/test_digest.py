@@ -17,6 +17,7 @@ from listserv.cli.digests import digests_for
 
 from . import mail_factory as mf
 from .conftest import Cli, write_key
+from .conftest import make_site as site_with
 from .members_clients import decrypt, encrypted_part, recipient_key_ids
 from .server import ServeProcess
 from .sink import Sink
@@ -27,18 +28,7 @@ MODES = {"alice": "immediate", "bob": "digest", "sally": "digest", "rita": "imme
 
 
 def make_site(base: Path, people, settings: str = "") -> tuple[Cli, bytes, str]:
-    cli = Cli(base / "home")
-    cli.ok("init")
-    if settings:
-        (cli.home / "listserv.toml").write_text(settings)
-    cli.ok("list", "create", LIST, "--name", "News")
-    for key, mode in MODES.items():
-        user = people[key]
-        cli.ok("member", "add", LIST, user.email, "--key", write_key(base, user), "--name", user.name,
-               "--mode", mode)
-    list_key = cli.ok("list", "key", LIST).stdout.encode()
-    fingerprint = json.loads(cli.ok("list", "show", LIST, "--json").stdout)["fingerprint"]
-    return cli, list_key, fingerprint
+    return site_with(base, people, MODES, settings)
 
 
 def outer(copy) -> email.message.EmailMessage:
@@ -51,7 +41,7 @@ def test_digest_members_get_one_digest_with_every_pending_post(tmp_path, people)
         for n, who in enumerate(("alice", "rita", "alice"), start=1):
             assert submit(proc.port, LIST, mf.post(people[who], list_key, subject=f"Topic {n}",
                                                   body=f"Body of post number {n}."))[0] == 250
-            proc.wait_log(rf"delivered qid=\S+ sent=2 failed=0", timeout=30)
+            proc.wait_log(r"delivered qid=\S+ sent=2 failed=0", timeout=30)
         immediate = sink.wait_for(6)
         assert {c.rcpt_tos[0] for c in immediate} == {people["alice"].email, people["rita"].email}
         assert json.loads(cli.ok("digest", "show", LIST, "--json").stdout)["pending"] == 3
