@@ -152,7 +152,7 @@ class _Active:
     armorers: list[SharedArmor]  # one per shared packet (gpg batch)
     suffix: bytes
     ready: deque[int] = field(default_factory=deque)
-    in_flight: int = 0
+    busy: set[int] = field(default_factory=set)  # copies a worker is sending right now
 
     def done(self) -> bool:
         return all(p.state in FINAL for p in self.progress)
@@ -194,7 +194,8 @@ class Deliverer:
 
     def _requeue(self, qid: str, index: int) -> None:
         active = self.active.get(qid)
-        if active and active.progress[index].state == DEFERRED and index not in active.ready:
+        if active and active.progress[index].state == DEFERRED and index not in active.ready \
+                and index not in active.busy:
             active.ready.append(index)
             self._wake.set()
 
@@ -202,7 +203,7 @@ class Deliverer:
         count = 0
         for active in self.active.values():
             for index, state in enumerate(active.progress):
-                if state.state == DEFERRED and index not in active.ready:
+                if state.state == DEFERRED and index not in active.ready and index not in active.busy:
                     active.ready.append(index)
                     count += 1
         self._wake.set()
@@ -211,12 +212,16 @@ class Deliverer:
     def _next(self) -> tuple[_Active, int] | None:
         order = sorted(self.active.values(), key=lambda a: (KINDS.index(a.job.kind), a.job.created))
         for active in order:
-            if active.ready:
-                return active, active.ready.popleft()
+            while active.ready:
+                index = active.ready.popleft()
+                # A copy being sent keeps its old state until its result is recorded: taking
+                # it again (a second `queue retry`, an old timer) would send it twice.
+                if index not in active.busy and active.progress[index].state not in FINAL:
+                    return active, index
         return None
 
     def _finish_if_done(self, active: _Active) -> None:
-        if active.in_flight == 0 and active.done() and active.job.qid in self.active:
+        if not active.busy and active.done() and active.job.qid in self.active:
             del self.active[active.job.qid]
             self.outgoing.finish(active.job)
             counts = {state: sum(p.state == state for p in active.progress) for state in (SENT, FAILED)}
@@ -273,11 +278,11 @@ class Deliverer:
                     await _wait_any(self._wake, stop)
                     continue
                 active, index = picked
-                active.in_flight += 1
+                active.busy.add(index)
                 try:
                     connection = await self._deliver(connection, active, index)
                 finally:
-                    active.in_flight -= 1
+                    active.busy.discard(index)
                 self._finish_if_done(active)
         finally:
             if connection is not None:
