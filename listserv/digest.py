@@ -83,7 +83,13 @@ class Digests:
         return self.root / _folder_name(address)
 
     def add(self, mailing_list: MailingList, qid: str, item: DigestItem) -> None:
+        """Keep a post for the next digest. A post is kept once: adding its queue id again
+        (a restart repeating an interrupted hand-over) does nothing, also when the item has
+        gone out already with the last digest."""
         folder = self.folder(mailing_list.address)
+        mine = f"-{qid}.pgp"
+        if any(folder.glob(f"*{mine}")) or any(name.endswith(mine) for name in self.state(mailing_list).consumed):
+            return
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         payload = json.dumps({
             "pseudonym": item.pseudonym, "subject": item.subject, "sent_at": item.sent_at,

@@ -100,7 +100,7 @@ def distribute(job: Job, services: Services, templates: Templates,
                backlog: Callable[[MailingList, str, DigestItem], None] | None = None) -> Distributed:
     """Turn an accepted submission into a fan-out job; the submission leaves the spool."""
     outgoing = Outgoing(services.spool)
-    if outgoing.exists(job.qid):  # a crash came between writing the fan-out and this hand-over
+    if outgoing.exists(job.qid):  # a crash came after the fan-out job (the backlog came first)
         services.spool.remove(job)
         return Distributed(None, (), ())
     raw = services.keyring.unseal(services.spool.read_submission(job))
@@ -119,11 +119,13 @@ def distribute(job: Job, services: Services, templates: Templates,
         banner=templates.render("alert.txt.j2", list=mailing_list, sender=sender.name)
         if job.kind == "alert" else None,
     )
-    recipients = [m for m in members if job.kind == "alert" or m.mode == "immediate"]
-    out, unusable = fan_out(services, outgoing, job.qid, mailing_list, job.kind, composed, recipients)
+    # The backlog before the fan-out job: once that job exists a restart skips this hand-over.
+    # A restart before it repeats the backlog write, which keeps one item per queue id.
     if backlog is not None and any(m.mode == "digest" for m in members):
         backlog(mailing_list, job.qid, DigestItem(sender.name, composed.subject, time.time(),
                                                   job.kind, composed.inner))
+    recipients = [m for m in members if job.kind == "alert" or m.mode == "immediate"]
+    out, unusable = fan_out(services, outgoing, job.qid, mailing_list, job.kind, composed, recipients)
     notices = ()
     if unusable:
         notices = (notify_admins(services, templates, mailing_list, members, "notice-unusable-keys.txt.j2",

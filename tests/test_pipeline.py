@@ -1,0 +1,89 @@
+"""The hand-over from an accepted submission to its delivery job and the digest backlog,
+interrupted at each durable step the way `kill -9` would interrupt it, then run again the
+way a restarted server runs it."""
+
+from __future__ import annotations
+
+import pytest
+
+from listserv.config import Home
+from listserv.digest import Digests
+from listserv.pipeline import accept, distribute
+from listserv.service import services_for
+from listserv.spool import Outgoing
+from listserv.stages.route import route
+from listserv.templates import Templates
+
+from . import mail_factory as mf
+from .conftest import make_site
+
+LIST = "news@example.org"
+
+
+class Killed(BaseException):
+    """The process died here: nothing after this line ran."""
+
+
+def server(home: Home):
+    """What a (re)started server has: its services, templates and digest backlog."""
+    services = services_for(home)
+    templates = Templates(home.templates)
+    return services, templates, Digests(services, templates, home.digests)
+
+
+def accepted_post(home: Home, list_key: bytes, sender) -> None:
+    services, _, _ = server(home)
+    accept(mf.post(sender, list_key, body="For everyone."), route(LIST, [LIST]), services)
+
+
+def restart_and_distribute(home: Home) -> Digests:
+    services, templates, digests = server(home)
+    [job] = services.spool.submissions()
+    distribute(job, services, templates, digests.add)
+    assert services.spool.submissions() == []
+    return digests
+
+
+def die_after(monkeypatch, owner, name: str) -> None:
+    original = getattr(owner, name)
+
+    def then_die(*args, **kwargs):
+        original(*args, **kwargs)
+        raise Killed(name)
+
+    monkeypatch.setattr(owner, name, then_die)
+
+
+@pytest.mark.parametrize("step", ["write", "add"])
+def test_a_crash_in_the_hand_over_loses_no_digest_copy_and_doubles_none(tmp_path, people, monkeypatch, step):
+    cli, list_key, _ = make_site(tmp_path, people, {"alice": "immediate", "bob": "digest"})
+    home = Home(cli.home)
+    accepted_post(home, list_key, people["alice"])
+    services, templates, digests = server(home)
+    [job] = services.spool.submissions()
+    with monkeypatch.context() as patch:
+        die_after(patch, Outgoing if step == "write" else Digests, step)
+        with pytest.raises(Killed):
+            distribute(job, services, templates, digests.add)
+
+    digests = restart_and_distribute(home)
+    assert len(digests.backlog(LIST)) == 1  # bob's digest will hold the post, once
+    outgoing = Outgoing(services.spool)
+    [out] = outgoing.jobs()
+    assert [r.email for r in outgoing.recipients(out)] == [people["alice"].email]
+
+
+def test_a_crash_after_the_backlog_write_of_a_digest_only_list_doubles_nothing(tmp_path, people, monkeypatch):
+    cli, list_key, _ = make_site(tmp_path, people, {"alice": "digest", "bob": "digest"})
+    home = Home(cli.home)
+    accepted_post(home, list_key, people["alice"])
+    services, templates, digests = server(home)
+    [job] = services.spool.submissions()
+    with monkeypatch.context() as patch:
+        die_after(patch, Digests, "add")
+        with pytest.raises(Killed):
+            distribute(job, services, templates, digests.add)
+
+    digests = restart_and_distribute(home)
+    assert len(digests.backlog(LIST)) == 1
+    assert Outgoing(services.spool).jobs() == []
