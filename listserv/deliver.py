@@ -13,6 +13,7 @@ disk when the process dies; that copy is sent again after restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
@@ -194,7 +195,7 @@ class Deliverer:
 
     def _requeue(self, qid: str, index: int) -> None:
         active = self.active.get(qid)
-        if active and active.progress[index].state == DEFERRED and index not in active.ready \
+        if active and active.progress[index].state not in FINAL and index not in active.ready \
                 and index not in active.busy:
             active.ready.append(index)
             self._wake.set()
@@ -280,12 +281,25 @@ class Deliverer:
                 active, index = picked
                 active.busy.add(index)
                 try:
-                    connection = await self._deliver(connection, active, index)
-                finally:
-                    active.busy.discard(index)
-                self._finish_if_done(active)
+                    try:
+                        connection = await self._deliver(connection, active, index)
+                    finally:
+                        active.busy.discard(index)
+                    self._finish_if_done(active)
+                except Exception as exc:  # a bug or a disk error: this worker must carry on
+                    log.error("error qid=%s copy=%d %s; trying again in %ds", active.job.qid, index,
+                              type(exc).__name__, self.retry.minimum)
+                    connection = await self._drop(connection)
+                    asyncio.get_running_loop().call_later(self.retry.minimum, self._requeue,
+                                                          active.job.qid, index)
         finally:
             if connection is not None:
+                await self.transport.close(connection)
+
+    async def _drop(self, connection: object) -> None:
+        """Give up a connection in an unknown state."""
+        if connection is not None:
+            with contextlib.suppress(Exception):
                 await self.transport.close(connection)
 
     async def run(self, stop: asyncio.Event) -> None:

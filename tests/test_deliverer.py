@@ -1,0 +1,62 @@
+"""The delivery workers on their own: a job on disk, a transport that misbehaves."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from listserv.deliver import Deliverer, RetryPolicy, Transport
+from listserv.spool import Outgoing, OutJob, Recipient, Spool
+
+EMAILS = ("alice@example.org", "bob@example.org", "carol@example.net")
+
+
+def job_on_disk(tmp_path) -> tuple[Outgoing, OutJob]:
+    """A fan-out job as distribute() writes it (the packets need not decrypt for this)."""
+    spool = Spool(tmp_path / "spool")
+    spool.prepare()
+    outgoing = Outgoing(spool)
+    recipients = [Recipient(email, f"token{i}", bytes([0xC1, 0x01, i]), 0) for i, email in enumerate(EMAILS)]
+    job = outgoing.write("0123456789ab", "news@example.org", "post", "news-bounces+{token}@example.org",
+                         (b"\xd2\x03abc",), b"Subject: [...]\r\n\r\n", b"\r\n", recipients)
+    return outgoing, job
+
+
+class Recording(Transport):
+    """Takes every copy, except that its first send fails with `first` (a bug, say)."""
+
+    def __init__(self, first: Exception):
+        self.first: Exception | None = first
+        self.sent: list[str] = []
+
+    async def send(self, connection, sender, recipient, message):
+        if self.first is not None:
+            error, self.first = self.first, None
+            raise error
+        self.sent.append(recipient)
+
+
+async def deliver(deliverer: Deliverer, job: OutJob, transport: Recording, copies: int) -> None:
+    stop = asyncio.Event()
+    workers = asyncio.ensure_future(deliverer.run(stop))
+    deliverer.load(job)
+    try:
+        for _ in range(500):
+            if len(transport.sent) >= copies and not deliverer.active or workers.done():
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await asyncio.wait_for(workers, 5)
+
+
+def test_a_worker_carries_on_after_an_unexpected_error(tmp_path, caplog):
+    outgoing, job = job_on_disk(tmp_path)
+    transport = Recording(RuntimeError("a bug in the transport"))
+    deliverer = Deliverer(outgoing, transport, concurrency=1, retry=RetryPolicy(0.05, 0.1, 3600))
+    with caplog.at_level(logging.INFO, logger="listserv.deliver"):
+        asyncio.run(deliver(deliverer, job, transport, len(EMAILS)))
+    assert sorted(transport.sent) == sorted(EMAILS)  # the copy that hit the error too, once
+    assert not job.path.exists()  # the job finished
+    assert f"error qid={job.qid} copy=0 RuntimeError" in caplog.text
+    assert "a bug in the transport" not in caplog.text
