@@ -174,12 +174,21 @@ class Deliverer:
 
     # -- jobs ------------------------------------------------------------------
     def load(self, job: OutJob) -> None:
+        """Take up a delivery job from disk. One taken up already, or gone because it was
+        delivered meanwhile, is left alone; one that cannot be read is moved to bad/."""
         if job.qid in self.active:
             return
-        recipients = self.outgoing.recipients(job)
-        prefix, suffix = self.outgoing.envelope(job)
-        armorers = [SharedArmor(packet) for packet in self.outgoing.shared(job)]
-        progress = self.outgoing.progress(job, len(recipients))
+        try:
+            recipients = self.outgoing.recipients(job)
+            prefix, suffix = self.outgoing.envelope(job)
+            armorers = [SharedArmor(packet) for packet in self.outgoing.shared(job)]
+            progress = self.outgoing.progress(job, len(recipients))
+        except (OSError, ValueError) as exc:
+            if not job.path.is_dir():
+                return  # finished (by this deliverer) since the caller found it
+            log.error("unreadable qid=%s %s; moved to bad/", job.qid, type(exc).__name__)
+            self.outgoing.quarantine(job)
+            return
         active = _Active(job, recipients, progress, prefix, armorers, suffix)
         now = time.time()
         for index, state in enumerate(progress):

@@ -94,6 +94,7 @@ class Distributed:
     job: OutJob | None  # None when no member gets an immediate copy
     notices: tuple[OutJob, ...]  # notices to admins (e.g. members whose keys became unusable)
     unusable: tuple[str, ...]  # fingerprints of members who got no copy
+    copies: int = 0  # copies in `job`
 
 
 def distribute(job: Job, services: Services, templates: Templates,
@@ -131,7 +132,7 @@ def distribute(job: Job, services: Services, templates: Templates,
         notices = (notify_admins(services, templates, mailing_list, members, "notice-unusable-keys.txt.j2",
                                  members=[m for m in members if m.fingerprint in unusable]),)
     services.spool.remove(job)
-    return Distributed(out, tuple(n for n in notices if n), unusable)
+    return Distributed(out, tuple(n for n in notices if n), unusable, len(recipients) - len(unusable))
 
 
 BOUNCE_NOTICE_AT = 3  # admins hear of a member's bounces when they reach this count

@@ -73,31 +73,36 @@ class Service:
         self._enqueue(accepted.job)
 
     async def _distributor(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             *_, job = await self._submissions.get()
             try:
-                result = await loop.run_in_executor(self.executor, distribute, job, self.services,
-                                                    self.templates, self.digests.add)
-            except (Refusal, CryptoError) as exc:
-                reason = getattr(exc, "reason", type(exc).__name__)
-                log.error("quarantined qid=%s reason=%s", job.qid, reason)
-                self.services.spool.quarantine(job)
-                continue
-            except ListservError as exc:
-                log.error("deferred qid=%s stage=distribute %s", job.qid, type(exc).__name__)
-                loop.call_later(REDISTRIBUTE_AFTER, self._enqueue, job)
-                continue
-            except Exception:
-                log.exception("quarantined qid=%s reason=internal-error", job.qid)
-                self.services.spool.quarantine(job)
-                continue
-            for out in (result.job, *result.notices):
-                if out is not None:
-                    self.deliverer.load(out)
-            log.info("fanned-out qid=%s copies=%s unusable=%s", job.qid,
-                     len(self.outgoing.recipients(result.job)) if result.job else 0,
-                     ",".join(result.unusable) or "-")
+                await self._distribute(job)
+            except Exception as exc:  # one submission must never stop the distributor
+                log.error("error qid=%s stage=distribute %s", job.qid, type(exc).__name__)
+
+    async def _distribute(self, job: Job) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self.executor, distribute, job, self.services,
+                                                self.templates, self.digests.add)
+        except (Refusal, CryptoError) as exc:
+            reason = getattr(exc, "reason", type(exc).__name__)
+            log.error("quarantined qid=%s reason=%s", job.qid, reason)
+            self.services.spool.quarantine(job)
+            return
+        except ListservError as exc:
+            log.error("deferred qid=%s stage=distribute %s", job.qid, type(exc).__name__)
+            loop.call_later(REDISTRIBUTE_AFTER, self._enqueue, job)
+            return
+        except Exception:
+            log.exception("quarantined qid=%s reason=internal-error", job.qid)
+            self.services.spool.quarantine(job)
+            return
+        for out in (result.job, *result.notices):
+            if out is not None:
+                self.deliverer.load(out)
+        log.info("fanned-out qid=%s copies=%d unusable=%s", job.qid, result.copies,
+                 ",".join(result.unusable) or "-")
 
     async def _poller(self) -> None:
         """Picks up what other processes left in the spool: `queue retry`'s flag, and delivery
@@ -105,27 +110,34 @@ class Service:
         flag = self.services.spool.retry_flag
         while True:
             await asyncio.sleep(POLL)
-            if flag.exists():
-                flag.unlink(missing_ok=True)
-                log.info("retry-now copies=%d", self.deliverer.retry_now())
-            for out in self.outgoing.jobs():
-                if out.qid not in self.deliverer.active:
-                    self.deliverer.load(out)
+            try:
+                if flag.exists():
+                    flag.unlink(missing_ok=True)
+                    log.info("retry-now copies=%d", self.deliverer.retry_now())
+                for out in self.outgoing.jobs():
+                    if out.qid not in self.deliverer.active:
+                        self.deliverer.load(out)
+            except Exception as exc:  # the poller must outlive any one bad look at the spool
+                log.error("error stage=poll %s", type(exc).__name__)
 
     async def _scheduler(self) -> None:
         """Sends each list's digest when its schedule fires (missed times: one digest)."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(POLL)
-            for address in self.digests.lists_with_backlog():
+            try:
+                lists = self.digests.lists_with_backlog()
+            except Exception as exc:
+                log.error("error stage=digest %s", type(exc).__name__)
+                continue
+            for address in lists:
                 try:
                     job = await loop.run_in_executor(self.executor, self.digests.send_if_due, address)
-                except ListservError as exc:
+                    if job is not None:
+                        self.deliverer.load(job)
+                        log.info("digest qid=%s list=%s", job.qid, address)
+                except Exception as exc:  # one list's digest must not stop the others' (or the next)
                     log.error("digest list=%s failed: %s", address, type(exc).__name__)
-                    continue
-                if job is not None:
-                    self.deliverer.load(job)
-                    log.info("digest qid=%s list=%s", job.qid, address)
 
     async def run(self, ready: Callable[[str, int], None]) -> None:
         loop = asyncio.get_running_loop()

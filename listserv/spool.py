@@ -254,6 +254,10 @@ class Outgoing:
         finally:
             os.close(fd)
 
+    def quarantine(self, job: OutJob) -> None:
+        os.rename(job.path, self.spool.bad / job.qid)
+        fsync_directory(self.spool.bad)
+
     def finish(self, job: OutJob) -> None:
         doomed = self.spool.tmp / f"done-{job.qid}"
         os.rename(job.path, doomed)

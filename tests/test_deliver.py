@@ -185,3 +185,21 @@ def test_queue_retry_while_a_deferred_copy_is_being_sent_sends_it_once(tmp_path,
         time.sleep(1.5)
     assert not flag.exists()  # the second retry was seen while the copy was on its way
     assert sorted(c.rcpt_tos[0] for c in sink.messages) == sorted(people[k].email for k in MEMBERS)
+
+
+def test_a_damaged_delivery_job_goes_to_bad_and_serve_delivers_the_rest(tmp_path, people):
+    cli, list_key, _ = make_site(tmp_path, people)
+    damaged = cli.home / "data" / "spool" / "outgoing" / "badbadbadbad"
+    damaged.mkdir(parents=True)
+    meta = {"qid": "badbadbadbad", "list": LIST, "kind": "post", "created": time.time(),
+            "return_path": "news-bounces+{token}@example.org", "batches": 1}
+    (damaged / "meta.json").write_text(json.dumps(meta))
+    for name in ("shared.pgp.0", "prefix", "suffix", "journal"):
+        (damaged / name).write_bytes(b"")
+    (damaged / "recipients").write_bytes(b"what a disk error left\n")
+    with ServeProcess(cli.home) as proc:
+        assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
+        proc.wait_log(r"delivered qid=\S+ sent=4 failed=0")
+        proc.wait_log(r"unreadable qid=badbadbadbad ValueError")
+    assert len(list((cli.home / "data" / "outbox" / "new").iterdir())) == len(MEMBERS)
+    assert (cli.home / "data" / "spool" / "bad" / "badbadbadbad" / "recipients").exists()

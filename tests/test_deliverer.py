@@ -60,3 +60,36 @@ def test_a_worker_carries_on_after_an_unexpected_error(tmp_path, caplog):
     assert not job.path.exists()  # the job finished
     assert f"error qid={job.qid} copy=0 RuntimeError" in caplog.text
     assert "a bug in the transport" not in caplog.text
+
+
+def test_loading_a_job_that_was_delivered_meanwhile_does_nothing(tmp_path):
+    outgoing, job = job_on_disk(tmp_path)
+    outgoing.finish(job)  # delivered and removed while a caller held on to `job`
+
+    async def load() -> None:
+        deliverer = Deliverer(outgoing, Recording(RuntimeError("unused")), concurrency=1)
+        deliverer.load(job)
+        assert deliverer.active == {}
+
+    asyncio.run(load())
+
+
+def test_a_damaged_job_goes_to_bad_and_the_others_are_delivered(tmp_path, caplog):
+    outgoing, job = job_on_disk(tmp_path)
+    damaged = outgoing.write("badbadbadbad", "news@example.org", "alert", "news-bounces+{token}@example.org",
+                             (b"\xd2\x03abc",), b"", b"", [Recipient("dave@example.org", "t", b"\xc1", 0)])
+    (damaged.path / "recipients").write_bytes(b"a line a disk error left\n")
+    transport = Recording(ValueError("unused"))
+    transport.first = None
+    deliverer = Deliverer(outgoing, transport, concurrency=1)
+
+    async def both() -> None:
+        deliverer.load(damaged)
+        await deliver(deliverer, job, transport, len(EMAILS))
+
+    with caplog.at_level(logging.INFO, logger="listserv.deliver"):
+        asyncio.run(both())
+    assert sorted(transport.sent) == sorted(EMAILS)
+    assert (outgoing.spool.bad / damaged.qid / "recipients").exists()
+    assert outgoing.jobs() == []
+    assert f"unreadable qid={damaged.qid} ValueError" in caplog.text
