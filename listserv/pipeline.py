@@ -63,9 +63,13 @@ def accept(raw: bytes, route: Route, services: Services) -> Accepted:
         job = services.spool.accept(mailing_list.address, route.kind, sealed)
         # Claimed after the job is on disk: a crash in between may deliver a post twice,
         # never lose one that a client will retry (claiming first would refuse the retry).
-        with services.events.transaction() as tx:
-            fresh = tx.claim_signature(mailing_list.address, opened.signature_id, time.time(),
-                                       replay_window(mailing_list))
+        try:
+            with services.events.transaction() as tx:
+                fresh = tx.claim_signature(mailing_list.address, opened.signature_id, time.time(),
+                                           replay_window(mailing_list))
+        except BaseException:
+            services.spool.remove(job)  # the client hears 451 and tries again: keep no copy
+            raise
         if not fresh:
             services.spool.remove(job)
             raise Unauthorized("replay")

@@ -255,3 +255,27 @@ def test_posts_from_every_client_style_open(site, server, people):
     finally:
         cli.ok("list", "set", LIST, "require_encryption", "true")
 
+
+
+def test_a_451_leaves_nothing_queued_so_the_clients_retry_is_delivered_once(tmp_path, people):
+    """A problem after the submission reached the spool (here: the events database cannot be
+    read) is a 451: the client tries again later, so the first try must not be delivered too."""
+    cli = Cli(tmp_path / "home")
+    cli.ok("init")
+    cli.ok("list", "create", LIST, "--name", "News")
+    cli.ok("member", "add", LIST, people["alice"].email, "--key", write_key(tmp_path, people["alice"]))
+    list_key = cli.ok("list", "key", LIST).stdout.encode()
+    events = cli.home / "data" / "events.json"
+    raw = mf.post(people["alice"], list_key)
+    with ServeProcess(cli.home) as proc:
+        events.unlink(missing_ok=True)
+        events.mkdir()
+        code, _ = submit(proc.port, LIST, raw)
+        assert code == 451
+        assert spooled(cli.home) == set()
+        events.rmdir()
+        assert submit(proc.port, LIST, raw)[0] == 250  # the client's retry
+        proc.wait_log(r"delivered qid=\S+ sent=1 failed=0")
+    with ServeProcess(cli.home) as again:  # nothing left over for a restart to deliver
+        again.wait_log(r"listening on .* \(resuming 0 submissions, 0 delivery jobs\)")
+    assert len(list((cli.home / "data" / "outbox" / "new").iterdir())) == 1
