@@ -90,7 +90,7 @@ class Service:
             log.error("quarantined qid=%s reason=%s", job.qid, reason)
             self.services.spool.quarantine(job)
             return
-        except ListservError as exc:
+        except (ListservError, OSError) as exc:  # a passing problem (disk full, database busy)
             log.error("deferred qid=%s stage=distribute %s", job.qid, type(exc).__name__)
             loop.call_later(REDISTRIBUTE_AFTER, self._enqueue, job)
             return

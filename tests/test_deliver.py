@@ -203,3 +203,18 @@ def test_a_damaged_delivery_job_goes_to_bad_and_serve_delivers_the_rest(tmp_path
         proc.wait_log(r"unreadable qid=badbadbadbad ValueError")
     assert len(list((cli.home / "data" / "outbox" / "new").iterdir())) == len(MEMBERS)
     assert (cli.home / "data" / "spool" / "bad" / "badbadbadbad" / "recipients").exists()
+
+
+def test_a_disk_error_while_fanning_out_defers_the_post_instead_of_dropping_it(tmp_path, people):
+    cli, list_key, _ = site_with(tmp_path, people, {"alice": "immediate", "bob": "digest"})
+    blocker = cli.home / "data" / "digest"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_bytes(b"")  # the backlog folder cannot be made: an OSError mid-distribute
+    with ServeProcess(cli.home) as proc:
+        assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
+        proc.wait_log(r"deferred qid=\S+ stage=distribute NotADirectoryError")
+    blocker.unlink()
+    with ServeProcess(cli.home) as again:
+        again.wait_log(r"delivered qid=\S+ sent=1 failed=0")
+    assert len(list((cli.home / "data" / "digest" / LIST).glob("*.pgp"))) == 1  # bob's digest
+    assert len(list((cli.home / "data" / "outbox" / "new").iterdir())) == 1  # alice's copy
