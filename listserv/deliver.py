@@ -28,7 +28,8 @@ from typing import Callable
 import aiosmtplib
 
 from .openpgp import SharedArmor
-from .spool import DEFERRED, FAILED, FINAL, KINDS, SENT, Outgoing, OutJob, Progress, Recipient
+from .spool import DEFERRED, FAILED, FINAL, KINDS, SENT, Outgoing, OutJob, Progress, Recipient, make_directories
+from .store import fsync_directory
 
 log = logging.getLogger("listserv.deliver")
 
@@ -123,7 +124,7 @@ class MaildirTransport(Transport):
     def __init__(self, path: Path):
         self.path = path
         for sub in ("tmp", "new", "cur"):
-            (path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_directories(path / sub)
 
     def _write(self, sender: str, recipient: str, message: bytes) -> None:
         name = f"{time.time():.6f}.{os.getpid()}_{secrets.token_hex(6)}.{socket.gethostname()}"
@@ -136,6 +137,7 @@ class MaildirTransport(Transport):
         finally:
             os.close(fd)
         os.rename(tmp, self.path / "new" / name)
+        fsync_directory(self.path / "new")  # before the journal calls the copy sent
 
     async def send(self, connection: object, sender: str, recipient: str, message: bytes) -> None:
         try:

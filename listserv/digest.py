@@ -30,7 +30,7 @@ from .model import MailingList, Member
 from .outbound import fan_out, render_footer
 from .services import Services
 from .schedule import parse_schedule
-from .spool import Outgoing, OutJob
+from .spool import Outgoing, OutJob, make_directories
 from .stages.authorize import option
 from .stages.compose import compose, new_message_id
 from .store import write_atomically
@@ -90,7 +90,7 @@ class Digests:
         mine = f"-{qid}.pgp"
         if any(folder.glob(f"*{mine}")) or any(name.endswith(mine) for name in self.state(mailing_list).consumed):
             return
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_directories(folder)
         payload = json.dumps({
             "pseudonym": item.pseudonym, "subject": item.subject, "sent_at": item.sent_at,
             "kind": item.kind, "message": item.message.decode("utf-8", "surrogateescape"),

@@ -37,6 +37,21 @@ def new_queue_id() -> str:
     return secrets.token_hex(6)
 
 
+def make_directories(path: Path, mode: int = 0o700) -> None:
+    """Like mkdir -p, and each new directory's entry is fsynced into its parent: a job
+    renamed into a folder that a power cut forgets is lost with it."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=mode)
+        except FileExistsError:
+            continue  # made by another process, which syncs it
+        fsync_directory(folder.parent)
+
+
 def _write_synced(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -78,7 +93,7 @@ class Spool:
     def prepare(self) -> None:
         """Create the folders and sweep half-written jobs left by a crash."""
         for folder in (self.root, self.tmp, self.incoming, self.outgoing, self.bad):
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_directories(folder)
         for leftover in self.tmp.iterdir():
             shutil.rmtree(leftover, ignore_errors=True)
 
