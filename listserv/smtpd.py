@@ -59,6 +59,9 @@ class Handler:
         except ListservError as exc:
             log.error("error stage=rcpt %s: %s", type(exc).__name__, exc)
             return TEMPORARY_FAILURE
+        except Exception:  # a bug must never reach the client as a traceback
+            log.exception("error stage=rcpt unexpected")
+            return TEMPORARY_FAILURE
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 Recipient ok"
 

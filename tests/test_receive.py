@@ -279,3 +279,20 @@ def test_a_451_leaves_nothing_queued_so_the_clients_retry_is_delivered_once(tmp_
     with ServeProcess(cli.home) as again:  # nothing left over for a restart to deliver
         again.wait_log(r"listening on .* \(resuming 0 submissions, 0 delivery jobs\)")
     assert len(list((cli.home / "data" / "outbox" / "new").iterdir())) == 1
+
+
+def test_an_internal_error_at_rcpt_is_a_plain_451_without_details(tmp_path, people):
+    """A damaged database makes RCPT fail inside listserv: the client hears a temporary
+    failure (its MTA retries, no bounce) and nothing of the error itself."""
+    cli = Cli(tmp_path / "home")
+    cli.ok("init")
+    cli.ok("list", "create", LIST, "--name", "News")
+    database = cli.home / "data" / "listserv.json"
+    data = json.loads(database.read_text())
+    for doc in data["lists"].values():
+        del doc["fingerprint"]  # as a damaged or foreign database might hold it
+    database.write_text(json.dumps(data))
+    with ServeProcess(cli.home) as proc:
+        code, text = submit(proc.port, LIST, b"Subject: x\r\n\r\nx\r\n")
+        assert (code, text) == (451, "4.3.0 A temporary problem on this server; please try again later.")
+        proc.wait_log(r"error stage=rcpt unexpected")
