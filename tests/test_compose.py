@@ -123,3 +123,26 @@ def test_unprotected_subject_falls_back_to_the_outer_one():
                        sender=ALICE, mailing_list=NEWS, kind="post", footer="f\n",
                        now=datetime.now(timezone.utc), message_id="<x@example.org>")
     assert email.message_from_bytes(composed.inner, policy=policy.default)["Subject"] == "[News] Hello there"
+
+
+def test_attachment_metadata_of_the_submitters_client_does_not_survive():
+    """Outlook (GpgOL) dates attachments in Content-Disposition, Apple Mail adds x-unix-mode
+    and x-mac-* to Content-Type: the submitter's clock, time zone and system."""
+    attached = (
+        b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n'
+        b"--B\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee the file.\r\n"
+        b'--B\r\nContent-Type: application/pdf; x-unix-mode=0644; x-mac-creator=4F50494D; name="plan.pdf"\r\n'
+        b'Content-Disposition: attachment; filename="plan.pdf"; size=4;\r\n'
+        b' creation-date="Fri, 01 Jan 1999 09:15:00 +0530";\r\n'
+        b' modification-date="Fri, 01 Jan 1999 09:16:00 +0530"; read-date="Fri, 01 Jan 1999 09:17:00 +0530"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\nJVBERg==\r\n--B--\r\n"
+    )
+    composed = compose(attached, subject_fallback="File", in_reply_to=None, references=None,
+                       sender=ALICE, mailing_list=NEWS, kind="post", footer="f\n",
+                       now=datetime.now(timezone.utc), message_id="<x@example.org>")
+    for leak in (b"+0530", b"1999", b"unix-mode", b"0644", b"mac-creator", b"4F50494D", b"size="):
+        assert leak not in composed.inner, leak
+    _, pdf, _ = email.message_from_bytes(composed.inner, policy=policy.default).iter_parts()
+    assert (pdf.get_content_type(), pdf.get_filename(), pdf.get_content_disposition()) == \
+        ("application/pdf", "plan.pdf", "attachment")
+    assert pdf.get_param("name") == "plan.pdf" and pdf.get_content() == b"%PDF"

@@ -31,6 +31,9 @@ from ..model import MailingList, Member
 PLACEHOLDER_SUBJECT = "[...]"
 KEPT_PART_HEADERS = ("content-type", "content-transfer-encoding", "content-disposition",
                      "content-description", "content-language")
+# Parameters that describe the submitter's client, not the content: RFC 2183 dates (their clock
+# and time zone) and size; Content-Type's x-* (Apple Mail's x-unix-mode, x-mac-type/-creator).
+DROPPED_DISPOSITION_PARAMS = ("creation-date", "modification-date", "read-date", "size")
 _MESSAGE_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
 _CID = re.compile(r"cid:([^\"'\s>)]+)", re.IGNORECASE)
 ALERT_HEADERS = (("Importance", "high"), ("Priority", "urgent"), ("X-Priority", "1"))
@@ -99,7 +102,8 @@ class _Rebuilder:
         if part.is_multipart():
             new["Content-Type"] = part.get_content_type()
             for key, value in part.get_params(header="content-type")[1:]:
-                if key.lower() not in ("boundary", "protected-headers", "hp"):
+                if key.lower() not in ("boundary", "protected-headers", "hp") \
+                        and not key.lower().startswith("x-"):
                     new.set_param(key, value)
             new.set_boundary(_boundary())
             new.set_payload([self.rebuild(sub) for sub in part.iter_parts()])  # type: ignore[attr-defined]
@@ -109,6 +113,7 @@ class _Rebuilder:
         for name in KEPT_PART_HEADERS:
             if name in part:
                 new[name] = str(part[name])
+        _drop_client_params(new)
         old_cid = str(part.get("Content-ID", "")).strip().strip("<>")
         if old_cid in self.cids:
             new["Content-ID"] = f"<{self.cids[old_cid]}>"
@@ -129,6 +134,15 @@ class _Rebuilder:
         del new["MIME-Version"]
         if disposition and "Content-Disposition" not in new:
             new["Content-Disposition"] = disposition
+
+
+def _drop_client_params(part: EmailMessage) -> None:
+    for key, _ in (part.get_params(header="content-type") or [])[1:]:
+        if key.lower().startswith("x-"):
+            part.del_param(key, header="content-type")
+    for key in DROPPED_DISPOSITION_PARAMS:
+        if part.get_param(key, header="content-disposition") is not None:
+            part.del_param(key, header="content-disposition")
 
 
 def _body_parts(content: Message, mailing_list: MailingList) -> list[EmailMessage]:
