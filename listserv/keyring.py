@@ -145,9 +145,9 @@ def require_gnupg(binary: str = "gpg") -> None:
         )
 
 
-def _open(home: Path) -> gnupg.GPG:
+def _open(home: Path, *extra: str) -> gnupg.GPG:
     try:
-        return gnupg.GPG(gnupghome=str(home), options=list(GPG_OPTIONS))
+        return gnupg.GPG(gnupghome=str(home), options=[*GPG_OPTIONS, *extra])
     except (OSError, ValueError) as exc:
         raise EnvironmentProblem(f"GnuPG cannot be started ({exc}).") from None
 
@@ -322,7 +322,9 @@ class StagedKeys:
         self._scratch = Path(tempfile.mkdtemp(prefix="listserv-stage-"))
         self._scratch.chmod(0o700)
         try:
-            gpg = _open(self._scratch)
+            # Public keys only: no gpg-agent is needed, and none is left behind for a folder
+            # that is deleted a moment later.
+            gpg = _open(self._scratch, "--no-autostart")
             secret = [e for e in gpg.scan_keys_mem(data) if e.get("type") == "sec"]
             if secret:
                 raise KeyProblem("The data contains a secret key; send only the public key.")

@@ -87,9 +87,12 @@ def write_key(tmp_path: Path, user: User) -> str:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _stop_gpg_agents():
+def _stop_gpg_agents(tmp_path_factory: pytest.TempPathFactory):
+    """Every test home's keyring starts a gpg-agent; stop this session's agents at the end."""
     yield
     subprocess.run(["gpgconf", "--kill", "all"], capture_output=True)
+    base = str(tmp_path_factory.getbasetemp())
+    subprocess.run(["pkill", "-f", f"gpg-agent --homedir {base}/"], capture_output=True)
 
 
 def make_site(base: Path, people: dict[str, User], modes: dict[str, str], settings: str = "",
