@@ -152,8 +152,9 @@ class _Active:
     recipients: list[Recipient]
     progress: list[Progress]
     prefix: bytes
-    armorers: list[SharedArmor]  # one per shared packet (gpg batch)
+    shared: list[bytes]  # one packet per gpg batch
     suffix: bytes
+    armorers: dict[int, SharedArmor] = field(default_factory=dict)  # by batch, made on first use
     ready: deque[int] = field(default_factory=deque)
     busy: set[int] = field(default_factory=set)  # copies a worker is sending right now
 
@@ -183,7 +184,7 @@ class Deliverer:
         try:
             recipients = self.outgoing.recipients(job)
             prefix, suffix = self.outgoing.envelope(job)
-            armorers = [SharedArmor(packet) for packet in self.outgoing.shared(job)]
+            shared = self.outgoing.shared(job)
             progress = self.outgoing.progress(job, len(recipients))
         except (OSError, ValueError) as exc:
             if not job.path.is_dir():
@@ -191,7 +192,7 @@ class Deliverer:
             log.error("unreadable qid=%s %s; moved to bad/", job.qid, type(exc).__name__)
             self.outgoing.quarantine(job)
             return
-        active = _Active(job, recipients, progress, prefix, armorers, suffix)
+        active = _Active(job, recipients, progress, prefix, shared, suffix)
         now = time.time()
         for index, state in enumerate(progress):
             if state.state in FINAL:
@@ -243,7 +244,10 @@ class Deliverer:
 
     # -- one copy --------------------------------------------------------------
     def _message(self, active: _Active, recipient: Recipient) -> bytes:
-        armored = active.armorers[recipient.batch].armor(recipient.pkesk).replace(b"\n", b"\r\n")
+        armorer = active.armorers.get(recipient.batch)
+        if armorer is None:  # made here, in a worker thread: its checksum is slow for a large post
+            armorer = active.armorers[recipient.batch] = SharedArmor(active.shared[recipient.batch])
+        armored = armorer.armor(recipient.pkesk).replace(b"\n", b"\r\n")
         return active.prefix + armored + active.suffix
 
     async def _deliver(self, connection: object, active: _Active, index: int) -> object:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 
+from listserv import deliver as deliver_module
 from listserv.deliver import Deliverer, RetryPolicy, Transport
 from listserv.spool import Outgoing, OutJob, Recipient, Spool
 
@@ -93,3 +95,23 @@ def test_a_damaged_job_goes_to_bad_and_the_others_are_delivered(tmp_path, caplog
     assert (outgoing.spool.bad / damaged.qid / "recipients").exists()
     assert outgoing.jobs() == []
     assert f"unreadable qid={damaged.qid} ValueError" in caplog.text
+
+
+def test_the_armor_checksum_of_a_post_is_computed_off_the_event_loop(tmp_path, monkeypatch):
+    """SharedArmor's CRC over the shared packet takes ~10 ms per MB: on the loop's thread a
+    large post would stall every SMTP session and delivery while a job is taken up."""
+    outgoing, job = job_on_disk(tmp_path)
+    threads = []
+
+    class Watched(deliver_module.SharedArmor):
+        def __init__(self, *args, **kwargs):
+            threads.append(threading.get_ident())
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(deliver_module, "SharedArmor", Watched)
+    transport = Recording(RuntimeError("unused"))
+    transport.first = None
+    deliverer = Deliverer(outgoing, transport, concurrency=2)
+    asyncio.run(deliver(deliverer, job, transport, len(EMAILS)))
+    assert sorted(transport.sent) == sorted(EMAILS)
+    assert threads and threading.main_thread().ident not in threads  # asyncio.run's loop thread
