@@ -3,11 +3,13 @@
     data/digest/LIST/TIME-QID.pgp   one post waiting for the next digest, sealed to the list
     data/digest.lock                 held while a digest is built: two processes never send one twice
 
-A digest is built in three steps, each safe to repeat after a crash:
-  1. render and fan out the digest as a job with a queue id fixed by (list, volume, issue):
+A digest is built in four steps, each safe to repeat after a crash:
+  1. in one store transaction: note the issue about to go out and the backlog items it takes
+     (a restart finishes that issue with exactly those items, not with posts that came later);
+  2. render and fan out the digest as a job with a queue id fixed by (list, volume, issue):
      if the job exists already, this step is skipped;
-  2. in one store transaction: record the issue as sent, with the backlog items it consumed;
-  3. delete those items (a restart deletes any that step 3 left behind).
+  3. in one store transaction: record the issue as sent, with the backlog items it consumed;
+  4. delete those items (a restart deletes any that step 4 left behind).
 """
 
 from __future__ import annotations
@@ -173,14 +175,22 @@ class Digests:
             snapshot = self.services.store.read()
             mailing_list = snapshot.require_list(address)
             state = self.state(mailing_list)
-            for leftover in state.consumed:  # step 3 of a digest that a crash interrupted
+            for leftover in state.consumed:  # step 4 of a digest that a crash interrupted
                 (self.folder(address) / leftover).unlink(missing_ok=True)
-            items = self.backlog(address)
+            noted = self._noted(mailing_list)
+            if noted:  # a crash came after step 1: finish that issue with its own posts
+                volume, issue, names = noted
+                items = [self.folder(address) / name for name in names]
+                items = [path for path in items if path.exists()]
+            else:
+                items = self.backlog(address)
+                volume = now.year - _year(mailing_list) + 1
+                issue = state.issue + 1 if volume == state.volume else 1
             if not items:
                 self._record(mailing_list, state, now, (), advance=False)
                 return None
-            volume = now.year - _year(mailing_list) + 1
-            issue = state.issue + 1 if volume == state.volume else 1
+            if not noted:
+                self._note(mailing_list, volume, issue, tuple(p.name for p in items))
             readers = [m for m in snapshot.members(address) if m.mode == "digest"]
             job = self._build(mailing_list, readers, volume, issue, [self._read(p) for p in items], now)
             self._record(mailing_list, DigestState(volume, issue, state.last_sent, ()), now,
@@ -188,6 +198,22 @@ class Digests:
             for path in items:
                 path.unlink(missing_ok=True)
             return job
+
+    def _noted(self, mailing_list: MailingList) -> tuple[int, int, tuple[str, ...]] | None:
+        raw = self.services.store.read().get_value(STATE.format(mailing_list.address)) or {}
+        noted = raw.get("sending")
+        return (noted["volume"], noted["issue"], tuple(noted["items"])) if noted else None
+
+    def _note(self, mailing_list: MailingList, volume: int, issue: int, items: tuple[str, ...]) -> None:
+        key = STATE.format(mailing_list.address)
+        with self.services.store.transaction() as tx:
+            value = dict(tx.get_value(key) or {})
+            if not value:  # no digest yet: what state() assumes, written down
+                state = self.state(mailing_list)
+                value = {"volume": state.volume, "issue": state.issue, "last_sent": state.last_sent,
+                         "consumed": []}
+            value["sending"] = {"volume": volume, "issue": issue, "items": list(items)}
+            tx.set_value(key, value)
 
     def _record(self, mailing_list: MailingList, state: DigestState, now: datetime,
                 consumed: tuple[str, ...], advance: bool) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from listserv.cli import App
 from listserv.cli.digests import digests_for
+from listserv.digest import DigestItem, Digests
 
 from . import mail_factory as mf
 from .conftest import Cli, write_key
@@ -196,3 +197,35 @@ def test_welcome_is_encrypted_to_the_new_member_with_the_list_key(tmp_path, peop
     key = next(p for p in welcome.iter_attachments() if p.get_filename() == "list-key.asc")
     assert mf.key_fingerprint(key.get_content().encode() if isinstance(key.get_content(), str)
                               else key.get_content()) == list_fpr
+
+
+def test_a_digest_interrupted_after_its_job_was_written_takes_no_later_post(tmp_path, people, monkeypatch):
+    """kill -9 between writing the digest job and recording the issue: the restarted send
+    finishes that issue with its own posts; a post that arrived meanwhile waits for the next."""
+    cli, _, _ = make_site(tmp_path, people)
+    digests = digests_for(App(cli.home))
+    mailing_list = digests.services.store.read().require_list(LIST)
+
+    def item(subject: str) -> DigestItem:
+        return DigestItem("Alice", subject, 0.0, "post", b"Content-Type: text/plain\r\n\r\nText.\r\n")
+
+    digests.add(mailing_list, "aaaaaaaaaaaa", item("First"))
+    digests.add(mailing_list, "bbbbbbbbbbbb", item("Second"))
+
+    class Killed(BaseException):
+        pass
+
+    def killed(*args, **kwargs):
+        raise Killed()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Digests, "_record", killed)
+        with pytest.raises(Killed):
+            digests.send(LIST)
+    assert len(json.loads(cli.ok("queue", "--json").stdout)) == 1  # issue 1, holding two posts
+    digests.add(mailing_list, "cccccccccccc", item("Third"))  # after the restart
+
+    assert digests.send(LIST) is None  # issue 1's job exists already
+    assert [p.name.split("-")[1] for p in digests.backlog(LIST)] == ["cccccccccccc.pgp"]
+    outlook = digests.outlook(mailing_list)
+    assert (outlook.issue, outlook.pending) == (1, 1)
