@@ -7,8 +7,10 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import itertools
 import logging
+import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from typing import Callable
 from .config import Home, Settings
 from .digest import Digests
 from .deliver import Deliverer, MaildirTransport, RelayTransport, RetryPolicy, Transport
-from .errors import CryptoError, ListservError, Refusal
+from .errors import CryptoError, EnvironmentProblem, ListservError, Refusal
 from .keyring import Keyring
 from .pipeline import Accepted, Services, distribute
 from .smtpd import Handler, make_server
@@ -38,6 +40,19 @@ class ServeOptions:
     outbox: Path
 
 
+def lock_home(home: Home) -> int:
+    """Hold data/serve.lock while this process serves. A second server on the same home would
+    deliver every copy a second time, and its start would sweep the first one's spool tmp/."""
+    home.data.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(home.data / "serve.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise EnvironmentProblem(f"Another listserv serve is running on {home.root}.") from None
+    return fd  # released when the process ends
+
+
 def services_for(home: Home) -> Services:
     spool = Spool(home.spool)
     spool.prepare()
@@ -55,6 +70,7 @@ class Service:
         self.home = home
         self.settings = settings
         self.options = options
+        self._home_lock = lock_home(home)  # before services_for(), which sweeps the spool
         self.services = services_for(home)
         self.templates = Templates(home.templates)
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="listserv")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -296,3 +298,17 @@ def test_an_internal_error_at_rcpt_is_a_plain_451_without_details(tmp_path, peop
         code, text = submit(proc.port, LIST, b"Subject: x\r\n\r\nx\r\n")
         assert (code, text) == (451, "4.3.0 A temporary problem on this server; please try again later.")
         proc.wait_log(r"error stage=rcpt unexpected")
+
+
+def test_a_second_serve_on_the_same_home_refuses_to_start(tmp_path, people):
+    """Two servers on one home would both deliver every copy, and the second would sweep the
+    first one's half-written spool entries at start."""
+    cli = Cli(tmp_path / "home")
+    cli.ok("init")
+    with ServeProcess(cli.home) as first:
+        second = subprocess.run(
+            [sys.executable, "-m", "listserv", "--home", str(cli.home), "serve", "--listen", "127.0.0.1:0"],
+            capture_output=True, text=True, timeout=30)
+        assert first.proc.poll() is None
+    assert second.returncode == 69
+    assert "another listserv serve is running" in second.stderr.lower()
