@@ -156,7 +156,13 @@ def test_queue_shows_deferred_copies_and_queue_retry_sends_them_now(tmp_path, pe
         assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
         proc.wait_log(r"deferred qid=")
         sink.wait_for(len(MEMBERS) - 1)
-        [job] = json.loads(cli.ok("queue", "--json").stdout)
+        # The relay has the third copy a moment before the journal records it: wait for that.
+        deadline = time.monotonic() + 15
+        while True:
+            [job] = json.loads(cli.ok("queue", "--json").stdout)
+            if job["copies"]["sent"] == 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert job["copies"] == {"pending": 0, "sent": 3, "deferred": 1, "failed": 0}
         assert "deferred=1" in cli.ok("queue").stdout
         cli.ok("queue", "retry")
