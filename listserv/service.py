@@ -29,6 +29,7 @@ from .store import Store
 from .templates import Templates
 
 log = logging.getLogger("listserv.service")
+DRAIN_TIMEOUT = 60.0  # a stop waits this long for DATA checks under way to reply
 POLL = 1.0  # seconds between looks at the spool for work other processes left there
 REDISTRIBUTE_AFTER = 60.0  # a submission that hit a passing problem is tried again after this
 
@@ -178,7 +179,9 @@ class Service:
             await self._stop.wait()
         finally:
             log.info("stopping")
-            server.close()
+            server.close()  # no new connections; checks under way finish and reply
+            if not await handler.drain(DRAIN_TIMEOUT):
+                log.error("stopping with DATA checks still under way")
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -42,6 +42,17 @@ class Handler:
         self.templates = templates
         self.executor = executor
         self.on_accepted = on_accepted
+        self._checking = 0  # DATA checks under way: a stop waits for their replies
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until no DATA check is under way (so every client got its reply)."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
 
     def _route(self, address: str) -> Route:
         lists = {ml.address for ml in self.services.store.read().lists()}
@@ -66,6 +77,16 @@ class Handler:
         return "250 2.1.5 Recipient ok"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self._checking += 1
+        self._idle.clear()
+        try:
+            return await self._data(envelope)
+        finally:
+            self._checking -= 1
+            if self._checking == 0:
+                self._idle.set()
+
+    async def _data(self, envelope: Envelope) -> str:
         loop = asyncio.get_running_loop()
         raw = envelope.original_content or envelope.content or b""
         route_: Route | None = None
