@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import Iterator
 
+from .errors import CryptoError
 from .model import MailingList, Member
 from .outbound import fan_out, render_footer
 from .services import Services
@@ -39,6 +41,7 @@ from .store import write_atomically
 from .templates import Templates
 
 STATE = "digest:{}"
+log = logging.getLogger("listserv.digest")
 
 
 @dataclass(frozen=True)
@@ -192,12 +195,25 @@ class Digests:
             if not noted:
                 self._note(mailing_list, volume, issue, tuple(p.name for p in items))
             readers = [m for m in snapshot.members(address) if m.mode == "digest"]
-            job = self._build(mailing_list, readers, volume, issue, [self._read(p) for p in items], now)
+            job = self._build(mailing_list, readers, volume, issue, self._readable(items), now)
             self._record(mailing_list, DigestState(volume, issue, state.last_sent, ()), now,
                          tuple(p.name for p in items), advance=True)
             for path in items:
                 path.unlink(missing_ok=True)
             return job
+
+    def _readable(self, items: list[Path]) -> list[DigestItem]:
+        """The waiting posts; one that cannot be unsealed is set aside (NAME.bad) and logged,
+        so it never blocks the list's digests."""
+        posts = []
+        for path in items:
+            try:
+                posts.append(self._read(path))
+            except (CryptoError, OSError, ValueError, KeyError) as exc:
+                log.error("unreadable digest item=%s reason=%s", path.name, type(exc).__name__)
+                with contextlib.suppress(OSError):
+                    path.rename(path.with_suffix(".bad"))
+        return posts
 
     def _noted(self, mailing_list: MailingList) -> tuple[int, int, tuple[str, ...]] | None:
         raw = self.services.store.read().get_value(STATE.format(mailing_list.address)) or {}
@@ -226,7 +242,7 @@ class Digests:
                items: list[DigestItem], now: datetime) -> OutJob | None:
         qid = hashlib.sha256(f"{mailing_list.address}/{volume}/{issue}".encode()).hexdigest()[:12]
         outgoing = Outgoing(self.services.spool)
-        if outgoing.exists(qid) or not readers:
+        if outgoing.exists(qid) or not readers or not items:
             return None
         content = render_digest(self.templates, mailing_list, volume, issue, items, now)
         composed = compose(

@@ -229,3 +229,20 @@ def test_a_digest_interrupted_after_its_job_was_written_takes_no_later_post(tmp_
     assert [p.name.split("-")[1] for p in digests.backlog(LIST)] == ["cccccccccccc.pgp"]
     outlook = digests.outlook(mailing_list)
     assert (outlook.issue, outlook.pending) == (1, 1)
+
+
+def test_an_unreadable_backlog_entry_is_set_aside_and_does_not_block_the_digest(tmp_path, people):
+    cli, list_key, list_fpr = make_site(tmp_path, people)
+    with ServeProcess(cli.home, "--relay", "127.0.0.1:9") as proc:
+        assert submit(proc.port, LIST, mf.post(people["alice"], list_key, body="readable post"))[0] == 250
+        proc.wait_log(r"fanned-out")
+    folder = next((cli.home / "data" / "digest").iterdir())
+    (folder / "00000000000000000001-garbage.pgp").write_bytes(b"not sealed at all")
+    assert "queued" in cli.ok("digest", "send", LIST).stdout
+    assert (folder / "00000000000000000001-garbage.bad").exists()
+    assert not list(folder.glob("*.pgp"))
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}"):
+        copies = sink.wait_for(2)
+    plain = decrypt(people["bob"], encrypted_part(next(c for c in copies if c.rcpt_tos[0] == people["bob"].email).data),
+                    list_key, list_fpr).decode()
+    assert "readable post" in plain
