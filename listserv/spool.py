@@ -243,11 +243,12 @@ class Outgoing:
     def shared(self, job: OutJob) -> list[bytes]:
         return [(job.path / f"{SHARED}.{index}").read_bytes() for index in range(job.batches)]
 
-    def progress(self, job: OutJob, count: int) -> list[Progress]:
-        """Each member's state, replayed from the journal (a torn last line is ignored)."""
+    def progress(self, job: OutJob, count: int, repair: bool = True) -> list[Progress]:
+        """Each member's state, replayed from the journal (a torn last line is ignored).
+        The server (repair=True) closes a torn line before appending; readers leave it."""
         states = [Progress() for _ in range(count)]
         journal = (job.path / JOURNAL).read_bytes()
-        if journal and not journal.endswith(b"\n"):  # a crash tore the last line: close it
+        if repair and journal and not journal.endswith(b"\n"):  # a crash tore the last line
             with open(job.path / JOURNAL, "ab") as handle:
                 handle.write(b"\n")
         for line in journal.split(b"\n"):

@@ -224,3 +224,15 @@ def test_a_disk_error_while_fanning_out_defers_the_post_instead_of_dropping_it(t
         again.wait_log(r"delivered qid=\S+ sent=1 failed=0")
     assert len(list((cli.home / "data" / "digest" / LIST).glob("*.pgp"))) == 1  # bob's digest
     assert len(list((cli.home / "data" / "outbox" / "new").iterdir())) == 1  # alice's copy
+
+
+def test_queue_shows_a_damaged_delivery_job_instead_of_failing(cli):
+    job = cli.home / "data" / "spool" / "outgoing" / "abcdef123456"
+    job.mkdir(parents=True)
+    (job / "meta.json").write_text(json.dumps({"qid": "abcdef123456", "list": LIST, "kind": "post",
+                                               "created": time.time(), "return_path": "x", "batches": 1}))
+    (job / "recipients").write_bytes(b"not a record\n")
+    (job / "journal").write_bytes(b"")
+    [row] = json.loads(cli.ok("queue", "--json").stdout)
+    assert (row["qid"], row["state"]) == ("abcdef123456", "damaged")
+    assert "damaged" in cli.ok("queue").stdout

@@ -68,9 +68,16 @@ def _jobs(app: App) -> list[dict]:
         outgoing = Outgoing(spool)
         now = time.time()
         for out in outgoing.jobs():
-            count = len(outgoing.recipients(out))
-            states = [p.state for p in outgoing.progress(out, count)]
-            rows.append({**out.as_dict(), "age": round(now - out.created, 1), "state": "delivering",
+            row = {**out.as_dict(), "age": round(now - out.created, 1)}
+            try:
+                count = len(outgoing.recipients(out))
+                states = [p.state for p in outgoing.progress(out, count, repair=False)]
+            except FileNotFoundError:
+                continue  # delivered and removed while we looked
+            except (OSError, ValueError):
+                rows.append({**row, "state": "damaged", "copies": {}})  # the server sets it aside
+                continue
+            rows.append({**row, "state": "delivering",
                          "copies": {s: states.count(s) for s in (PENDING, SENT, DEFERRED, FAILED)}})
     return rows
 
