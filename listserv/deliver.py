@@ -1,7 +1,7 @@
 """Delivery: each member's copy in its own SMTP transaction, durably recorded, retried with backoff.
 
 Workers take copies from the fan-out jobs in priority order (alerts first, then oldest), send
-them through a relay (aiosmtplib, one reused connection per worker) or into an outbox maildir,
+them through a relay (listserv.smtpclient, one reused connection per worker) or into an outbox maildir,
 and append each result to the job's journal with an fsync *before* taking the next copy.
 The one window of at-least-once: the relay has said 250 but the journal line is not yet on
 disk when the process dies; that copy is sent again after restart.
@@ -19,15 +19,16 @@ import logging
 import os
 import secrets
 import socket
+import ssl
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import aiosmtplib
 
 from .openpgp import SharedArmor
+from .smtpclient import SMTPClient, SMTPConnectionError, SMTPReplyError, dot_safe
 from .spool import DEFERRED, FAILED, FINAL, KINDS, SENT, Outgoing, OutJob, Progress, Recipient, make_directories
 from .store import fsync_directory
 
@@ -58,6 +59,11 @@ class Transport:
     async def open(self) -> object:
         return None
 
+    def prepare(self, part: bytes) -> bytes:
+        """The job's own small parts (outer headers, closing delimiter) as this transport
+        needs them; the armored ciphertext between them never needs changing."""
+        return part
+
     async def send(self, connection: object, sender: str, recipient: str, message: bytes) -> None:
         raise NotImplementedError
 
@@ -79,43 +85,31 @@ class RelayTransport(Transport):
         # used when offered and the certificate is checked.
         self.start_tls: bool | None = False if loopback else None
 
-    async def open(self) -> aiosmtplib.SMTP:
-        client = aiosmtplib.SMTP(hostname=self.host, port=self.port, local_hostname=self.helo,
-                                 start_tls=self.start_tls, timeout=60)
+    def prepare(self, part: bytes) -> bytes:
+        return dot_safe(part)
+
+    async def open(self) -> SMTPClient:
         try:
-            await client.connect()
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            client.close()
-            raise Temporary(f"connect: {type(exc).__name__}") from None
-        return client
+            return await SMTPClient.connect(self.host, self.port, self.helo, self.start_tls)
+        except (SMTPConnectionError, SMTPReplyError, ssl.SSLError) as exc:
+            raise Temporary(f"connect: {exc}") from None
 
     async def send(self, connection: object, sender: str, recipient: str, message: bytes) -> None:
-        assert isinstance(connection, aiosmtplib.SMTP)
+        assert isinstance(connection, SMTPClient)
         try:
-            await connection.sendmail(sender, [recipient], message)
-            return
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            code = exc.recipients[0].code if exc.recipients else 451
-        except aiosmtplib.SMTPResponseException as exc:
-            code = exc.code
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            connection.close()
-            raise Temporary(f"connection: {type(exc).__name__}") from None
-        try:  # the session goes on after a refusal; start the next transaction clean
-            await connection.rset()
-        except (aiosmtplib.SMTPException, OSError):
-            connection.close()
-        raise (Permanent if 500 <= code < 600 else Temporary)(f"reply {code}")
+            await connection.send(sender, recipient, message)
+        except SMTPReplyError as exc:
+            raise (Permanent if 500 <= exc.code < 600 else Temporary)(f"reply {exc.code}") from None
+        except SMTPConnectionError as exc:
+            connection.abort()
+            raise Temporary(f"connection: {exc}") from None
 
     def usable(self, connection: object) -> bool:
-        return isinstance(connection, aiosmtplib.SMTP) and connection.is_connected
+        return isinstance(connection, SMTPClient) and connection.open
 
     async def close(self, connection: object) -> None:
-        if self.usable(connection):
-            try:
-                await connection.quit()  # type: ignore[union-attr]
-            except (aiosmtplib.SMTPException, OSError):
-                connection.close()  # type: ignore[union-attr]
+        if isinstance(connection, SMTPClient):
+            await connection.quit()
 
 
 class MaildirTransport(Transport):
@@ -192,7 +186,8 @@ class Deliverer:
             log.error("unreadable qid=%s %s; moved to bad/", job.qid, type(exc).__name__)
             self.outgoing.quarantine(job)
             return
-        active = _Active(job, recipients, progress, prefix, shared, suffix)
+        prepare = self.transport.prepare
+        active = _Active(job, recipients, progress, prepare(prefix), shared, prepare(suffix))
         now = time.time()
         for index, state in enumerate(progress):
             if state.state in FINAL:
@@ -246,9 +241,9 @@ class Deliverer:
     def _message(self, active: _Active, recipient: Recipient) -> bytes:
         armorer = active.armorers.get(recipient.batch)
         if armorer is None:  # made here, in a worker thread: its checksum is slow for a large post
-            armorer = active.armorers[recipient.batch] = SharedArmor(active.shared[recipient.batch])
-        armored = armorer.armor(recipient.pkesk).replace(b"\n", b"\r\n")
-        return active.prefix + armored + active.suffix
+            armorer = active.armorers[recipient.batch] = SharedArmor(active.shared[recipient.batch],
+                                                                     newline=b"\r\n")
+        return active.prefix + armorer.armor(recipient.pkesk) + active.suffix
 
     async def _deliver(self, connection: object, active: _Active, index: int) -> object:
         recipient = active.recipients[index]

@@ -189,18 +189,18 @@ def crc24(data: bytes) -> int:
 _LINE = 48  # octets per armor line: 64 base64 characters, as GnuPG writes
 
 
-def _lines(data: bytes) -> bytes:
+def _lines(data: bytes, newline: bytes = b"\n") -> bytes:
     """Base64 in 64-character lines, each ending in a newline (data starts a fresh line)."""
     encoded = binascii.b2a_base64(data, newline=False)
     width = _LINE * 4 // 3
-    return b"".join(encoded[i:i + width] + b"\n" for i in range(0, len(encoded), width))
+    return b"".join(encoded[i:i + width] + newline for i in range(0, len(encoded), width))
 
 
-def _frame(label: str, crc: int, *body_lines: bytes) -> bytes:
+def _frame(label: str, crc: int, *body_lines: bytes, newline: bytes = b"\n") -> bytes:
     checksum = binascii.b2a_base64(crc.to_bytes(3, "big"), newline=False)
     return b"".join((
-        f"-----BEGIN {label}-----\n\n".encode(), *body_lines,
-        b"=", checksum, f"\n-----END {label}-----\n".encode(),
+        f"-----BEGIN {label}-----".encode(), newline, newline, *body_lines,
+        b"=", checksum, newline, f"-----END {label}-----".encode(), newline,
     ))
 
 
@@ -218,9 +218,10 @@ class SharedArmor:
 
     _CACHED_ALIGNMENTS = 4  # a few key types per list; more would hold several copies of a large post
 
-    def __init__(self, shared: bytes, label: str = "PGP MESSAGE"):
+    def __init__(self, shared: bytes, label: str = "PGP MESSAGE", newline: bytes = b"\n"):
         self.shared = shared
         self.label = label
+        self.newline = newline  # b"\r\n" for mail: no per-copy conversion of the whole post
         self._crc_tail = _mod(int.from_bytes(shared, "big") << 24)
         self._shift = _x_power(8 * len(shared))  # moves the head's CRC state past the tail
         self._tails: dict[int, bytes] = {}
@@ -229,12 +230,13 @@ class SharedArmor:
         crc_head = crc24(head)  # the CRC state after the head, as if it were the whole message
         crc = _mod_small(_clmul(crc_head, self._shift)) ^ self._crc_tail
         cut = -len(head) % _LINE
-        return _frame(self.label, crc, _lines(head + self.shared[:cut]), self._tail(cut))
+        return _frame(self.label, crc, _lines(head + self.shared[:cut], self.newline),
+                      self._tail(cut), newline=self.newline)
 
     def _tail(self, cut: int) -> bytes:
         tail = self._tails.get(cut)
         if tail is None:
-            tail = _lines(self.shared[cut:])
+            tail = _lines(self.shared[cut:], self.newline)
             if len(self._tails) < self._CACHED_ALIGNMENTS:
                 self._tails[cut] = tail
         return tail
