@@ -178,6 +178,31 @@ class Transaction:
         self._check_fingerprint_free(member)
         self._members.insert(member.as_dict())
 
+    def add_members(self, list_address: str, members: list[Member]) -> list[tuple[Member, str | None]]:
+        """Add many members at once (`member import`): the same checks as add_member, with
+        indexes built once and one insert, so 10,000 keys cost seconds, not an hour.
+        Returns each member with None (added) or the reason it was refused."""
+        self.require_list(list_address)
+        mine = [doc for doc in self._raw("members") if doc["list"] == list_address]
+        emails = {doc["email"] for doc in mine}
+        pinned = {doc["fingerprint"] for doc in mine}
+        list_keys = {doc["fingerprint"] for doc in self._raw("lists")}
+        results: list[tuple[Member, str | None]] = []
+        for member in members:
+            if member.email in emails:
+                reason = f"{member.email} is already a member of {list_address}"
+            elif member.fingerprint in list_keys:
+                reason = f"The key {member.fingerprint} is a list's own key, not a member's"
+            elif member.fingerprint in pinned:
+                reason = f"The key {member.fingerprint} is already pinned to another member of {list_address}"
+            else:
+                reason = None
+                emails.add(member.email)
+                pinned.add(member.fingerprint)
+            results.append((member, reason))
+        self._members.insert_multiple(m.as_dict() for m, reason in results if reason is None)
+        return results
+
     def update_member(self, member: Member) -> None:
         self.require_member(member.list, member.email)
         self._check_fingerprint_free(member)

@@ -54,16 +54,22 @@ def _single_key(staged: StagedKeys) -> KeyInfo:
     return key
 
 
-def _unique_pseudonym(tx: Transaction, list_address: str, name: str | None, email: str) -> str:
-    taken = {m.name.lower() for m in tx.members(list_address) if m.email != email}
+def _unique_pseudonym(tx: Transaction, list_address: str, name: str | None, email: str,
+                      taken: set[str] | None = None) -> str:
+    """`name` checked and free in the list, or a neutral one; `taken` (lower-case names of the
+    other members) may be given by a caller that adds many members."""
+    if taken is None:
+        taken = {m.name.lower() for m in tx.members(list_address) if m.email != email}
     if name is not None:
         name = check_pseudonym(name)
         if name.lower() in taken:
             raise Conflict(f"Another member of {list_address} is already called '{name}'.")
         return name
-    # A neutral default that says nothing about the person or their key.
+    # A neutral default that says nothing about the person or their key; the range grows
+    # with the list, so a free number is always found quickly.
+    span = max(9000, 10 * len(taken))
     while True:
-        generated = f"Member {secrets.randbelow(9000) + 1000}"
+        generated = f"Member {secrets.randbelow(span) + 1000}"
         if generated.lower() not in taken:
             return generated
 
@@ -139,6 +145,10 @@ class _ImportOutcome:
 def _import_keys(tx: Transaction, list_address: str, keys: list[KeyInfo], mode: str, role: str,
                  progress) -> _ImportOutcome:
     outcome = _ImportOutcome([], [])
+    current = tx.members(list_address)
+    taken = {m.name.lower() for m in current}
+    emails = {m.email for m in current}
+    candidates: list[tuple[str, Member]] = []
     for key in keys:
         progress.update(1)
         label = key.primary_uid or key.fingerprint
@@ -149,14 +159,21 @@ def _import_keys(tx: Transaction, list_address: str, keys: list[KeyInfo], mode: 
         display, address = split_user_id(key.primary_uid)
         try:
             email = normalise_address(address, "address in the key's user id")
-            name = _unique_pseudonym(tx, list_address, display or None, email)
-            member = Member(list_address, email, key.fingerprint, name, mode, role,
-                            key.expires, now_iso())
-            tx.add_member(member)
+            if email in emails:
+                raise Conflict(f"{email} is already a member of {list_address}.")
+            name = _unique_pseudonym(tx, list_address, display or None, email, taken)
         except ListservError as exc:
             outcome.refused.append((label, str(exc).rstrip(".")))
             continue
-        outcome.added.append(member)
+        taken.add(name.lower())
+        candidates.append((label, Member(list_address, email, key.fingerprint, name, mode, role,
+                                         key.expires, now_iso())))
+    labels = {id(member): label for label, member in candidates}
+    for member, reason in tx.add_members(list_address, [member for _, member in candidates]):
+        if reason is None:
+            outcome.added.append(member)
+        else:
+            outcome.refused.append((labels[id(member)], reason))
     return outcome
 
 
