@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -299,6 +300,86 @@ class Keyring:
                 ids[entry["keyid"]] = fingerprint
             usable[fingerprint] = ids
         return usable
+
+    def encryption_subkeys(self, fingerprints: list[str]) -> tuple[dict[str, str], int | None]:
+        """The keys among `fingerprints` that can encrypt now, each with the fingerprint of the
+        (sub)key gpg itself would encrypt to: of the valid encryption subkeys (not expired, not
+        revoked) the most recently created one -- the first of them on a tie, as gpg walks the
+        key block -- else the primary key if it may encrypt. Read from gpg's listing.
+
+        Also returns when this answer may next change by itself (the earliest expiry or
+        creation time in the future of any listed key or subkey, Unix seconds), or None."""
+        try:
+            listing = self.gpg.list_keys(keys=fingerprints)
+        except (OSError, ValueError) as exc:
+            raise CryptoError(f"GnuPG could not list the members' keys ({exc}).") from None
+        if listing.returncode != 0:
+            # gpg exits 2 when not one of the keys asked for is in the keyring ("No public key").
+            errors = [line.split()[2:] for line in _status_lines(listing.stderr) if line.startswith("[GNUPG:] ERROR ")]
+            if len(listing) or not errors or any(error != ["keylist.getkey", "9"] for error in errors):
+                raise CryptoError(f"GnuPG could not list the members' keys (exit {listing.returncode}).")
+        wanted = set(fingerprints)
+        chosen: dict[str, str] = {}
+        now, changes = time.time(), []
+        for entry in listing:
+            fingerprint, capabilities = entry["fingerprint"], entry.get("cap", "")
+            if fingerprint not in wanted:
+                continue
+            info = entry.get("subkey_info") or {}
+            for item in [entry, *info.values()]:
+                changes += [int(item.get(field) or 0) for field in ("date", "expires")]
+            if "E" not in capabilities or "D" in capabilities:
+                continue
+            best, newest = None, -1
+            for keyid, cap, subkey, *_ in entry.get("subkeys", []):
+                sub = info.get(keyid, {})
+                if "e" not in (cap or "") or sub.get("trust") in ("e", "r", "i", "d") or not subkey:
+                    continue
+                created = int(sub.get("date") or 0)
+                if created > newest:
+                    best, newest = subkey, created
+            if best is None and "e" in capabilities:  # the primary key itself may encrypt
+                best = fingerprint
+            if best is not None:
+                chosen[fingerprint] = best.upper()
+        return chosen, min((t for t in changes if t > now), default=None)
+
+    def export_public(self, fingerprints: list[str]) -> bytes:
+        """The public certificates of `fingerprints`, binary, in one gpg call."""
+        try:
+            data = self.gpg.export_keys(fingerprints, armor=False, minimal=True)
+        except (OSError, ValueError) as exc:
+            raise CryptoError(f"GnuPG could not export the members' keys ({exc}).") from None
+        return bytes(data or b"")
+
+    def stamp(self) -> tuple[tuple[str, int, int], ...]:
+        """What changes whenever a key is imported, removed or disabled: the public keyring
+        files' and the trust database's modification times and sizes (for caches)."""
+        found = []
+        for name in ("pubring.kbx", "pubring.gpg", "trustdb.gpg"):  # trustdb: disabled keys
+            try:
+                info = (self.home / name).stat()
+            except FileNotFoundError:
+                continue
+            found.append((name, info.st_mtime_ns, info.st_size))
+        return tuple(found)
+
+    def session_key(self, data: bytes, plaintext: bytes) -> tuple[int, bytes]:
+        """The session key of `data`, a message this keyring's secret key can decrypt
+        (the list's own copy of a post): (symmetric algorithm id, key). gpg decrypts it in
+        memory and must give back exactly `plaintext`; nothing is written to disk."""
+        args = ["--pinentry-mode", "error", "--show-session-key"]
+        output, lines, returncode = self._raw("decrypt", lambda: self.gpg.decrypt(data, extra_args=args))
+        if returncode != 0 or not any(line.startswith("[GNUPG:] DECRYPTION_OKAY") for line in lines) or output != plaintext:
+            raise CryptoError(f"GnuPG could not decrypt the list's own copy (exit {returncode}).")
+        keys = [line.split()[2] for line in lines if line.startswith("[GNUPG:] SESSION_KEY ")]
+        if len(keys) != 1 or ":" not in keys[0]:
+            raise CryptoError("GnuPG did not report one session key.")
+        algorithm, _, hexkey = keys[0].partition(":")
+        try:
+            return int(algorithm), bytes.fromhex(hexkey)
+        except ValueError:
+            raise CryptoError("GnuPG reported a session key that cannot be read.") from None
 
     def _raw(self, what: str, run) -> tuple[bytes, list[str], int]:
         try:

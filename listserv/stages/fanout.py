@@ -1,9 +1,17 @@
 """Encrypt once, split per member (DESIGN.md "Fan-out encrypts once", FANOUT-NOTES.md).
 
-One gpg call signs the post with the list key and encrypts it to a whole batch of members.
-Its output is N PKESK packets (one per member, each naming that member's encryption subkey)
-followed by one SEIPD packet that every member of the batch shares. A member's copy is their
-own PKESK followed by the shared packet, so it names no other member.
+One gpg call signs the post with the list key and encrypts it to the list's own key only.
+Its output is one PKESK (the list's, dropped here) and one SEIPD packet that every member
+shares. A second gpg call, on that output alone, reports the session key (in memory; the
+plaintext it decrypts is compared with the post and never written). Each member's PKESK is
+then built from the session key by listserv.pkesk, for the encryption subkey gpg's own
+listing says gpg would use. A member's copy is their own PKESK followed by the shared
+packet, so it names no other member, nor the list's key. Per member this costs one
+public-key operation (~0.1 ms), whatever the size of the keyring.
+
+Keys listserv.pkesk does not encrypt to (NIST or Brainpool curves, ElGamal, anything it
+cannot parse) go the older way: one gpg call signs and encrypts to a batch of them, and its
+PKESKs are split per member by key id; that batch has its own shared packet.
 
 Hidden recipients (wildcard key ids, `--throw-keyids`) were measured and rejected, so each
 PKESK keeps its recipient's real key id. The run (GnuPG 2.2.40, sq 0.27, RNP 0.16.3; a post
@@ -27,12 +35,14 @@ the other members: a copy only ever names its own recipient.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
-from .. import openpgp
+from .. import openpgp, pkesk
 from ..errors import CryptoError, NotFound
 from ..keyring import Keyring, check_fingerprint
 
@@ -56,12 +66,13 @@ class Pkesk:
 class Fanout:
     """Everything needed to build each member's copy, and no copy built yet.
 
-    Each gpg call (batch) makes its own session key, so there is one shared packet per
-    batch: up to `batch_size` members, one for most lists. gpg 2.2 cannot encrypt a
-    given session key, so batches cannot share one.
+    Normally one shared packet for the whole list: gpg encrypts the post once, to the list's
+    own key, and each member's PKESK is built from that session key (listserv.pkesk). A
+    member whose key listserv cannot encrypt to itself (a NIST or Brainpool curve, ElGamal)
+    is encrypted to by gpg in a batch of its own, which adds one shared packet per batch.
     """
 
-    shared: tuple[bytes, ...]  # one SEIPD (tag 18) packet per gpg batch, exact bytes
+    shared: tuple[bytes, ...]  # SEIPD (tag 18) packets, exact bytes; Pkesk.batch indexes them
     pkesks: Mapping[str, Pkesk]  # member's primary fingerprint -> their PKESK
     unusable: tuple[str, ...]  # fingerprints given with no usable encryption key (no copy)
 
@@ -71,23 +82,32 @@ class Fanout:
 
 
 def encrypt_for(
-    keyring: Keyring, signer: str, recipients: Sequence[str], plaintext: bytes, batch_size: int = 1000,
+    keyring: Keyring, signer: str, recipients: Sequence[str], plaintext: bytes, batch_size: int | None = None,
 ) -> Fanout:
-    """Sign `plaintext` with the list key `signer` and encrypt it once per batch of members."""
-    if batch_size < 1:
+    """Sign `plaintext` with the list key `signer` and encrypt it once for all `recipients`.
+
+    `batch_size`, when given, caps how many members share one session key (one shared packet
+    per group of that many); by default every member shares one.
+    """
+    if batch_size is not None and batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     signer = check_fingerprint(signer)
     wanted = list(dict.fromkeys(check_fingerprint(fingerprint) for fingerprint in recipients))
-    batches = [wanted[start:start + batch_size] for start in range(0, len(wanted), batch_size)]
-    workers = min(len(batches), os.cpu_count() or 1) or 1
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(lambda batch: _encrypt_batch(keyring, signer, batch, plaintext), batches))
+    size = batch_size or max(len(wanted), 1)
+    groups = [wanted[start:start + size] for start in range(0, len(wanted), size)]
+    workers = min(len(groups), os.cpu_count() or 1) or 1
+    if workers == 1:
+        results = [_encrypt_group(keyring, signer, group, plaintext) for group in groups]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(lambda group: _encrypt_group(keyring, signer, group, plaintext), groups))
     shared: list[bytes] = []
     pkesks: dict[str, Pkesk] = {}
-    for packet, by_member in results:
-        if packet is not None:
-            pkesks.update((fingerprint, Pkesk(len(shared), pkesk)) for fingerprint, pkesk in by_member.items())
-            shared.append(packet)
+    for parts in results:
+        for packet, by_member in parts:
+            if packet is not None and by_member:
+                pkesks.update((fingerprint, Pkesk(len(shared), pkesk)) for fingerprint, pkesk in by_member.items())
+                shared.append(packet)
     unusable = tuple(fingerprint for fingerprint in wanted if fingerprint not in pkesks)
     return Fanout(tuple(shared), pkesks, unusable)
 
@@ -100,10 +120,108 @@ def armored_copy(fanout: Fanout, fingerprint: str) -> bytes:
     return fanout._armor[pkesk.batch].armor(pkesk.packet)
 
 
+_GPG_BATCH = 1000  # recipients per gpg call on gpg's own path (argv length, FANOUT-NOTES.md 5)
+
+
+class _Members:
+    """Per keyring home: gpg's listing of each member asked about (the encryption subkey gpg
+    would use, or None when unusable) and the parsed key material. Kept while the keyring
+    files are unchanged (Keyring.stamp: an import, removal or disabling) and until the
+    earliest expiry or creation time in the future among the keys listed; then listed again."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stamp: object = None
+        self.until: int | None = None
+        self.chosen: dict[str, str | None] = {}
+        self.keys = pkesk.KeyCache()
+
+
+_CACHES: dict[str, _Members] = {}  # keyring home -> its members' keys
+_CACHES_LOCK = threading.Lock()
+
+
+def _cache(keyring: Keyring) -> _Members:
+    with _CACHES_LOCK:
+        return _CACHES.setdefault(str(keyring.home), _Members())
+
+
+def _encrypt_group(
+    keyring: Keyring, signer: str, wanted: list[str], plaintext: bytes,
+) -> list[tuple[bytes | None, dict[str, bytes]]]:
+    """One shared packet for the members whose PKESK is built here, and gpg batches for the rest."""
+    # gpg signs and encrypts the post to the list's key while the members' keys are listed.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        own = pool.submit(_own_copy, keyring, signer, plaintext)
+        keys = _member_keys(keyring, wanted)  # on an error here, the pool still waits for gpg
+        direct = {fingerprint: key for fingerprint, key in keys.items() if key is not None}
+        others = [fingerprint for fingerprint, key in keys.items() if key is None]
+        results = []
+        if direct:
+            shared, session_key = own.result()
+            results.append((shared, {fingerprint: pkesk.build(key, session_key) for fingerprint, key in direct.items()}))
+        else:
+            own.exception()  # not needed (no member on this path): its outcome does not count
+    for start in range(0, len(others), _GPG_BATCH):
+        results.append(_encrypt_batch(keyring, signer, others[start:start + _GPG_BATCH], plaintext))
+    return results
+
+
+def _member_keys(keyring: Keyring, wanted: list[str]) -> dict[str, pkesk.RecipientKey | None]:
+    """The usable members among `wanted`, in order, each with the material of the encryption
+    key gpg would choose, or None when listserv.pkesk cannot encrypt to it (gpg's path)."""
+    # Usability and the choice of subkey are gpg's (its listing); only the material is parsed here.
+    cache = _cache(keyring)
+    with cache.lock:
+        stamp = keyring.stamp()
+        if stamp != cache.stamp or (cache.until is not None and time.time() >= cache.until):
+            cache.stamp, cache.until, cache.chosen = stamp, None, {}
+        missing = [fingerprint for fingerprint in wanted if fingerprint not in cache.chosen]
+        if missing:
+            listed, until = keyring.encryption_subkeys(missing)
+            cache.chosen.update((fingerprint, listed.get(fingerprint)) for fingerprint in missing)
+            if until is not None:
+                cache.until = until if cache.until is None else min(cache.until, until)
+        chosen = {fingerprint: cache.chosen[fingerprint] for fingerprint in wanted if cache.chosen[fingerprint]}
+        owner: dict[str, str] = {}
+        for fingerprint, subkey in chosen.items():
+            if owner.setdefault(subkey, fingerprint) != fingerprint:
+                raise CryptoError(
+                    f"The keys {owner[subkey]} and {fingerprint} share the encryption key {subkey}."
+                )
+        return cache.keys.lookup(stamp, chosen, keyring.export_public)
+
+
+def _sign_and_encrypt(keyring: Keyring, signer: str, recipients: list[str], plaintext: bytes) -> bytes:
+    data, status = keyring.sign_and_encrypt(plaintext, recipients, signer, _ENCRYPT_OPTIONS)
+    signatures = [line.split()[-1] for line in status if line.startswith("[GNUPG:] SIG_CREATED ")]
+    if signatures != [signer]:  # one signature, by the list key (a gpg.conf could add more)
+        raise CryptoError(f"GnuPG made {len(signatures)} signature(s), not one by the list key.")
+    return data
+
+
+def _own_copy(keyring: Keyring, signer: str, plaintext: bytes) -> tuple[bytes, bytes]:
+    """gpg signs and encrypts once, to the list's own key: (the SEIPD packet, its AES-256
+    session key). Members' PKESKs are built from that key; the list's own PKESK is dropped,
+    so no copy carries it."""
+    data = _sign_and_encrypt(keyring, signer, [signer], plaintext)
+    packets = openpgp.parse(data)
+    if [packet.tag for packet in packets] != [openpgp.PKESK, openpgp.SEIPD]:
+        raise CryptoError("GnuPG's output is not one PKESK followed by one SEIPD packet.")
+    shared = packets[1]
+    if shared.raw[shared.spans[0][0]:shared.spans[0][0] + 1] != b"\x01":
+        raise CryptoError("GnuPG wrote a SEIPD packet that is not version 1.")
+    algorithm, session_key = keyring.session_key(data, plaintext)
+    if algorithm != pkesk.AES256 or len(session_key) != 32:
+        raise CryptoError(f"GnuPG chose cipher {algorithm}, not AES-256.")
+    return shared.raw, session_key
+
+
 def _encrypt_batch(
     keyring: Keyring, signer: str, wanted: list[str], plaintext: bytes,
 ) -> tuple[bytes | None, dict[str, bytes]]:
-    """Sign and encrypt to the usable keys among `wanted`: (shared packet, PKESK per member)."""
+    """gpg's own path, for keys listserv.pkesk cannot encrypt to: sign and encrypt to the
+    usable keys among `wanted` in one call: (shared packet, PKESK per member)."""
     # gpg 2.2 fails a whole batch for one unusable recipient, so they are left out beforehand.
     key_ids = keyring.encryption_keys(wanted)
     batch = [fingerprint for fingerprint in wanted if fingerprint in key_ids]
@@ -117,10 +235,7 @@ def _encrypt_batch(
                 raise CryptoError(
                     f"The keys {owner[keyid]} and {fingerprint} share the encryption key {keyid}."
                 )
-    data, status = keyring.sign_and_encrypt(plaintext, batch, signer, _ENCRYPT_OPTIONS)
-    signatures = [line.split()[-1] for line in status if line.startswith("[GNUPG:] SIG_CREATED ")]
-    if signatures != [signer]:  # one signature, by the list key (a gpg.conf could add more)
-        raise CryptoError(f"GnuPG made {len(signatures)} signature(s), not one by the list key.")
+    data = _sign_and_encrypt(keyring, signer, batch, plaintext)
     return _split(data, batch, owner)
 
 
