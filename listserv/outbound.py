@@ -43,9 +43,9 @@ def fan_out(services: Services, outgoing: Outgoing, qid: str, mailing_list: Mail
 
 
 def notify_admins(services: Services, templates: Templates, mailing_list: MailingList,
-                  members: list[Member], template: str, **values: object) -> OutJob | None:
-    """A notice from the list to its admins, encrypted like any post (never plaintext)."""
-    admins = [m for m in members if m.role == "admin"]
+                  roster: list[Member], template: str, **values: object) -> OutJob | None:
+    """A notice from the list to its admins (found in `roster`), encrypted like any post."""
+    admins = [m for m in roster if m.role == "admin"]
     return send_notice(services, templates, mailing_list, admins, template, **values)
 
 

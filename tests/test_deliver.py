@@ -7,6 +7,7 @@ import email
 import json
 import os
 import signal
+import subprocess
 import time
 from email import policy
 from pathlib import Path
@@ -14,12 +15,13 @@ from pathlib import Path
 import pytest
 
 from . import mail_factory as mf
-from .conftest import Cli
+from .conftest import Cli, write_key
 from .conftest import make_site as site_with
 from .members_clients import decrypt, encrypted_part, recipient_key_ids
 from .server import ServeProcess
 from .sink import Sink
 from .smtp_client import submit
+from .support import make_gpg_user, revoked
 
 LIST = "news@example.org"
 MEMBERS = ("alice", "bob", "sally", "rita")
@@ -236,3 +238,44 @@ def test_queue_shows_a_damaged_delivery_job_instead_of_failing(cli):
     [row] = json.loads(cli.ok("queue", "--json").stdout)
     assert (row["qid"], row["state"]) == ("abcdef123456", "damaged")
     assert "damaged" in cli.ok("queue").stdout
+
+
+def test_a_member_whose_key_became_unusable_gets_no_copy_and_admins_get_a_notice(
+        tmp_path, tmp_path_factory, people):
+    cli, list_key, list_fpr = make_site(tmp_path, people)
+    cli.ok("member", "set", LIST, people["bob"].email, "--role", "admin")
+    # A short path: gpg-agent's socket path must fit in 108 bytes.
+    carol = make_gpg_user(tmp_path_factory.mktemp("c"), "Carol", "carol@example.org")
+    cli.ok("member", "add", LIST, carol.email, "--key", write_key(tmp_path, carol), "--name", "Carol")
+    # Carol's key is revoked after she joined: the revocation reaches the list's keyring.
+    subprocess.run(["gpg", "--batch", "--homedir", str(cli.home / "keys"), "--import"],
+                   input=revoked(carol), capture_output=True, check=True)
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, LIST, mf.post(people["alice"], list_key, body="after the revocation"))[0] == 250
+        copies = sink.wait_for(len(MEMBERS) + 1)
+        proc.wait_log(rf"unusable={carol.fingerprint}")
+    assert carol.email not in {c.rcpt_tos[0] for c in copies}
+    notices = [c for c in copies if c.rcpt_tos[0] == people["bob"].email
+               and b"after the revocation" not in decrypt(people["bob"], encrypted_part(c.data), list_key, list_fpr)]
+    [notice] = notices
+    plain = decrypt(people["bob"], encrypted_part(notice.data), list_key, list_fpr)
+    text = email.message_from_bytes(plain, policy=policy.default).get_body(("plain",)).get_content()
+    assert carol.fingerprint in text and "no copy" in text
+    assert email.message_from_bytes(notice.data, policy=policy.default)["Subject"] == "[...]"
+
+
+def test_admins_hear_when_a_members_copies_keep_bouncing(tmp_path, people):
+    cli, list_key, list_fpr = make_site(tmp_path, people)
+    cli.ok("member", "set", LIST, people["bob"].email, "--role", "admin")
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
+        copies = sink.wait_for(len(MEMBERS))
+        rita_copy = next(c for c in copies if c.rcpt_tos == (people["rita"].email,))
+        for _ in range(3):
+            bounce = (b"From: MAILER-DAEMON@mx.example.net\r\nSubject: Undelivered\r\n\r\nGone.\r\n")
+            assert submit(proc.port, rita_copy.mail_from, bounce, mail_from="")[0] == 250
+        [notice] = sink.wait_for(len(MEMBERS) + 1)[len(MEMBERS):]
+    assert notice.rcpt_tos == (people["bob"].email,)
+    plain = decrypt(people["bob"], encrypted_part(notice.data), list_key, list_fpr)
+    text = email.message_from_bytes(plain, policy=policy.default).get_body(("plain",)).get_content()
+    assert people["rita"].fingerprint in text and "3 times" in text
