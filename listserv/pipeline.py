@@ -109,7 +109,7 @@ def distribute(job: Job, services: Services, templates: Templates,
         services.spool.remove(job)
         return Distributed(None, (), ())
     raw = services.keyring.unseal(services.spool.read_submission(job))
-    opened = open_message(raw, services.keyring)
+    opened = open_message(raw, services.keyring, accepted=True)
     snapshot = services.store.read()
     mailing_list = snapshot.require_list(job.list)
     members = snapshot.members(mailing_list.address)

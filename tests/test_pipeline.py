@@ -4,6 +4,8 @@ way a restarted server runs it."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from listserv.config import Home
@@ -15,7 +17,8 @@ from listserv.stages.route import route
 from listserv.templates import Templates
 
 from . import mail_factory as mf
-from .conftest import make_site
+from .conftest import make_site, write_key
+from .support import GPG_BATCH, User, gpg_fingerprint, run
 
 LIST = "news@example.org"
 
@@ -87,3 +90,25 @@ def test_a_crash_after_the_backlog_write_of_a_digest_only_list_doubles_nothing(t
     digests = restart_and_distribute(home)
     assert len(digests.backlog(LIST)) == 1
     assert Outgoing(services.spool).jobs() == []
+
+
+def test_a_post_accepted_before_its_senders_key_expired_is_still_delivered(tmp_path, tmp_path_factory, people):
+    """250 means delivered: the fan-out opens the post again, and a key that expired in
+    between (a key set to expire at midnight, say) is no reason to drop it."""
+    cli, list_key, _ = make_site(tmp_path, people, {"alice": "immediate"})
+    home = tmp_path_factory.mktemp("exp")  # short: gpg-agent's socket path has a length limit
+    run([*GPG_BATCH, "--homedir", str(home), "--quick-gen-key", "Brief <brief@example.org>",
+         "default", "default", "seconds=4"])
+    fingerprint = gpg_fingerprint(home, "brief@example.org")
+    public = run(["gpg", "--homedir", str(home), "--armor", "--export", fingerprint]).stdout
+    brief = User("gpg", "Brief", "brief@example.org", home, fingerprint, public)
+    cli.ok("member", "add", LIST, brief.email, "--key", write_key(tmp_path, brief))
+    accepted_post(Home(cli.home), list_key, brief)
+    time.sleep(5)  # the key expires; nothing is timed
+    services, templates, digests = server(Home(cli.home))
+    [job] = services.spool.submissions()
+    result = distribute(job, services, templates, digests.add)
+    assert result.job is not None
+    recipients = {r.email for r in Outgoing(services.spool).recipients(result.job)}
+    assert people["alice"].email in recipients
+    assert brief.email not in recipients  # its key can no longer encrypt

@@ -19,6 +19,8 @@ Membership, signature age and replay are decided later, from `signer`, `signed_a
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
 import hashlib
 import logging
 import re
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 MAX_PLAINTEXT = 64 * 1024 * 1024  # gpg --max-output: a compression bomb stops here
 
 _FINGERPRINT = re.compile(r"^(?:[0-9A-F]{40}|[0-9A-F]{64})$")
+# Set by open_message(accepted=True) for the thread that runs it (see there).
+_ACCEPTED: ContextVar[bool] = ContextVar("listserv_open_accepted", default=False)
 _SIGNATURE_VERDICTS = ("GOODSIG", "BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG")
 _PGP_TYPES = ("multipart/encrypted", "multipart/signed", "application/pgp-encrypted",
               "application/pgp-signature")
@@ -84,8 +88,13 @@ class _Status:
         return [i for i, fields in enumerate(self.lines) if fields[0] == keyword]
 
 
-def open_message(raw: bytes, keyring: Keyring) -> Opened:
-    """Decrypt and verify a submission, or raise a Refusal whose `reason` says why."""
+def open_message(raw: bytes, keyring: Keyring, *, accepted: bool = False) -> Opened:
+    """Decrypt and verify a submission, or raise a Refusal whose `reason` says why.
+
+    `accepted=True` opens again a submission that passed every check when it arrived (the
+    fan-out worker does): a signing key or signature that has expired since is then no
+    reason to drop a post already answered with 250. A revoked key still is."""
+    token = _ACCEPTED.set(accepted)
     try:
         return _open(raw, keyring)
     except Refusal:
@@ -93,6 +102,8 @@ def open_message(raw: bytes, keyring: Keyring) -> Opened:
     except Exception as exc:  # a bug must still end in a refusal, never a crashed session
         log.error("open: unexpected %s", type(exc).__name__)
         raise Unauthorized("internal-error") from None
+    finally:
+        _ACCEPTED.reset(token)
 
 
 def _open(raw: bytes, keyring: Keyring) -> Opened:
@@ -298,7 +309,10 @@ def _signature(status: _Status) -> _Signature:
         raise Unauthorized("no-signature")
     _refuse_bad_signatures(status)
     valid, ids = status.all("VALIDSIG"), status.all("SIG_ID")
-    if status.count("GOODSIG") != 1 or len(valid) != 1 or len(ids) != 1:
+    good = status.count("GOODSIG")
+    if _ACCEPTED.get():  # gpg says EXPKEYSIG/EXPSIG instead of GOODSIG once a key has expired
+        good += status.count("EXPKEYSIG") + status.count("EXPSIG")
+    if good != 1 or len(valid) != 1 or len(ids) != 1:
         raise Unauthorized("bad-signature")
     # VALIDSIG <fpr> <date> <timestamp> <expires> <version> <reserved> <pkalgo> <hashalgo>
     #          <class> [<primary fpr>]; class 00 binary or 01 text: a signature over data
@@ -321,6 +335,8 @@ def _refuse_bad_signatures(status: _Status) -> None:
         raise Unauthorized("multiple-signatures")
     for keyword, reason in (("REVKEYSIG", "key-revoked"), ("EXPKEYSIG", "key-expired"),
                             ("EXPSIG", "signature-expired"), ("BADSIG", "bad-signature")):
+        if keyword in ("EXPKEYSIG", "EXPSIG") and _ACCEPTED.get():
+            continue
         if status.count(keyword):
             raise Unauthorized(reason)
     for fields in status.all("ERRSIG"):
