@@ -18,7 +18,7 @@ from listserv.templates import Templates
 
 from . import mail_factory as mf
 from .conftest import make_site, write_key
-from .support import GPG_BATCH, User, gpg_fingerprint, run
+from .support import make_gpg_user
 
 LIST = "news@example.org"
 
@@ -96,12 +96,8 @@ def test_a_post_accepted_before_its_senders_key_expired_is_still_delivered(tmp_p
     """250 means delivered: the fan-out opens the post again, and a key that expired in
     between (a key set to expire at midnight, say) is no reason to drop it."""
     cli, list_key, _ = make_site(tmp_path, people, {"alice": "immediate"})
-    home = tmp_path_factory.mktemp("exp")  # short: gpg-agent's socket path has a length limit
-    run([*GPG_BATCH, "--homedir", str(home), "--quick-gen-key", "Brief <brief@example.org>",
-         "default", "default", "seconds=4"])
-    fingerprint = gpg_fingerprint(home, "brief@example.org")
-    public = run(["gpg", "--homedir", str(home), "--armor", "--export", fingerprint]).stdout
-    brief = User("gpg", "Brief", "brief@example.org", home, fingerprint, public)
+    # a short base path: gpg-agent's socket path has a length limit
+    brief = make_gpg_user(tmp_path_factory.mktemp("exp"), "Brief", "brief@example.org", expire="seconds=4")
     cli.ok("member", "add", LIST, brief.email, "--key", write_key(tmp_path, brief))
     accepted_post(Home(cli.home), list_key, brief)
     time.sleep(5)  # the key expires; nothing is timed
