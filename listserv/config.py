@@ -36,7 +36,18 @@ concurrency = 4
 retry_min = 300
 retry_max = 4000
 lifetime = 432000
+# STARTTLS towards the relay: "auto" uses it whenever the relay offers it and checks the
+# relay's certificate (never on a loopback relay), "always" requires it, "never" skips it.
+starttls = "auto"
+# PEM file of the certificate authorities trusted for the relay (empty: the system's).
+tls_ca_file = ""
 """
+
+
+def _starttls(value: str) -> str:
+    if value not in ("auto", "always", "never"):
+        raise UsageError(f"[delivery] starttls '{value}' is not auto, always or never.")
+    return value
 
 
 def parse_hostport(value: str, what: str) -> tuple[str, int]:
@@ -56,6 +67,8 @@ class Settings:
     retry_min: float = 300.0
     retry_max: float = 4000.0
     lifetime: float = 432000.0
+    starttls: str = "auto"
+    tls_ca_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -139,6 +152,8 @@ class Home:
                 retry_min=float(delivery.get("retry_min", defaults.retry_min)),
                 retry_max=float(delivery.get("retry_max", defaults.retry_max)),
                 lifetime=float(delivery.get("lifetime", defaults.lifetime)),
+                starttls=_starttls(str(delivery.get("starttls", defaults.starttls))),
+                tls_ca_file=str(delivery.get("tls_ca_file", "") or ""),
             )
         except (TypeError, ValueError):
             raise UsageError(f"{self.config_file} has a value of the wrong type.") from None

@@ -75,22 +75,26 @@ class Transport:
 
 
 class RelayTransport(Transport):
-    def __init__(self, host: str, port: int, helo: str = "localhost"):
+    def __init__(self, host: str, port: int, helo: str = "localhost", starttls: str = "auto",
+                 ca_file: str | None = None):
         self.host, self.port, self.helo = host, port, helo
         try:
             loopback = ipaddress.ip_address(host).is_loopback
         except ValueError:
             loopback = host == "localhost"
-        # On loopback a self-signed certificate must not stop delivery; elsewhere STARTTLS is
-        # used when offered and the certificate is checked.
-        self.start_tls: bool | None = False if loopback else None
+        # "auto": on loopback a self-signed certificate must not stop delivery; elsewhere
+        # STARTTLS is used when offered and the certificate is checked.
+        self.start_tls: bool | None = {"always": True, "never": False}.get(
+            starttls, False if loopback else None)
+        self.ca_file = ca_file
 
     def prepare(self, part: bytes) -> bytes:
         return dot_safe(part)
 
     async def open(self) -> SMTPClient:
         try:
-            return await SMTPClient.connect(self.host, self.port, self.helo, self.start_tls)
+            return await SMTPClient.connect(self.host, self.port, self.helo, self.start_tls,
+                                            ca_file=self.ca_file)
         except (SMTPConnectionError, SMTPReplyError, ssl.SSLError) as exc:
             raise Temporary(f"connect: {exc}") from None
 

@@ -60,9 +60,10 @@ def services_for(home: Home) -> Services:
     return Services(Store(home.database), Keyring(home.keys), spool, Store(home.events))
 
 
-def transport_for(options: ServeOptions) -> Transport:
+def transport_for(options: ServeOptions, settings: Settings) -> Transport:
     if options.relay:
-        return RelayTransport(*options.relay)
+        return RelayTransport(*options.relay, starttls=settings.starttls,
+                              ca_file=settings.tls_ca_file or None)
     return MaildirTransport(options.outbox)
 
 
@@ -78,7 +79,7 @@ class Service:
         self.outgoing = Outgoing(self.services.spool)
         self.digests = Digests(self.services, self.templates, home.digests)
         retry = RetryPolicy(settings.retry_min, settings.retry_max, settings.lifetime)
-        self.deliverer = Deliverer(self.outgoing, transport_for(options), settings.concurrency, retry)
+        self.deliverer = Deliverer(self.outgoing, transport_for(options, settings), settings.concurrency, retry)
         self._stop = asyncio.Event()
         self._submissions: asyncio.PriorityQueue[tuple[int, float, int, Job]] = asyncio.PriorityQueue()
         self._order = itertools.count()

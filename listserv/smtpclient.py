@@ -45,7 +45,7 @@ class SMTPClient:
 
     @classmethod
     async def connect(cls, host: str, port: int, helo: str, starttls: bool | None,
-                      timeout: float = 60.0) -> "SMTPClient":
+                      timeout: float = 60.0, ca_file: str | None = None) -> "SMTPClient":
         """Connect and greet. starttls: True required, None if offered (certificate checked),
         False never (a relay on loopback)."""
         try:
@@ -58,7 +58,11 @@ class SMTPClient:
             extensions = await client._ehlo(helo)
             if starttls or (starttls is None and "STARTTLS" in extensions):
                 await client._expect(await client.command(b"STARTTLS"), 220)
-                await writer.start_tls(ssl.create_default_context(), server_hostname=host)
+                context = ssl.create_default_context(cafile=ca_file)
+                try:
+                    await asyncio.wait_for(writer.start_tls(context, server_hostname=host), timeout)
+                except (OSError, asyncio.TimeoutError) as exc:  # ssl.SSLError is an OSError
+                    raise SMTPConnectionError(f"starttls: {type(exc).__name__}") from None
                 await client._ehlo(helo)
         except BaseException:
             client.abort()

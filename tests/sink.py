@@ -51,8 +51,9 @@ class _Handler:
 
 class Sink:
     def __init__(self, replies: list[str | None] | None = None, refuse_rcpt: dict[str, str] | None = None,
-                 on_data=None, delay: float = 0.0):
+                 on_data=None, delay: float = 0.0, tls_context=None):
         self.delay = delay
+        self.tls_context = tls_context  # offer STARTTLS, and require it, with this context
         self.on_data = on_data  # called with the count taken so far; True means "don't take it"
         self.replies = list(replies or [])
         self.refuse_rcpt = dict(refuse_rcpt or {})
@@ -73,7 +74,8 @@ class Sink:
 
         def factory():
             self.connections += 1
-            return SMTP(_Handler(self), hostname="sink.test", decode_data=False, data_size_limit=None)
+            return SMTP(_Handler(self), hostname="sink.test", decode_data=False, data_size_limit=None,
+                        tls_context=self.tls_context, require_starttls=self.tls_context is not None)
 
         async def start():
             return await self.loop.create_server(factory, "127.0.0.1", 0)

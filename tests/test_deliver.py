@@ -279,3 +279,16 @@ def test_admins_hear_when_a_members_copies_keep_bouncing(tmp_path, people):
     plain = decrypt(people["bob"], encrypted_part(notice.data), list_key, list_fpr)
     text = email.message_from_bytes(plain, policy=policy.default).get_body(("plain",)).get_content()
     assert people["rita"].fingerprint in text and "3 times" in text
+
+
+def test_copies_go_over_starttls_when_the_settings_ask_for_it(tmp_path, people):
+    from .test_smtpclient import _certificate
+
+    cert_file, context = _certificate(tmp_path)
+    settings = f'[delivery]\nstarttls = "always"\ntls_ca_file = "{cert_file}"\n'
+    cli, list_key, list_fpr = make_site(tmp_path, people, settings)
+    with Sink(tls_context=context) as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, LIST, mf.post(people["alice"], list_key, body="sent over TLS"))[0] == 250
+        copies = sink.wait_for(len(MEMBERS))
+    alice_copy = next(c for c in copies if c.rcpt_tos == (people["alice"].email,))
+    assert b"sent over TLS" in decrypt(people["alice"], encrypted_part(alice_copy.data), list_key, list_fpr)
