@@ -58,10 +58,12 @@ class SMTPClient:
             extensions = await client._ehlo(helo)
             if starttls or (starttls is None and "STARTTLS" in extensions):
                 await client._expect(await client.command(b"STARTTLS"), 220)
-                context = ssl.create_default_context(cafile=ca_file)
+                plain = writer.transport
                 try:
+                    context = ssl.create_default_context(cafile=ca_file)
                     await asyncio.wait_for(writer.start_tls(context, server_hostname=host), timeout)
                 except (OSError, asyncio.TimeoutError) as exc:  # ssl.SSLError is an OSError
+                    plain.close()  # a failed handshake leaves the plain socket open
                     raise SMTPConnectionError(f"starttls: {type(exc).__name__}") from None
                 await client._ehlo(helo)
         except BaseException:
@@ -133,6 +135,10 @@ class SMTPClient:
         except SMTPConnectionError:
             pass
         self.abort()
+        try:  # let the socket really close before the caller's loop may end
+            await asyncio.wait_for(self._writer.wait_closed(), self._timeout)
+        except (OSError, asyncio.TimeoutError):
+            pass
 
     def abort(self) -> None:
         self._writer.close()

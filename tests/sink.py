@@ -60,6 +60,7 @@ class Sink:
         self.messages: list[Received] = []
         self.refused = 0
         self.connections = 0
+        self.sessions: list[SMTP] = []
         self.lock = threading.Lock()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -74,8 +75,10 @@ class Sink:
 
         def factory():
             self.connections += 1
-            return SMTP(_Handler(self), hostname="sink.test", decode_data=False, data_size_limit=None,
+            protocol = SMTP(_Handler(self), hostname="sink.test", decode_data=False, data_size_limit=None,
                         tls_context=self.tls_context, require_starttls=self.tls_context is not None)
+            self.sessions.append(protocol)
+            return protocol
 
         async def start():
             return await self.loop.create_server(factory, "127.0.0.1", 0)
@@ -88,6 +91,12 @@ class Sink:
         async def stop():
             self.server.close()
             await self.server.wait_closed()
+            # Close the sessions too (wait_closed does not, before Python 3.12), and let the
+            # loop run their close callbacks: otherwise their sockets outlive the loop.
+            for session in self.sessions:
+                if session.transport is not None:
+                    session.transport.close()
+            await asyncio.sleep(0.05)
 
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
