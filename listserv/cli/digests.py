@@ -36,9 +36,9 @@ def digest_group() -> None:
 def digest_send(app: App, list_address: str) -> None:
     """Send LIST's pending digest now (delivered by the running `listserv serve`)."""
     address = normalise_list_address(list_address)
-    app.store.read().require_list(address)
+    mailing_list = app.store.read().require_list(address)
     digests = digests_for(app)
-    pending = digests.outlook(digests.services.store.read().require_list(address)).pending
+    pending = digests.outlook(mailing_list).pending
     job = digests.send(address)
     if pending == 0:
         click.echo(f"Nothing is waiting for the {address} digest; none was sent.")

@@ -268,9 +268,10 @@ def member_set(app: App, list_address: str, email: str, mode: str | None, role: 
 @pass_app
 def member_list(app: App, list_address: str, as_json: bool) -> None:
     """Show the members of LIST with their pinned keys, modes and bounce counts."""
+    address = normalise_list_address(list_address)
     snapshot = app.store.read()
-    snapshot.require_list(normalise_list_address(list_address))
-    members = snapshot.members(normalise_list_address(list_address))
+    snapshot.require_list(address)
+    members = snapshot.members(address)
     if as_json:
         echo_json([{field: getattr(m, field) for field in MEMBER_FIELDS} for m in members])
         return
