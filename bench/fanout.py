@@ -12,7 +12,7 @@ never in the repository. Later runs take a few minutes. Run by hand, never in CI
 
 For each list size and post size it prints ms per member for:
 
-  baseline   one python-gnupg sign+encrypt (armored) per member, as list managers that call gpg
+  baseline   one gpg sign+encrypt (armored) per member, as list managers that call gpg
              per recipient do; sampled (evenly spaced members) above --baseline-10k/--baseline-1m
   listserv   listserv.stages.fanout.encrypt_for() plus armored_copy() for every member
   floor      the raw public-key work per member in Python (`cryptography`): X25519 ECDH +
@@ -56,7 +56,7 @@ import direct  # noqa: E402
 import keypool  # noqa: E402
 
 from listserv import openpgp  # noqa: E402
-from listserv.keyring import GPG_OPTIONS, IMPORT_FILTER, Keyring  # noqa: E402
+from listserv.keyring import GPG_OPTIONS, Keyring  # noqa: E402
 from listserv.stages import fanout as fanout_stage  # noqa: E402
 
 LIST = "news@example.org"
@@ -95,9 +95,9 @@ def list_home(size: int, root: Path) -> ListHome:
         started = time.perf_counter()
         keyring = Keyring(home)
         fingerprint = keyring.generate_list_key(LIST, "News")
-        result = keyring.gpg.import_keys(pubring, extra_args=IMPORT_FILTER)
-        if len(set(result.fingerprints)) != size:
-            raise SystemExit(f"gpg imported {len(set(result.fingerprints))} of {size} keys")
+        imported = keyring.import_keys(pubring)
+        if len(imported) != size:
+            raise SystemExit(f"gpg imported {len(imported)} of {size} keys")
         marker.write_text(json.dumps({"list": fingerprint, "size": size}))
         log(f"  done in {time.perf_counter() - started:.1f} s")
     fingerprint = json.loads(marker.read_text())["list"]
@@ -166,10 +166,11 @@ def key_listing(ring: ListHome, fingerprints: list[str]) -> object:
 def baseline(ring: ListHome, fingerprints: list[str], plaintext: bytes) -> float:
     with Clock() as clock:
         for fingerprint in fingerprints:
-            result = ring.keyring.gpg.encrypt(plaintext, [fingerprint], sign=True, always_trust=True,
-                                              armor=True, extra_args=sign_args(ring.fingerprint))
-            if not result.ok:
-                raise SystemExit(f"baseline: gpg failed for {fingerprint}: {result.status}")
+            try:
+                ring.keyring.sign_and_encrypt(plaintext, [fingerprint], ring.fingerprint,
+                                              ["--armor", *ENCRYPT_OPTIONS])
+            except Exception as exc:
+                raise SystemExit(f"baseline: gpg failed for {fingerprint}: {exc}") from None
     return clock.wall
 
 
@@ -312,8 +313,7 @@ class Readers:
         self.dir = Path(tempfile.mkdtemp(prefix="lsb-read-"))
         self.list_fpr = ring.fingerprint
         self.list_cert = self.dir / "list.pgp"
-        exported = ring.keyring.gpg.export_keys([ring.fingerprint], armor=False)
-        self.list_cert.write_bytes(exported if isinstance(exported, bytes) else exported.encode("latin-1"))
+        self.list_cert.write_bytes(ring.keyring.export_public([ring.fingerprint]))
         self.gpg_home = self.dir / "gpg"
         self.gpg_home.mkdir(mode=0o700)
         secrets_ = self.dir / "secrets.pgp"

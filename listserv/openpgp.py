@@ -286,3 +286,62 @@ def dearmor(text: bytes | str, label: str | None = "PGP MESSAGE") -> bytes:
     if expected is not None and expected != crc24(data):
         raise CryptoError("The armor checksum does not match: the message was altered in transit.")
     return data
+
+
+# -- the shape of a submitted message (checked before gpg sees it) ------------
+SIGNATURE, SKESK, ONE_PASS, COMPRESSED, SED, MARKER, LITERAL, AEAD = 2, 3, 4, 8, 9, 10, 11, 20
+_ARMOR_LABELS = ("PGP MESSAGE", "PGP SIGNATURE")
+
+
+def read_armored(text: bytes, label: str) -> list[bytes]:
+    """The binary data of each armored block labelled `label` that `text` consists of; only
+    whitespace may lie around and between them. Header lines are checked for form and
+    dropped: gpg never sees them, so nothing in them can reach gpg's log."""
+    if label not in _ARMOR_LABELS:
+        raise ValueError(label)
+    begin, end = f"-----BEGIN {label}-----".encode(), f"-----END {label}-----".encode()
+    rest = text.strip(b" \t\r\n")
+    blocks = []
+    while rest:
+        stop = rest.find(end)
+        if not rest.startswith(begin) or stop < 0 or rest.count(b"-----BEGIN ", 0, stop) != 1:
+            raise CryptoError(f"The data is not a sequence of armored {label} blocks.")
+        blocks.append(dearmor(rest[:stop + len(end)], label))
+        rest = rest[stop + len(end):].lstrip(b" \t\r\n")
+    if not blocks:
+        raise CryptoError(f"The data holds no armored {label}.")
+    return blocks
+
+
+def message_kind(data: bytes) -> str:
+    """"encrypted" or "signed" for a binary OpenPGP message of a shape real clients send;
+    CryptoError for anything else (trailing packets, marker packets, a bare key, ...).
+
+        encrypted   (PKESK | SKESK)+ (SEIPD | AEAD | SED)     SED is refused later, by gpg's word
+        signed      COMPRESSED | ONE_PASS+ LITERAL SIGNATURE+ | SIGNATURE+ LITERAL | LITERAL
+    """
+    tags = [packet.tag for packet in parse(data)]
+    keys = 0
+    while keys < len(tags) and tags[keys] in (PKESK, SKESK):
+        keys += 1
+    if keys:
+        if tags[keys:] in ([SEIPD], [AEAD], [SED]):
+            return "encrypted"
+        raise CryptoError("An encrypted OpenPGP message has packets after its encrypted data.")
+    passes = 0
+    while passes < len(tags) and tags[passes] == ONE_PASS:
+        passes += 1
+    rest = tags[passes:]
+    if tags == [COMPRESSED] or tags == [LITERAL] \
+            or (passes and rest == [LITERAL] + [SIGNATURE] * passes) \
+            or (not passes and len(rest) > 1 and rest[-1] == LITERAL and set(rest[:-1]) == {SIGNATURE}):
+        return "signed"
+    raise CryptoError("The OpenPGP data is not a message of a known shape.")
+
+
+def signature_count(data: bytes) -> int:
+    """How many signatures a detached signature holds; CryptoError if it holds anything else."""
+    tags = [packet.tag for packet in parse(data)]
+    if set(tags) != {SIGNATURE}:
+        raise CryptoError("A detached signature holds packets that are not signatures.")
+    return len(tags)

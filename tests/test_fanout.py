@@ -68,7 +68,7 @@ def ring(tmp_path_factory: pytest.TempPathFactory, people: dict[str, User], outs
     keyring = Keyring(home)
     fingerprint = keyring.generate_list_key("news@example.org", "News")
     for user in [*people.values(), *outsiders.values()]:
-        assert keyring.gpg.import_keys(user.public_key).fingerprints == [user.fingerprint]
+        assert keyring.import_keys(user.public_key) == [user.fingerprint]
     cert = base / "list.asc"
     cert.write_text(keyring.export(fingerprint))
     yield ListRing(keyring, fingerprint, cert)

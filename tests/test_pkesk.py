@@ -74,7 +74,7 @@ def special(tmp_path_factory: pytest.TempPathFactory, ring: ListRing) -> dict[st
         "p256": make_special(base, "p256", [("nistp256", "never", None)], algo="nistp256"),
     }
     for item in made.values():
-        assert ring.keyring.gpg.import_keys(item.user.public_key).fingerprints == [item.user.fingerprint]
+        assert ring.keyring.import_keys(item.user.public_key) == [item.user.fingerprint]
         run([*GPG_BATCH, "--homedir", str(item.client.gpg_home), "--import", str(ring.cert)])
     yield made
     for item in made.values():
@@ -83,9 +83,7 @@ def special(tmp_path_factory: pytest.TempPathFactory, ring: ListRing) -> dict[st
 
 def gpg_choice(ring: ListRing, fingerprint: str) -> str:
     """The key id gpg itself encrypts to for this member (from a gpg-made PKESK)."""
-    result = ring.keyring.gpg.encrypt(b"x", [fingerprint], always_trust=True, armor=False)
-    assert result.ok, result.status
-    (packet, _) = openpgp.parse(bytes(result.data))
+    (packet, _) = openpgp.parse(ring.keyring.seal(fingerprint, b"x"))
     return openpgp.pkesk_key_id(packet)
 
 
@@ -213,7 +211,7 @@ def test_keys_are_listed_and_parsed_once_while_the_keyring_is_unchanged(
     assert listed[1:] == [[outsiders["expired"].fingerprint]] and len(exported) == 1
     # Any change to the keyring drops the cache (here: a key removed and imported again).
     ring.keyring.delete(outsiders["signonly"].fingerprint)
-    assert ring.keyring.gpg.import_keys(outsiders["signonly"].public_key).fingerprints
+    assert ring.keyring.import_keys(outsiders["signonly"].public_key)
     encrypt_for(ring.keyring, ring.fingerprint, fingerprints, POST)
     assert len(exported) == 2 and len(listed) == 3
 
@@ -228,7 +226,7 @@ def test_a_removed_member_key_is_noticed_on_the_next_post(
     try:
         assert encrypt_for(ring.keyring, ring.fingerprint, [alice.fingerprint], POST).unusable == (alice.fingerprint,)
     finally:
-        assert ring.keyring.gpg.import_keys(alice.public_key).fingerprints == [alice.fingerprint]
+        assert ring.keyring.import_keys(alice.public_key) == [alice.fingerprint]
     assert encrypt_for(ring.keyring, ring.fingerprint, [alice.fingerprint, signonly.fingerprint], POST).unusable \
         == (signonly.fingerprint,)
 
@@ -238,7 +236,7 @@ def test_the_listing_is_made_again_once_a_listed_key_reaches_its_expiry(
 ) -> None:
     user = special["stale-newest"].user  # its subkeys' expiry is past: no future time to wait for
     expiring = make_special(ring.keyring.home.parent, "soon", [("cv25519", "2030-01-01", None)])
-    assert ring.keyring.gpg.import_keys(expiring.user.public_key).fingerprints == [expiring.user.fingerprint]
+    assert ring.keyring.import_keys(expiring.user.public_key) == [expiring.user.fingerprint]
     listed = count_calls(monkeypatch, ring.keyring, "encryption_subkeys")
     members = [user.fingerprint, expiring.user.fingerprint]
     assert encrypt_for(ring.keyring, ring.fingerprint, members, POST).unusable == ()

@@ -10,7 +10,6 @@ import zipfile
 from pathlib import Path
 
 import click
-import gnupg
 
 from listserv.cli import main
 from listserv.errors import ListservError
@@ -71,17 +70,22 @@ def all_subclasses(cls: type) -> list[type]:
     return [sub for direct in cls.__subclasses__() for sub in (direct, *all_subclasses(direct))]
 
 
-def test_gnupg_module_is_the_python_gnupg_distribution():
-    """The PyPI package 'gnupg' is a stale fork installing the same module name."""
-    assert importlib.metadata.packages_distributions()["gnupg"] == ["python-gnupg"]
-    version = tuple(int(part) for part in importlib.metadata.version("python-gnupg").split(".")[:3])
-    assert version >= (0, 5, 5)
-    assert hasattr(gnupg.GPG, "scan_keys_mem")  # python-gnupg's API, not the fork's
+def test_gpg_is_run_by_the_keyring_alone_and_python_gnupg_is_gone():
+    """python-gnupg reads gpg's status from the stream where gpg echoes message text (issue 9):
+    listserv runs gpg itself, in listserv/keyring/ only, with the status on a pipe of its own."""
     requires = importlib.metadata.requires("listserv") or []
-    assert any(re.match(r"python-gnupg\s*>=\s*0\.5\.5", r) for r in requires), requires
+    assert not any(r.startswith(("python-gnupg", "gnupg")) for r in requires), requires
+    for path in sorted((ROOT / "listserv").rglob("*.py")):
+        source = path.read_text()
+        assert not re.search(r"^\s*(import|from) gnupg\b", source, re.M), path
+        if path.parent.name != "keyring":
+            assert not re.search(r"^\s*(import|from) subprocess\b", source, re.M), \
+                f"{path.relative_to(ROOT)} starts processes; gpg runs only through listserv.keyring"
+    run_module = (ROOT / "listserv" / "keyring" / "run.py").read_text()
+    assert "--status-fd" in run_module and "stderr=subprocess.PIPE" in run_module
 
 
-WRAPPERS = {"gnupg": "keyring.py", "tinydb": "store.py", "aiosmtpd": "smtpd.py", "jinja2": "templates.py"}
+WRAPPERS = {"tinydb": "store.py", "aiosmtpd": "smtpd.py", "jinja2": "templates.py"}
 
 
 def test_each_third_party_library_is_wrapped_by_one_module():
@@ -92,10 +96,6 @@ def test_each_third_party_library_is_wrapped_by_one_module():
             if path.name != wrapper or path.parent.name != "listserv":
                 assert not re.search(rf"^\s*(import|from) {library}\b", source, re.M), \
                     f"{path.relative_to(ROOT)} imports {library}; only listserv/{wrapper} may"
-        if path.name != "keyring.py":
-            # python-gnupg's GPG object is Keyring.gpg: reaching for it is using python-gnupg.
-            assert not re.search(r"\.gpg\b(?!\.j2)", source), \
-                f"{path.relative_to(ROOT)} calls python-gnupg through .gpg; add a Keyring method"
 
 
 def test_the_wheel_ships_the_templates(tmp_path):

@@ -42,8 +42,6 @@ def serve(app: App, listen: str | None, relay: str | None, outbox: Path | None) 
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # aiosmtpd's own log names every client's IP address and port: never let it through.
     logging.getLogger("mail.log").disabled = True
-    # python-gnupg logs gpg's stderr at DEBUG, session keys (SESSION_KEY) included: never.
-    logging.getLogger("gnupg").setLevel(logging.WARNING)
 
     def ready(host: str, port: int) -> None:
         click.echo(f"listserv listening on {host}:{port}", err=True)

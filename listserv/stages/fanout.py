@@ -193,8 +193,7 @@ def _member_keys(keyring: Keyring, wanted: list[str]) -> dict[str, pkesk.Recipie
 
 
 def _sign_and_encrypt(keyring: Keyring, signer: str, recipients: list[str], plaintext: bytes) -> bytes:
-    data, status = keyring.sign_and_encrypt(plaintext, recipients, signer, _ENCRYPT_OPTIONS)
-    signatures = [line.split()[-1] for line in status if line.startswith("[GNUPG:] SIG_CREATED ")]
+    data, signatures = keyring.sign_and_encrypt(plaintext, recipients, signer, _ENCRYPT_OPTIONS)
     if signatures != [signer]:  # one signature, by the list key (a gpg.conf could add more)
         raise CryptoError(f"GnuPG made {len(signatures)} signature(s), not one by the list key.")
     return data

@@ -1,0 +1,462 @@
+"""The deployment's keyring: list keys and members' pinned public keys, and every gpg run.
+
+gpg always runs with the home's keys/ passed explicitly, never through os.environ, with
+automatic key retrieval and import off and dirmngr disabled, so gpg never reaches the network.
+Keys are always named by full fingerprint, never looked up by an email address.
+
+gpg is run directly (keyring.run), not through python-gnupg: python-gnupg reads gpg's status
+from stderr, where gpg also writes a log that echoes text from the input, and splits what it
+reads with str.splitlines() -- a message could write its own status lines, and a user id its
+own key listing. Here the status arrives on a pipe of its own and is read by a grammar
+(keyring.status), listings are cut at b"\\n" only (keyring.listing), and the decision
+"decrypted with integrity, one good signature by primary fingerprint F" is made in one place
+(`decrypt` and `verify_detached`, through status.judge); the stages get that verdict.
+
+A key offered for a member is first imported into a scratch keyring (keeping self-signatures
+only, against certificate flooding) and inspected there; only keys that pass are copied into
+the real keyring, so a refused key leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..errors import CryptoError, EnvironmentProblem, KeyProblem, TooLarge, Unauthorized
+from . import listing, status
+from .listing import Listed
+from .run import GpgTimeout, OutputTooLarge, Run, run
+from .status import Signature, StatusError
+
+__all__ = ["GPG_OPTIONS", "IMPORT_FILTER", "MIN_GNUPG", "Decrypted", "KeyInfo", "Keyring",
+           "Signature", "StagedKeys", "check_fingerprint", "gnupg_version", "require_gnupg"]
+
+# 2.2.8 fixed the SigSpoof status-line injection (CVE-2018-12020); 2.2.17 added the import
+# option self-sigs-only and 2.2.20 the option --auto-key-import that GPG_OPTIONS switches off.
+# Older gpg stops at the unknown option, so 2.2.20 is what this module really needs.
+MIN_GNUPG = (2, 2, 20)
+MAX_KEY_BYTES = 512 * 1024  # one member key; photo ids beyond this are refused
+MAX_KEYRING_BYTES = 256 * 1024 * 1024  # `member import` of a whole keyring file
+_SLACK = 65536  # how far gpg's --max-output may stop short of (or past) its limit
+VERIFY_TIMEOUT = 60.0  # seconds for one decryption or verification of a submission
+
+GPG_OPTIONS = [
+    "--no-auto-key-retrieve",
+    "--no-auto-key-import",
+    "--disable-dirmngr",
+    "--no-greeting",
+    "--trust-model", "always",  # membership is decided by pinned fingerprints, not the web of trust
+    "--no-emit-version",
+    "--no-comments",
+    "--pinentry-mode", "error",  # no secret key here has a passphrase; never wait for one
+]
+IMPORT_FILTER = ["--import-options", "import-clean,self-sigs-only"]
+_LIST = ["--with-colons", "--fixed-list-mode", "--with-fingerprint", "--with-subkey-fingerprint"]
+
+_FINGERPRINT = re.compile(r"^[0-9A-F]{40}$|^[0-9A-F]{64}$")
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    fingerprint: str
+    uids: tuple[str, ...]
+    can_encrypt: bool  # has an encryption subkey usable now
+    can_sign: bool
+    revoked: bool
+    expired: bool
+    expires: str | None  # ISO 8601 UTC, None for no expiry
+    secret: bool = False
+
+    @property
+    def primary_uid(self) -> str:
+        return self.uids[0] if self.uids else ""
+
+    def problem(self) -> str | None:
+        """Why this key cannot be pinned to a member, or None."""
+        if self.secret:
+            return "it contains a secret key; send only the public key"
+        if self.revoked:
+            return "the key is revoked"
+        if self.expired:
+            return "the key has expired"
+        if not self.can_encrypt:
+            return "the key has no usable encryption subkey"
+        return None
+
+
+@dataclass(frozen=True)
+class Decrypted:
+    """What `Keyring.decrypt` proved about a message."""
+
+    content: bytes  # the literal data, exactly as gpg wrote it
+    encrypted: bool  # it was encrypted and decrypted with integrity protection
+    signature: Signature | None  # its one good signature, or None when it had none
+
+
+def _iso(timestamp: int | None) -> str | None:
+    if not timestamp:
+        return None
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_UNUSABLE = ("e", "r", "i", "d", "n")  # expired, revoked, invalid, disabled, not valid
+
+
+def _usable_until(key: Listed) -> int | None:
+    """When the key stops being usable for encryption: None for never.
+
+    That is the earlier of the primary key's expiry and the latest expiry among its usable
+    encryption subkeys -- a primary key that never expires is of no use once its only
+    encryption subkey has expired.
+    """
+    subkeys = [sub.expires for sub in key.subkeys
+               if "e" in sub.capabilities and sub.validity not in _UNUSABLE[:4]]
+    latest = None if not subkeys or None in subkeys else max(s for s in subkeys if s)
+    ends = [t for t in (key.expires, latest) if t is not None]
+    return min(ends) if ends else None
+
+
+def _key_info(key: Listed) -> KeyInfo:
+    return KeyInfo(
+        fingerprint=key.fingerprint,
+        uids=key.uids,
+        can_encrypt="E" in key.capabilities,
+        can_sign="S" in key.capabilities,
+        revoked=key.validity == "r",
+        expired=key.validity == "e",
+        expires=_iso(_usable_until(key)),
+        secret=key.secret,
+    )
+
+
+def check_fingerprint(text: str) -> str:
+    fingerprint = text.replace(" ", "").upper()
+    if not _FINGERPRINT.match(fingerprint):
+        raise KeyProblem(f"'{text}' is not a full key fingerprint.")
+    return fingerprint
+
+
+def gnupg_version(binary: str = "gpg") -> tuple[int, ...]:
+    if shutil.which(binary) is None:
+        raise EnvironmentProblem("GnuPG is not installed; install it (Debian: apt-get install gnupg).")
+    broken = EnvironmentProblem(f"'{binary}' does not run as GnuPG; install GnuPG 2.2.20 or newer.")
+    with tempfile.TemporaryDirectory(prefix="listserv-gpgcheck-") as scratch:
+        try:
+            result = run(scratch, ["--with-colons", "--list-config", "version"], timeout=30)
+        except (CryptoError, EnvironmentProblem):
+            raise broken from None
+    for line in result.output.split(b"\n"):
+        if line.startswith(b"cfg:version:"):
+            numbers = re.match(rb"(\d+)\.(\d+)\.(\d+)", line[len(b"cfg:version:"):])
+            if numbers:
+                return tuple(int(n) for n in numbers.groups())
+    raise broken
+
+
+def require_gnupg(binary: str = "gpg") -> None:
+    version = gnupg_version(binary)
+    if version < MIN_GNUPG:
+        found = ".".join(map(str, version)) or "unknown"
+        raise EnvironmentProblem(
+            f"GnuPG {found} is too old; listserv needs GnuPG "
+            f"{'.'.join(map(str, MIN_GNUPG))} or newer."
+        )
+
+
+class Keyring:
+    def __init__(self, home: Path, *extra: str):
+        self.home = home
+        self.options = [*GPG_OPTIONS, *extra]
+
+    def _run(self, what: str, args: list[str], stdin: bytes = b"", **kwargs) -> tuple[Run, tuple[status.Line, ...]]:
+        """One gpg run and its parsed status; CryptoError naming `what` if it cannot be read."""
+        try:
+            result = run(self.home, [*self.options, *args], stdin, **kwargs)
+            return result, status.parse(result.status)
+        except (GpgTimeout, OutputTooLarge, StatusError):
+            raise
+        except CryptoError as exc:
+            raise CryptoError(f"GnuPG could not {what} ({exc}).") from None
+
+    # -- list keys -----------------------------------------------------------
+    def generate_list_key(self, address: str, name: str) -> str:
+        """Ed25519 primary (sign, certify) + Curve25519 encryption subkey, no passphrase, no expiry."""
+        if any(ch in f"{address}{name}" for ch in "\r\n\0"):
+            raise KeyProblem("A list's name and address cannot hold line breaks.")
+        parameters = "\n".join([
+            "Key-Type: EDDSA", "Key-Curve: ed25519", "Key-Usage: sign",
+            "Subkey-Type: ECDH", "Subkey-Curve: cv25519", "Subkey-Usage: encrypt",
+            f"Name-Real: {name}", f"Name-Email: {address}", "Expire-Date: 0",
+            "%no-protection", "%commit", "",
+        ])
+        result, lines = self._run("generate the list's key", ["--gen-key"], parameters.encode("utf-8"))
+        created = [line[1] for line in lines if line.keyword == "KEY_CREATED"]
+        if result.returncode != 0 or len(created) != 1:
+            raise CryptoError("GnuPG could not generate the list's key.")
+        return created[0]
+
+    # -- inspecting and importing member keys --------------------------------
+    def stage(self, data: bytes, limit: int = MAX_KEY_BYTES) -> "StagedKeys":
+        """Import `data` into a scratch keyring (self-signatures only) and describe each key."""
+        if len(data) > limit:
+            raise KeyProblem(f"The key data is larger than {limit // 1024} KiB.")
+        if not data.strip():
+            raise KeyProblem("The key data is empty.")
+        return StagedKeys(self, data)
+
+    def listed(self, fingerprints: list[str] | None = None, secret: bool = False) -> list[Listed]:
+        """gpg's listing of the keys `fingerprints` (all keys when None) in this keyring."""
+        args = [*_LIST, "--list-secret-keys" if secret else "--list-keys", "--", *(fingerprints or [])]
+        result, lines = self._run("list keys", args)
+        if result.returncode != 0:
+            # gpg exits 2 when not one of the keys asked for is in the keyring ("No public key").
+            errors = [line.args for line in lines if line.keyword == "ERROR"]
+            if not fingerprints or not errors or any(e[:2] != ("keylist.getkey", "9") for e in errors):
+                raise CryptoError(f"GnuPG could not list the keys (exit {result.returncode}).")
+        return listing.parse(result.output)
+
+    def infos(self) -> dict[str, KeyInfo]:
+        """Every public key in the keyring, by primary fingerprint (one gpg call)."""
+        return {key.fingerprint: _key_info(key) for key in self.listed()}
+
+    def export(self, fingerprint: str) -> str:
+        armored = self._export([fingerprint], armor=True)
+        if b"BEGIN PGP PUBLIC KEY BLOCK" not in armored:
+            raise KeyProblem(f"The key {fingerprint} is not in the keyring.")
+        return armored.decode("ascii")
+
+    def export_public(self, fingerprints: list[str]) -> bytes:
+        """The public certificates of `fingerprints`, binary, in one gpg call."""
+        return self._export(fingerprints, armor=False)
+
+    def _export(self, fingerprints: list[str], armor: bool) -> bytes:
+        args = [*(["--armor"] if armor else []), "--export-options", "export-minimal", "--export",
+                "--", *fingerprints]
+        result, _ = self._run("export keys", args)
+        return result.output
+
+    def import_keys(self, data: bytes) -> list[str]:
+        """Import `data` (self-signatures only); the fingerprints gpg reports it took in."""
+        result, lines = self._run("import keys", [*IMPORT_FILTER, "--import"], data)
+        return list(dict.fromkeys(line[1] for line in lines
+                                  if line.keyword == "IMPORT_OK" and len(line.args) > 1))
+
+    def delete(self, fingerprint: str) -> None:
+        result, _ = self._run("remove a key", ["--yes", "--delete-keys", "--", check_fingerprint(fingerprint)])
+        if result.returncode != 0:
+            raise CryptoError(f"The key {fingerprint} could not be removed from the keyring.")
+
+    def delete_secret(self, fingerprint: str) -> None:
+        """Destroy a list key: secret and public part."""
+        result, _ = self._run("remove a secret key", ["--yes", "--delete-secret-and-public-key", "--",
+                                                      check_fingerprint(fingerprint)])
+        if result.returncode != 0:
+            raise CryptoError(f"The secret key {fingerprint} could not be removed.")
+
+    def has_secret(self, fingerprint: str) -> bool:
+        return any(key.fingerprint == fingerprint for key in self.listed(secret=True))
+
+    # -- sealing data at rest to a list's own key ---------------------------
+    def seal(self, fingerprint: str, data: bytes) -> bytes:
+        """Encrypt `data` to one key (a list's own), binary, for storage at rest."""
+        args = ["--cipher-algo", "AES256", "--compress-algo", "none", "--no-encrypt-to",
+                "--encrypt", "--recipient", check_fingerprint(fingerprint)]
+        result, lines = self._run("encrypt", args, data)
+        if result.returncode != 0 or not result.output or not any(l.keyword == "END_ENCRYPTION" for l in lines):
+            raise CryptoError(f"GnuPG could not encrypt to {fingerprint} (exit {result.returncode}).")
+        return result.output
+
+    def unseal(self, data: bytes) -> bytes:
+        """Decrypt what `seal` wrote (requires the list's secret key in this keyring)."""
+        decrypted = self._decrypt_own(data, [], "decrypt sealed data")
+        return decrypted.output
+
+    def _decrypt_own(self, data: bytes, args: list[str], what: str) -> Run:
+        """Decrypt a message listserv itself encrypted; CryptoError unless all went well."""
+        try:
+            result, lines = self._run(what, [*args, "--decrypt"], data)
+            judged = status.judge(lines, result.returncode)
+        except (CryptoError, Unauthorized, TooLarge) as exc:
+            raise CryptoError(f"GnuPG could not {what} ({getattr(exc, 'reason', exc)}).") from None
+        if not judged.encrypted:
+            raise CryptoError(f"GnuPG could not {what} (not encrypted).")
+        return result
+
+    # -- gpg runs for the stages (open, fan-out) -------------------------------
+    def decrypt(self, data: bytes, *, max_output: int, allow_expired: bool = False,
+                timeout: float = VERIFY_TIMEOUT) -> Decrypted:
+        """Decrypt and/or verify the OpenPGP message `data` (binary or armored).
+
+        Returns what gpg proved, or raises Unauthorized (or TooLarge) naming the first
+        problem: see status.judge. At most `max_output` bytes of plaintext are written."""
+        args = ["--max-output", str(max_output), "--decrypt"]
+        try:
+            result, lines = self._run("decrypt", args, data, max_output=max_output + _SLACK, timeout=timeout)
+            # gpg --max-output stops writing near the limit and fails, often without a word
+            # in the status about why.
+            if result.returncode != 0 and len(result.output) > max_output - _SLACK:
+                raise TooLarge("plaintext-too-large")
+            judged = status.judge(lines, result.returncode, allow_expired=allow_expired, max_output=max_output)
+        except OutputTooLarge:
+            raise TooLarge("plaintext-too-large") from None
+        except StatusError:
+            raise Unauthorized("gpg-status") from None
+        if judged.literal_length is not None and judged.literal_length != len(result.output):
+            raise Unauthorized("not-decryptable")  # gpg wrote something other than the literal
+        return Decrypted(result.output, judged.encrypted, judged.signature)
+
+    def verify_detached(self, signature: bytes, data: bytes, *, allow_expired: bool = False,
+                        timeout: float = VERIFY_TIMEOUT) -> Signature:
+        """The one good signature `signature` makes over `data`, or Unauthorized."""
+        try:
+            result, lines = self._run("verify", ["--verify", "--", "-&SIDE", "-"], data, side=signature,
+                                      max_output=0, timeout=timeout)
+            judged = status.judge(lines, result.returncode, detached=True, allow_expired=allow_expired)
+        except StatusError:
+            raise Unauthorized("gpg-status") from None
+        except OutputTooLarge:
+            raise Unauthorized("bad-signature") from None
+        if judged.encrypted or judged.signature is None:
+            raise Unauthorized("bad-signature" if judged.encrypted else "no-signature")
+        return judged.signature
+
+    def sign_and_encrypt(self, data: bytes, recipients: list[str], signer: str,
+                         options: list[str]) -> tuple[bytes, list[str]]:
+        """Sign `data` with exactly the key `signer` and encrypt it to `recipients` in one gpg
+        call, binary: (output, the fingerprints of the keys that signed). CryptoError unless gpg
+        reports success."""
+        # --local-user FPR! names exactly that primary key: gpg would otherwise silently sign
+        # with another secret key when that one has none.
+        args = [*options, "--local-user", f"{signer}!", "--sign", "--encrypt",
+                *[arg for fingerprint in recipients for arg in ("--recipient", fingerprint)]]
+        result, lines = self._run("sign and encrypt", args, data)
+        if result.returncode != 0 or not any(line.keyword == "END_ENCRYPTION" for line in lines):
+            raise CryptoError(f"GnuPG failed to sign and encrypt (exit {result.returncode}).")
+        return result.output, [line[5] for line in lines if line.keyword == "SIG_CREATED"]
+
+    def encryption_keys(self, fingerprints: list[str]) -> dict[str, dict[str, str]]:
+        """The keys among `fingerprints` that can encrypt now, each with the ids of its
+        encryption keys (key id -> primary fingerprint).
+
+        Field 12 of the `pub` line holds an upper-case E only when the key can encrypt now
+        (not expired, not revoked, not disabled, with a valid encryption subkey).
+        """
+        wanted = set(fingerprints)
+        usable: dict[str, dict[str, str]] = {}
+        for key in self.listed(fingerprints):
+            if key.fingerprint not in wanted or "E" not in key.capabilities or "D" in key.capabilities:
+                continue
+            ids = {sub.keyid: key.fingerprint for sub in key.subkeys if "e" in sub.capabilities}
+            if "e" in key.capabilities:  # the primary key itself may encrypt (RSA keys from some tools)
+                ids[key.keyid] = key.fingerprint
+            usable[key.fingerprint] = ids
+        return usable
+
+    def encryption_subkeys(self, fingerprints: list[str]) -> tuple[dict[str, str], int | None]:
+        """The keys among `fingerprints` that can encrypt now, each with the fingerprint of the
+        (sub)key gpg itself would encrypt to: of the valid encryption subkeys (not expired, not
+        revoked) the most recently created one -- the first of them on a tie, as gpg walks the
+        key block -- else the primary key if it may encrypt. Read from gpg's listing.
+
+        Also returns when this answer may next change by itself (the earliest expiry or
+        creation time in the future of any listed key or subkey, Unix seconds), or None."""
+        wanted = set(fingerprints)
+        chosen: dict[str, str] = {}
+        now, changes = time.time(), []
+        for key in self.listed(fingerprints):
+            if key.fingerprint not in wanted:
+                continue
+            for item in (key, *key.subkeys):
+                changes += [item.created, item.expires or 0]
+            if "E" not in key.capabilities or "D" in key.capabilities:
+                continue
+            best, newest = None, -1
+            for sub in key.subkeys:
+                if "e" not in sub.capabilities or sub.validity in _UNUSABLE[:4] or not sub.fingerprint:
+                    continue
+                if sub.created > newest:
+                    best, newest = sub.fingerprint, sub.created
+            if best is None and "e" in key.capabilities:  # the primary key itself may encrypt
+                best = key.fingerprint
+            if best is not None:
+                chosen[key.fingerprint] = best.upper()
+        return chosen, min((t for t in changes if t > now), default=None)
+
+    def stamp(self) -> tuple[tuple[str, int, int], ...]:
+        """What changes whenever a key is imported, removed or disabled: the public keyring
+        files' and the trust database's modification times and sizes (for caches)."""
+        found = []
+        for name in ("pubring.kbx", "pubring.gpg", "trustdb.gpg"):  # trustdb: disabled keys
+            try:
+                info = (self.home / name).stat()
+            except FileNotFoundError:
+                continue
+            found.append((name, info.st_mtime_ns, info.st_size))
+        return tuple(found)
+
+    def session_key(self, data: bytes, plaintext: bytes) -> tuple[int, bytes]:
+        """The session key of `data`, a message this keyring's secret key can decrypt
+        (the list's own copy of a post): (symmetric algorithm id, key). gpg decrypts it in
+        memory and must give back exactly `plaintext`; nothing is written to disk."""
+        try:
+            result, lines = self._run("decrypt the list's own copy", ["--show-session-key", "--decrypt"], data)
+            judged = status.judge(lines, result.returncode)
+        except (CryptoError, Unauthorized, TooLarge):
+            raise CryptoError("GnuPG could not decrypt the list's own copy.") from None
+        if not judged.encrypted or result.output != plaintext:
+            raise CryptoError("GnuPG could not decrypt the list's own copy.")
+        keys = [line[0] for line in lines if line.keyword == "SESSION_KEY"]
+        if len(keys) != 1 or ":" not in keys[0]:
+            raise CryptoError("GnuPG did not report one session key.")
+        algorithm, _, hexkey = keys[0].partition(":")
+        try:
+            return int(algorithm), bytes.fromhex(hexkey)
+        except ValueError:
+            raise CryptoError("GnuPG reported a session key that cannot be read.") from None
+
+
+class StagedKeys:
+    """Keys imported into a scratch keyring, waiting to be adopted or thrown away."""
+
+    def __init__(self, keyring: Keyring, data: bytes):
+        self.keyring = keyring
+        self._scratch = Path(tempfile.mkdtemp(prefix="listserv-stage-"))
+        self._scratch.chmod(0o700)
+        try:
+            # Public keys only: no gpg-agent is needed, and none is left behind for a folder
+            # that is deleted a moment later.
+            self.scratch = Keyring(self._scratch, "--no-autostart")
+            shown, _ = self.scratch._run("read the key data", [*_LIST, "--import-options", "show-only", "--import"], data)
+            if any(key.secret for key in listing.parse(shown.output)):
+                raise KeyProblem("The data contains a secret key; send only the public key.")
+            self.scratch.import_keys(data)
+            self.keys = [_key_info(key) for key in self.scratch.listed()]
+            if not self.keys:
+                raise KeyProblem("The data holds no OpenPGP public key that GnuPG can read.")
+        except BaseException:
+            self.close()
+            raise
+
+    def adopt(self, fingerprints: list[str]) -> None:
+        """Copy the named keys (self-signatures only) into the real keyring."""
+        if not fingerprints:
+            return
+        exported = self.scratch.export_public(fingerprints)
+        imported = set(self.keyring.import_keys(exported))
+        missing = [f for f in fingerprints if f not in imported]
+        if missing:
+            raise CryptoError(f"GnuPG did not import {len(missing)} key(s) into the keyring.")
+
+    def close(self) -> None:
+        shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def __enter__(self) -> "StagedKeys":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
