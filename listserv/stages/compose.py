@@ -56,7 +56,7 @@ def new_message_id(mailing_list: MailingList) -> str:
 
 
 def list_id(mailing_list: MailingList) -> str:
-    return f"{mailing_list.name} <{mailing_list.local}.{mailing_list.domain}>"
+    return f"{mailing_list.name} <{mailing_list.list_id}>"
 
 
 def list_headers(mailing_list: MailingList) -> list[tuple[str, str]]:
