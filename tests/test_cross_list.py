@@ -2,8 +2,8 @@
 
 One home holds news@ and tips@ (and leaks@); Alice is a member of all three, Mallory of none.
 Mallory gets hold of a post Alice signed for news@ and encrypts that same signed content to
-another list's key. The signature is Alice's and good, so only what the signed content names
-can tell the lists apart.
+another list's key. The signature is Alice's and good, so only what the signed content names,
+and the home-wide replay record, can tell the lists apart.
 """
 
 from __future__ import annotations
@@ -14,7 +14,11 @@ import re
 import pytest
 
 from listserv import openpgp, pkesk
+from listserv.config import Home
 from listserv.errors import Unauthorized
+from listserv.pipeline import accept
+from listserv.service import services_for
+from listserv.stages.route import route
 
 from . import mail_factory as mf
 from .conftest import Cli, write_key
@@ -113,6 +117,27 @@ def test_a_one_pass_signed_and_encrypted_post_re_addressed_to_another_list_is_re
     assert refused(server, cli, TIPS, raw) == "wrong-list"
 
 
+def test_a_one_pass_post_that_names_no_list_is_a_replay_on_another(site, server, people):
+    """Mutt's shape without protected headers: nothing signed names a list, so the record
+    that news@ took this signature is what refuses it on tips@."""
+    cli, keys = site
+    alice, mallory = people["alice"], people["mallory"]
+    original = mf.post(alice, keys[NEWS], "Mutt words.", "Mutt", style="mutt", to=NEWS)
+    assert submit(server.port, NEWS, original)[0] == 250
+    moved = readdressed(cli, encrypted_part(original), keys[TIPS])
+    raw = mf.message(mf.headers(mallory, to=TIPS), mf.encrypted_entity(moved, mutt=True))
+    assert refused(server, cli, TIPS, raw) == "replay"
+
+
+def test_signed_content_that_names_no_list_is_taken_on_one_list_only(site, server, people):
+    cli, keys = site
+    alice, mallory = people["alice"], people["mallory"]
+    entity = signed(alice, to=None, body="Apple Mail words.")
+    assert submit(server.port, NEWS, encrypted_to(alice, NEWS, keys[NEWS], entity))[0] == 250
+    for address in (TIPS, LEAKS):
+        assert refused(server, cli, address, encrypted_to(mallory, address, keys[address], entity)) == "replay"
+
+
 def test_a_cross_post_is_taken_once_on_each_list_it_names_and_nowhere_else(site, server, people):
     """To: news@, Cc: tips@: the member's MTA sends one copy per list (listserv takes one
     list per message). Each list takes its copy once; leaks@, not named, takes none."""
@@ -136,3 +161,23 @@ def test_a_protected_list_id_of_another_list_is_refused(site, server, people):
     entity = mf.signed_entity(alice, b"List-Id: News <news.example.org>\r\n" + text)
     assert refused(server, cli, TIPS, encrypted_to(alice, TIPS, keys[TIPS], entity)) == "wrong-list"
     assert submit(server.port, NEWS, encrypted_to(alice, NEWS, keys[NEWS], entity))[0] == 250
+
+
+def test_a_deleted_lists_record_still_guards_the_other_lists(tmp_path, people):
+    """Deleting a list forgets its rejections, not which signatures it took: those would
+    otherwise become fresh on every other list of the home."""
+    cli = Cli(tmp_path / "home")
+    cli.ok("init")
+    keys = {}
+    for address in (NEWS, TIPS):
+        cli.ok("list", "create", address, "--name", "L")
+        cli.ok("member", "add", address, people["alice"].email, "--key", write_key(tmp_path, people["alice"]))
+        keys[address] = cli.ok("list", "key", address).stdout.encode()
+    entity = signed(people["alice"], to=None, body="Said on a list that is gone.")
+    services = services_for(Home(cli.home))
+    accept(encrypted_to(people["alice"], NEWS, keys[NEWS], entity), route(NEWS, [NEWS, TIPS]), services)
+    cli.ok("list", "delete", NEWS, "--yes")
+    with pytest.raises(Unauthorized) as refusal:
+        accept(encrypted_to(people["mallory"], TIPS, keys[TIPS], entity), route(TIPS, [TIPS]),
+               services_for(Home(cli.home)))
+    assert refusal.value.reason == "replay"

@@ -9,16 +9,16 @@ encryption are not signed, so an outsider holding a member's signed post to list
 encrypt it to list B's key and post it there. What the member meant is in the signed entity's
 own headers (protected headers, as Thunderbird writes them): when they name addresses, this
 list must be one of them. Content that names none (Mutt without protected headers, inline
-PGP, Apple Mail) cannot be checked here.
+PGP, Apple Mail) cannot be checked; the home-wide replay record stops it instead.
 
-Replay is checked by the pipeline against the store, since it needs a write; everything
-here is a pure decision.
+Replay is checked by the pipeline against the store, since it needs a write; the rule it
+applies (`replayed`) is decided here, and everything here is pure.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from .. import mime
@@ -44,7 +44,7 @@ class SignedAddressing:
 @dataclass(frozen=True)
 class Authorized:
     member: Member  # who signed
-    addressed: frozenset[str]  # SignedAddressing.addresses
+    addressed: frozenset[str]  # SignedAddressing.addresses: the lists a cross-post may reach
 
 
 def option(mailing_list: MailingList, name: str):
@@ -109,6 +109,25 @@ def require_signed_for_this_list(addressing: SignedAddressing, mailing_list: Mai
         raise Unauthorized("wrong-list")
 
 
+def replayed(earlier: frozenset[str], mailing_list: MailingList, addressed: frozenset[str]) -> bool:
+    """Whether taking a signature on `mailing_list` is a replay, given the lists that took it
+    before. A signature counts once in the whole home, not once per list: otherwise a post
+    that names no list could be re-encrypted to every other list. The one exception is a
+    cross-post: listserv takes one list per message, so a member's MTA sends one copy per
+    list, and content whose signed To/Cc names this list and every list that took it already
+    may be taken once on each."""
+    if mailing_list.address in earlier:
+        return True
+    return bool(earlier) and not (earlier | {mailing_list.address}) <= addressed
+
+
 def replay_window(mailing_list: MailingList) -> int:
     """How long a signature digest is remembered: longer than any signature stays acceptable."""
     return 2 * duration_seconds(option(mailing_list, "max_signature_age")) + FUTURE_SKEW
+
+
+def home_replay_window(lists: Iterable[MailingList]) -> int:
+    """How long a record is kept: it guards every list of the home, so for the longest window
+    among them. Kept only for the accepting list's window, a post taken on a list with a
+    1-day max_signature_age could be replayed on a 7-day list after its record expired."""
+    return max((replay_window(ml) for ml in lists), default=0)
