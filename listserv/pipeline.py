@@ -121,7 +121,7 @@ def distribute(job: Job, services: Services, templates: Templates,
     if sender is None:
         raise Unauthorized("sender-removed")
     composed = compose(
-        opened.content, subject_fallback=opened.outer_subject, in_reply_to=opened.in_reply_to,
+        opened.content, in_reply_to=opened.in_reply_to,
         references=opened.references, sender=sender, mailing_list=mailing_list, kind=job.kind,
         footer=render_footer(templates, mailing_list), now=datetime.now(timezone.utc),
         message_id=new_message_id(mailing_list),

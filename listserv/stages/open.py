@@ -119,10 +119,8 @@ def _open(raw: bytes, keyring: Keyring) -> Opened:
         content, signature, encrypted = _open_inline(outer, keyring)
     else:
         raise Unauthorized("unsigned-part" if _holds_pgp(outer) else "no-signature")
+    # Threading decides where members see a post: only the signed headers may set it.
     inner = mime.parse(content)
-
-    def innermost(name: str) -> str | None:
-        return mime.header(inner, name) or mime.header(outer, name)
 
     return Opened(
         content=content,
@@ -131,8 +129,8 @@ def _open(raw: bytes, keyring: Keyring) -> Opened:
         signature_id=signature.signature_id,
         encrypted=encrypted,
         outer_subject=mime.header(outer, "Subject"),
-        in_reply_to=innermost("In-Reply-To"),
-        references=innermost("References"),
+        in_reply_to=mime.header(inner, "In-Reply-To"),
+        references=mime.header(inner, "References"),
     )
 
 
