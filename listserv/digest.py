@@ -246,7 +246,7 @@ class Digests:
             return None
         content = render_digest(self.templates, mailing_list, volume, issue, items, now)
         composed = compose(
-            content, subject_fallback=None, in_reply_to=None, references=None, sender=None,
+            content, in_reply_to=None, references=None, sender=None,
             mailing_list=mailing_list, kind="digest", footer=render_footer(self.templates, mailing_list),
             now=now, message_id=new_message_id(mailing_list),
         )

@@ -75,6 +75,11 @@ class MailingList:
     def urgent_address(self) -> str:
         return f"{self.local}+urgent@{self.domain}"
 
+    @property
+    def list_id(self) -> str:
+        """The RFC 2919 list identifier, `local.domain`: what a List-Id header names in <>."""
+        return f"{self.local}.{self.domain}"
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -65,7 +65,7 @@ def send_notice(services: Services, templates: Templates, mailing_list: MailingL
         maintype, subtype = mime_type.split("/", 1)
         content.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
     composed = compose(
-        content.as_bytes(), subject_fallback=None, in_reply_to=None, references=None, sender=None,
+        content.as_bytes(), in_reply_to=None, references=None, sender=None,
         mailing_list=mailing_list, kind="notice", footer=render_footer(templates, mailing_list),
         now=datetime.now(timezone.utc), message_id=new_message_id(mailing_list),
     )

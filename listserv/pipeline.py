@@ -20,7 +20,7 @@ from .model import MailingList
 from .outbound import fan_out, notify_admins, render_footer
 from .services import Services
 from .spool import Job, Outgoing, OutJob
-from .stages.authorize import authorize, option, replay_window
+from .stages.authorize import authorize, home_replay_window, option, replayed
 from .stages.compose import compose, new_message_id
 from .stages.open import open_message
 from .stages.route import Route
@@ -58,15 +58,19 @@ def accept(raw: bytes, route: Route, services: Services) -> Accepted:
         opened = open_message(raw, services.keyring)
         signer = opened.signer
         members = {m.fingerprint: m for m in snapshot.members(mailing_list.address)}
-        authorize(opened, route, mailing_list, members, time.time())
+        authorized = authorize(opened, route, mailing_list, members, time.time())
+        keep = home_replay_window(snapshot.lists())
         sealed = services.keyring.seal(mailing_list.fingerprint, raw)
         job = services.spool.accept(mailing_list.address, route.kind, sealed)
         # Claimed after the job is on disk: a crash in between may deliver a post twice,
         # never lose one that a client will retry (claiming first would refuse the retry).
         try:
             with services.events.transaction() as tx:
-                fresh = tx.claim_signature(mailing_list.address, opened.signature_id, time.time(),
-                                           replay_window(mailing_list))
+                now = time.time()
+                earlier = tx.lists_that_took(opened.signature_id, now, keep)
+                fresh = not replayed(earlier, mailing_list, authorized.addressed)
+                if fresh:
+                    tx.record_signature(opened.signature_id, mailing_list.address, now + keep)
         except BaseException:
             services.spool.remove(job)  # the client hears 451 and tries again: keep no copy
             raise
@@ -117,7 +121,7 @@ def distribute(job: Job, services: Services, templates: Templates,
     if sender is None:
         raise Unauthorized("sender-removed")
     composed = compose(
-        opened.content, subject_fallback=opened.outer_subject, in_reply_to=opened.in_reply_to,
+        opened.content, in_reply_to=opened.in_reply_to,
         references=opened.references, sender=sender, mailing_list=mailing_list, kind=job.kind,
         footer=render_footer(templates, mailing_list), now=datetime.now(timezone.utc),
         message_id=new_message_id(mailing_list),

@@ -131,9 +131,10 @@ class Transaction:
         self.forget_events(address)
 
     def forget_events(self, address: str) -> None:
-        """Drop a list's seen signatures and rejections (kept in the events store)."""
-        for name in ("signatures", "rejections"):
-            self._db.table(name).remove(Query().list == address)
+        """Drop a list's rejections (kept in the events store). Its seen signatures stay until
+        they expire: they still guard the home's other lists, and a list made again at this
+        address, against replays of its posts."""
+        self._db.table("rejections").remove(Query().list == address)
 
     # -- members -------------------------------------------------------------
     def members(self, list_address: str) -> list[Member]:
@@ -226,14 +227,23 @@ class Transaction:
         )
 
     # -- replay protection ---------------------------------------------------
-    def claim_signature(self, list_address: str, digest: str, now: float, keep_seconds: float) -> bool:
-        """Record a signature digest; False if this list has seen it before. Prunes old entries."""
+    # One record per signature and list that took it: {"digest", "list", "expires"}. They are
+    # looked up across lists (a signature is a replay on any list once one took it; the rule
+    # is stages.authorize.replayed). Records written before that carry "seen" instead of
+    # "expires": they were made per list and mean the same, "this list took it", so they
+    # stay in force and expire `keep_seconds` after they were seen.
+    def lists_that_took(self, digest: str, now: float, keep_seconds: float) -> frozenset[str]:
+        """The lists that took the signature `digest` and still remember it. Drops every
+        expired record on the way."""
         table = self._db.table("signatures")
-        table.remove((Query().list == list_address) & (Query().seen < now - keep_seconds))
-        if table.get((Query().list == list_address) & (Query().digest == digest)):
-            return False
-        table.insert({"list": list_address, "digest": digest, "seen": now})
-        return True
+        expired = [doc.doc_id for doc in table.all()
+                   if doc.get("expires", doc.get("seen", 0) + keep_seconds) < now]
+        if expired:
+            table.remove(doc_ids=expired)
+        return frozenset(doc["list"] for doc in table.search(Query().digest == digest))
+
+    def record_signature(self, digest: str, list_address: str, expires: float) -> None:
+        self._db.table("signatures").insert({"digest": digest, "list": list_address, "expires": expires})
 
     # -- rejections (for admins) ---------------------------------------------
     def add_rejection(self, record: dict[str, Any], keep: int = 1000) -> None:

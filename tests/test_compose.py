@@ -7,6 +7,8 @@ import email
 from datetime import datetime, timedelta, timezone
 from email import policy
 
+import pytest
+
 from listserv.model import MailingList, Member
 from listserv.stages.compose import compose
 
@@ -46,7 +48,7 @@ LEAKS = (b"SUBMITTER-BOUNDARY", b"ALT-BOUNDARY", b"alice@home.example", b"Realna
 
 def make(kind="post", in_reply_to=None, references=None):
     return compose(
-        SUBMITTED, subject_fallback="outer subject", in_reply_to=in_reply_to, references=references,
+        SUBMITTED, in_reply_to=in_reply_to, references=references,
         sender=ALICE, mailing_list=NEWS, kind=kind, footer="-- \nNews footer\n",
         now=datetime(2026, 11, 30, 3, 45, tzinfo=timezone(timedelta(hours=5))),
         message_id="<fresh-id@example.org>",
@@ -117,12 +119,17 @@ def test_alert_marks_subject_and_priority_headers():
     assert b"X-Priority" not in make().copy(b"x")  # an ordinary post is not marked
 
 
-def test_unprotected_subject_falls_back_to_the_outer_one():
-    plain = b"Content-Type: text/plain\r\n\r\nHi\r\n"
-    composed = compose(plain, subject_fallback="Hello there", in_reply_to=None, references=None,
-                       sender=ALICE, mailing_list=NEWS, kind="post", footer="f\n",
-                       now=datetime.now(timezone.utc), message_id="<x@example.org>")
-    assert email.message_from_bytes(composed.inner, policy=policy.default)["Subject"] == "[News] Hello there"
+@pytest.mark.parametrize("kind,expected", [("post", "[News] (no subject)"),
+                                            ("alert", "URGENT: [News] (no subject)")])
+@pytest.mark.parametrize("head", [b"", b"Subject:  \r\n"])
+def test_content_without_a_subject_shows_the_placeholder(head, kind, expected):
+    """Only the signed content speaks: there is no other Subject to fall back on (the
+    submission's outer one is not signed)."""
+    plain = head + b"Content-Type: text/plain\r\n\r\nHi\r\n"
+    composed = compose(plain, in_reply_to=None, references=None, sender=ALICE, mailing_list=NEWS,
+                       kind=kind, footer="f\n", now=datetime.now(timezone.utc), message_id="<x@example.org>")
+    assert email.message_from_bytes(composed.inner, policy=policy.default)["Subject"] == expected
+    assert composed.subject == expected  # what the digest lists
 
 
 def test_attachment_metadata_of_the_submitters_client_does_not_survive():
@@ -137,7 +144,7 @@ def test_attachment_metadata_of_the_submitters_client_does_not_survive():
         b' modification-date="Fri, 01 Jan 1999 09:16:00 +0530"; read-date="Fri, 01 Jan 1999 09:17:00 +0530"\r\n'
         b"Content-Transfer-Encoding: base64\r\n\r\nJVBERg==\r\n--B--\r\n"
     )
-    composed = compose(attached, subject_fallback="File", in_reply_to=None, references=None,
+    composed = compose(attached, in_reply_to=None, references=None,
                        sender=ALICE, mailing_list=NEWS, kind="post", footer="f\n",
                        now=datetime.now(timezone.utc), message_id="<x@example.org>")
     for leak in (b"+0530", b"1999", b"unix-mode", b"0644", b"mac-creator", b"4F50494D", b"size="):

@@ -78,7 +78,7 @@ class Site:
         """What listserv makes of `raw`: "refused:REASON", or "accepted:FINGERPRINT"."""
         try:
             opened = open_message(raw, self.keyring)
-            member = authorize(opened, Route(LIST, "post"), self.mailing_list, self.members(), time.time())
+            member = authorize(opened, Route(LIST, "post"), self.mailing_list, self.members(), time.time()).member
         except Refusal as refusal:
             return f"refused:{refusal.reason}"
         return f"accepted:{member.fingerprint}"

@@ -89,7 +89,9 @@ def test_each_client_format_opens_with_the_signers_primary_fingerprint(news, peo
     assert opened.signer == user.fingerprint
     assert before - 5 <= opened.signed_at <= time.time() + 5
     assert opened.encrypted is (style not in ("signed", "inline-signed", "clearsign"))
-    assert opened.in_reply_to == "<earlier@example.org>"
+    # Only styles with protected headers sign it; the outer one is nobody's word.
+    signed_threading = style in ("pgpmime", "signed")
+    assert opened.in_reply_to == ("<earlier@example.org>" if signed_threading else None)
     assert b"\n" not in opened.content.replace(b"\r\n", b"")
     assert len(opened.signature_id) == 64 and int(opened.signature_id, 16) >= 0
     inner = mime.parse(opened.content)
@@ -102,7 +104,6 @@ def test_thunderbird_protected_headers_travel_inside(news, people):
                   in_reply_to="<a@example.org>", references="<r@example.org> <a@example.org>")
     assert b"The real subject" not in raw
     opened = news.open(raw)
-    assert opened.outer_subject == "..."
     assert mime.header(mime.parse(opened.content), "Subject") == "The real subject"
     assert b'protected-headers="v1"' in opened.content
     assert opened.references == "<r@example.org> <a@example.org>"
@@ -112,7 +113,6 @@ def test_mutt_lf_plaintext_comes_out_crlf(news, people):
     opened = news.open(mf.post(people["bob"], news.public, "one\ntwo", "Mutt", style="mutt"))
     assert opened.content.startswith(b"Content-Type: text/plain")
     assert b"one\r\ntwo\r\n" in opened.content
-    assert opened.outer_subject == "Mutt"
 
 
 def test_signed_only_content_is_the_signed_part_byte_for_byte(news, people):

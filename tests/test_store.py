@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import stat
@@ -157,3 +158,31 @@ def test_a_corrupt_database_is_a_clear_error(cli: Cli, content, problem):
     assert result.stderr == f"listserv: The database {database} {problem}.\n"
     assert "Traceback" not in result.output
 
+
+
+def test_seen_signatures_are_looked_up_across_lists_and_expire_each_by_its_own_date(tmp_path):
+    store = Store(tmp_path / "events.json")
+    with store.transaction() as tx:
+        tx.record_signature("d1", "news@example.org", expires=1_000)
+        tx.record_signature("d1", "tips@example.org", expires=3_000)
+        tx.record_signature("d2", "news@example.org", expires=1_000)
+    with store.transaction() as tx:
+        assert tx.lists_that_took("d1", 500, keep_seconds=10) == {"news@example.org", "tips@example.org"}
+        assert tx.lists_that_took("d1", 2_000, keep_seconds=10) == {"tips@example.org"}
+        assert tx.lists_that_took("d3", 2_000, keep_seconds=10) == frozenset()
+    assert b"d2" not in store.path.read_bytes()  # expired records are dropped, not just ignored
+
+
+def test_per_list_records_of_an_older_version_stay_in_force_home_wide(tmp_path):
+    """Before records were home-wide they were kept per list, with the time they were seen
+    ("seen") and no expiry. They mean what a new record means, "this list took it", and
+    expire `keep_seconds` after they were seen."""
+    path = tmp_path / "events.json"
+    path.write_text(json.dumps({"signatures": {
+        "1": {"list": "news@example.org", "digest": "recent", "seen": 9_000},
+        "2": {"list": "news@example.org", "digest": "old", "seen": 1_000},
+    }}))
+    with Store(path).transaction() as tx:
+        assert tx.lists_that_took("recent", 10_000, keep_seconds=5_000) == {"news@example.org"}
+        assert tx.lists_that_took("old", 10_000, keep_seconds=5_000) == frozenset()
+    assert b'"old"' not in path.read_bytes()

@@ -1,21 +1,50 @@
-"""Authorize: is an opened post from a current member, fresh, and allowed on this route?
+"""Authorize: is an opened post from a current member, fresh, meant for this list, and
+allowed on this route?
 
 Identity is the pinned fingerprint: the signer's VALIDSIG primary fingerprint must equal the
-fingerprint pinned to a member. Replay is checked by the pipeline against the store, since it
-needs a write; everything here is a pure decision.
+fingerprint pinned to a member.
+
+A signature says who wrote the content, not where it was meant to go: the envelope and the
+encryption are not signed, so an outsider holding a member's signed post to list A can
+encrypt it to list B's key and post it there. What the member meant is in the signed entity's
+own headers (protected headers, as Thunderbird writes them): when they name addresses, this
+list must be one of them. Content that names none (Mutt without protected headers, inline
+PGP, Apple Mail) cannot be checked; the home-wide replay record stops it instead.
+
+Replay is checked by the pipeline against the store, since it needs a write; the rule it
+applies (`replayed`) is decided here, and everything here is pure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
+from .. import mime
 from ..errors import Unauthorized
 from ..model import MailingList, Member
 from ..options import OPTIONS, duration_seconds
 from .open import Opened
-from .route import Route
+from .route import URGENT, Route
 
 FUTURE_SKEW = 600  # a signature may be dated at most 10 minutes ahead of our clock
+ADDRESS_HEADERS = ("To", "Cc")  # Bcc never reaches the signed headers of a real client
+_LIST_ID = re.compile(r"<([^<>]*)>")
+
+
+@dataclass(frozen=True)
+class SignedAddressing:
+    """What the signed content itself says it was written for."""
+
+    addresses: frozenset[str]  # its To and Cc, lowercased, an +urgent address as its list's
+    list_ids: tuple[str, ...]  # the identifier of each List-Id it carries, lowercased
+
+
+@dataclass(frozen=True)
+class Authorized:
+    member: Member  # who signed
+    addressed: frozenset[str]  # SignedAddressing.addresses: the lists a cross-post may reach
 
 
 def option(mailing_list: MailingList, name: str):
@@ -23,8 +52,9 @@ def option(mailing_list: MailingList, name: str):
 
 
 def authorize(opened: Opened, route: Route, mailing_list: MailingList,
-              members: Mapping[str, Member], now: float) -> Member:
-    """Return the member who signed, or raise Unauthorized with the reason for the log."""
+              members: Mapping[str, Member], now: float) -> Authorized:
+    """Return who signed and whom the content names, or raise Unauthorized with the reason
+    for the log."""
     if not opened.encrypted and option(mailing_list, "require_encryption"):
         raise Unauthorized("not-encrypted")
     member = members.get(opened.signer)
@@ -35,12 +65,69 @@ def authorize(opened: Opened, route: Route, mailing_list: MailingList,
         raise Unauthorized("stale-signature")
     if opened.signed_at > now + FUTURE_SKEW:
         raise Unauthorized("future-signature")
+    addressing = signed_addressing(opened.content)
+    require_signed_for_this_list(addressing, mailing_list)
     if route.kind == "alert" and option(mailing_list, "alert_senders") == "admins" \
             and member.role != "admin":
         raise Unauthorized("alert-not-allowed")
-    return member
+    return Authorized(member, addressing.addresses)
+
+
+def signed_addressing(content: bytes) -> SignedAddressing:
+    """The To/Cc addresses and List-Ids among the top-level headers of the signed entity.
+    Headers outside the signature (the submission's own) are not looked at: anyone can
+    write them."""
+    entity = mime.parse(content)
+    addresses = set()
+    for name in ADDRESS_HEADERS:
+        for address in getattr(entity.get(name), "addresses", ()):
+            if address.addr_spec:
+                addresses.add(_as_list_address(address.addr_spec.lower()))
+    list_ids = []
+    for value in entity.get_all("List-Id") or ():
+        text = str(value).strip()
+        if text:
+            found = _LIST_ID.findall(text)
+            list_ids.append((found[-1] if found else text).strip().lower())
+    return SignedAddressing(frozenset(addresses), tuple(list_ids))
+
+
+def _as_list_address(address: str) -> str:
+    # A post signed for news+urgent@ was written for the list news@: both are its addresses.
+    local, at, domain = address.rpartition("@")
+    if at and local.endswith(URGENT):
+        return f"{local[: -len(URGENT)]}@{domain}"
+    return address
+
+
+def require_signed_for_this_list(addressing: SignedAddressing, mailing_list: MailingList) -> None:
+    """Unauthorized("wrong-list") when the signed content names addresses but not this list's
+    (or its +urgent address), or carries another list's List-Id."""
+    if addressing.addresses and mailing_list.address not in addressing.addresses:
+        raise Unauthorized("wrong-list")
+    if any(list_id != mailing_list.list_id for list_id in addressing.list_ids):
+        raise Unauthorized("wrong-list")
+
+
+def replayed(earlier: frozenset[str], mailing_list: MailingList, addressed: frozenset[str]) -> bool:
+    """Whether taking a signature on `mailing_list` is a replay, given the lists that took it
+    before. A signature counts once in the whole home, not once per list: otherwise a post
+    that names no list could be re-encrypted to every other list. The one exception is a
+    cross-post: listserv takes one list per message, so a member's MTA sends one copy per
+    list, and content whose signed To/Cc names this list and every list that took it already
+    may be taken once on each."""
+    if mailing_list.address in earlier:
+        return True
+    return bool(earlier) and not (earlier | {mailing_list.address}) <= addressed
 
 
 def replay_window(mailing_list: MailingList) -> int:
     """How long a signature digest is remembered: longer than any signature stays acceptable."""
     return 2 * duration_seconds(option(mailing_list, "max_signature_age")) + FUTURE_SKEW
+
+
+def home_replay_window(lists: Iterable[MailingList]) -> int:
+    """How long a record is kept: it guards every list of the home, so for the longest window
+    among them. Kept only for the accepting list's window, a post taken on a list with a
+    1-day max_signature_age could be replayed on a 7-day list after its record expired."""
+    return max((replay_window(ml) for ml in lists), default=0)

@@ -28,7 +28,8 @@ from email.utils import format_datetime
 
 from ..model import MailingList, Member
 
-PLACEHOLDER_SUBJECT = "[...]"
+PLACEHOLDER_SUBJECT = "[...]"  # the outer Subject of every copy; the real one is inside
+NO_SUBJECT = "(no subject)"  # when the signed content has none
 KEPT_PART_HEADERS = ("content-type", "content-transfer-encoding", "content-disposition",
                      "content-description", "content-language")
 # Parameters that describe the submitter's client, not the content: RFC 2183 dates (their clock
@@ -56,7 +57,7 @@ def new_message_id(mailing_list: MailingList) -> str:
 
 
 def list_id(mailing_list: MailingList) -> str:
-    return f"{mailing_list.name} <{mailing_list.local}.{mailing_list.domain}>"
+    return f"{mailing_list.name} <{mailing_list.list_id}>"
 
 
 def list_headers(mailing_list: MailingList) -> list[tuple[str, str]]:
@@ -163,8 +164,10 @@ def _text_part(text: str) -> EmailMessage:
     return part
 
 
-def _subject(content: Message, fallback: str | None, mailing_list: MailingList, urgent: bool) -> str:
-    subject = str(content.get("Subject") or fallback or "(no subject)").strip()
+def _subject(content: Message, mailing_list: MailingList, urgent: bool) -> str:
+    # Only the signed content's own Subject: the submission's outer one is not signed, and
+    # anyone on the way could put words in a member's mouth with it.
+    subject = str(content.get("Subject") or "").strip() or NO_SUBJECT
     prefix = str(mailing_list.options.get("subject_prefix", "")).strip()
     if prefix and prefix.lower() not in subject.lower():
         subject = f"{prefix} {subject}"
@@ -174,15 +177,17 @@ def _subject(content: Message, fallback: str | None, mailing_list: MailingList, 
 
 
 def compose(
-    content: bytes, *, subject_fallback: str | None, in_reply_to: str | None,
-    references: str | None, sender: Member | None, mailing_list: MailingList, kind: str,
-    footer: str, now: datetime, message_id: str, banner: str | None = None,
+    content: bytes, *, in_reply_to: str | None, references: str | None, sender: Member | None,
+    mailing_list: MailingList, kind: str, footer: str, now: datetime, message_id: str,
+    banner: str | None = None,
 ) -> Composed:
     """Build the list's message. `sender` None means the list speaks itself (digests, notices).
-    `banner` (an alert's wrapper text) goes first, before the content."""
+    `banner` (an alert's wrapper text) goes first, before the content. The Subject is the
+    content's own (signed, for a post) or NO_SUBJECT; `in_reply_to` and `references` must
+    come from the signed content too."""
     original = _parse(content)
     urgent = kind == "alert"
-    subject = _subject(original, subject_fallback, mailing_list, urgent)
+    subject = _subject(original, mailing_list, urgent)
     date = format_datetime(now.astimezone(timezone.utc))
     display = f"{sender.name} via {mailing_list.name}" if sender else mailing_list.name
     parents = own_thread_ids(in_reply_to, mailing_list)

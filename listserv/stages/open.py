@@ -55,8 +55,7 @@ class Opened:
     signed_at: int  # signature creation time, unix seconds
     signature_id: str  # hex digest naming this exact signature, for replay detection
     encrypted: bool  # False for a signed-only submission
-    outer_subject: str | None  # for clients that do not protect headers
-    in_reply_to: str | None  # from the innermost headers that have it
+    in_reply_to: str | None  # from the signed content's own headers only
     references: str | None
 
 
@@ -96,9 +95,6 @@ class _Opener:
         inner = mime.parse(content)
         _refuse_nested_signatures(inner)
 
-        def innermost(name: str) -> str | None:
-            return mime.header(inner, name) or mime.header(outer, name)
-
         # SIG_ID is gpg's digest of the signature itself (class, time, signature values): the
         # same signature replayed in a new envelope or a new encryption keeps it.
         digest = hashlib.sha256(f"{signature.signer}\n{signature.sig_id}\n{signature.signed_at}".encode())
@@ -108,9 +104,9 @@ class _Opener:
             signed_at=signature.signed_at,
             signature_id=digest.hexdigest(),
             encrypted=encrypted,
-            outer_subject=mime.header(outer, "Subject"),
-            in_reply_to=innermost("In-Reply-To"),
-            references=innermost("References"),
+            # Threading decides where members see a post: only the signed headers may set it.
+            in_reply_to=mime.header(inner, "In-Reply-To"),
+            references=mime.header(inner, "References"),
         )
 
     # -- the three shapes -------------------------------------------------------

@@ -1,0 +1,183 @@
+"""Issue 9: a member's signed post counts on the list it was written for, once.
+
+One home holds news@ and tips@ (and leaks@); Alice is a member of all three, Mallory of none.
+Mallory gets hold of a post Alice signed for news@ and encrypts that same signed content to
+another list's key. The signature is Alice's and good, so only what the signed content names,
+and the home-wide replay record, can tell the lists apart.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from listserv import openpgp, pkesk
+from listserv.config import Home
+from listserv.errors import Unauthorized
+from listserv.pipeline import accept
+from listserv.service import services_for
+from listserv.stages.route import route
+
+from . import mail_factory as mf
+from .conftest import Cli, write_key
+from .members_clients import encrypted_part
+from .server import ServeProcess
+from .smtp_client import submit
+from .support import run
+
+NEWS, TIPS, LEAKS = "news@example.org", "tips@example.org", "leaks@example.org"
+LISTS = (NEWS, TIPS, LEAKS)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, people):
+    base = tmp_path_factory.mktemp("lists")
+    cli = Cli(base / "home")
+    cli.ok("init")
+    keys = {}
+    for address in LISTS:
+        cli.ok("list", "create", address, "--name", address.split("@")[0].title())
+        cli.ok("member", "add", address, people["alice"].email, "--key", write_key(base, people["alice"]),
+               "--name", "Alice")
+        keys[address] = cli.ok("list", "key", address).stdout.encode()
+    return cli, keys
+
+
+@pytest.fixture(scope="module")
+def server(site):
+    cli, _ = site
+    with ServeProcess(cli.home, "--relay", "127.0.0.1:9") as proc:  # copies wait in the spool
+        yield proc
+
+
+def signed(user, to: str | None, cc: str | None = None, body: str = "Signed words.") -> bytes:
+    """A detached-signed entity; with `to`, its protected headers name the recipients
+    (Thunderbird writes them so), without, it names nobody (Apple Mail, Mutt)."""
+    text = mf.text_part(body, flowed=False)
+    if to is None:
+        return mf.signed_entity(user, text)
+    return mf.signed_entity(user, mf.protected(user, to, "Signed subject", {"Cc": cc}, text))
+
+
+def encrypted_to(sender, list_address: str, list_key: bytes, entity: bytes) -> bytes:
+    """`entity` unchanged, encrypted (not signed) by `sender` to a list: the RFC 3156 §6.1 shape."""
+    armored = mf.encrypt_only(sender, list_key, entity)
+    return mf.message(mf.headers(sender, to=list_address), mf.encrypted_entity(armored, apple=True))
+
+
+def reason(cli: Cli, address: str) -> str:
+    return json.loads(cli.ok("rejections", address, "--json").stdout)[-1]["reason"]
+
+
+def refused(server, cli: Cli, address: str, raw: bytes) -> str:
+    code, text = submit(server.port, address, raw)
+    assert (code, text.split()[0]) == (550, "5.7.1"), (code, text)
+    assert text == f"5.7.1 {Unauthorized.text}"  # the one sentence: no hint of which check failed
+    return reason(cli, address)
+
+
+def readdressed(cli: Cli, armored: bytes, to_key: bytes) -> bytes:
+    """What someone holding list A's secret key makes of a one-pass signed and encrypted post
+    to A: the member's signed OpenPGP message untouched (not re-signed), its session key
+    encrypted to list B's key instead."""
+    out = run(["gpg", "--batch", "--homedir", str(cli.home / "keys"), "--pinentry-mode", "error",
+               "--status-fd", "2", "--show-session-key", "--decrypt"], input=armored)
+    [session] = re.findall(r"\[GNUPG:\] SESSION_KEY (\d+):([0-9A-Fa-f]+)", out.stderr.decode())
+    assert session[0] == str(pkesk.AES256)
+    [subkey] = [k for k in pkesk.read_keys(openpgp.dearmor(to_key, "PGP PUBLIC KEY BLOCK")).values() if k]
+    packets = [p.raw for p in openpgp.parse(openpgp.dearmor(armored)) if p.tag != openpgp.PKESK]
+    return openpgp.armor(pkesk.build(subkey, bytes.fromhex(session[1])) + b"".join(packets))
+
+
+def test_a_post_signed_for_one_list_is_refused_on_another(site, server, people):
+    """Alice signs for news@; Mallory encrypts the same signed entity to tips@. The outsider's
+    copy is refused whether it arrives before or after Alice's own."""
+    cli, keys = site
+    alice, mallory = people["alice"], people["mallory"]
+    entity = signed(alice, to=NEWS, body="For news only, first.")
+    assert refused(server, cli, TIPS, encrypted_to(mallory, TIPS, keys[TIPS], entity)) == "wrong-list"
+    assert submit(server.port, NEWS, encrypted_to(alice, NEWS, keys[NEWS], entity))[0] == 250
+
+    entity = signed(alice, to=NEWS, body="For news only, second.")
+    assert submit(server.port, NEWS, encrypted_to(alice, NEWS, keys[NEWS], entity))[0] == 250
+    assert refused(server, cli, TIPS, encrypted_to(mallory, TIPS, keys[TIPS], entity)) == "wrong-list"
+
+
+def test_a_one_pass_signed_and_encrypted_post_re_addressed_to_another_list_is_refused(site, server, people):
+    """Thunderbird's shape: one OpenPGP message, signed and encrypted at once, with protected
+    headers naming news@. Its signed message is moved to tips@ without being signed again."""
+    cli, keys = site
+    alice, mallory = people["alice"], people["mallory"]
+    original = mf.post(alice, keys[NEWS], "Thunderbird words.", "TB", style="pgpmime", to=NEWS)
+    assert submit(server.port, NEWS, original)[0] == 250
+    moved = readdressed(cli, encrypted_part(original), keys[TIPS])
+    raw = mf.message(mf.headers(mallory, to=TIPS), mf.encrypted_entity(moved))
+    assert refused(server, cli, TIPS, raw) == "wrong-list"
+
+
+def test_a_one_pass_post_that_names_no_list_is_a_replay_on_another(site, server, people):
+    """Mutt's shape without protected headers: nothing signed names a list, so the record
+    that news@ took this signature is what refuses it on tips@."""
+    cli, keys = site
+    alice, mallory = people["alice"], people["mallory"]
+    original = mf.post(alice, keys[NEWS], "Mutt words.", "Mutt", style="mutt", to=NEWS)
+    assert submit(server.port, NEWS, original)[0] == 250
+    moved = readdressed(cli, encrypted_part(original), keys[TIPS])
+    raw = mf.message(mf.headers(mallory, to=TIPS), mf.encrypted_entity(moved, mutt=True))
+    assert refused(server, cli, TIPS, raw) == "replay"
+
+
+def test_signed_content_that_names_no_list_is_taken_on_one_list_only(site, server, people):
+    cli, keys = site
+    alice, mallory = people["alice"], people["mallory"]
+    entity = signed(alice, to=None, body="Apple Mail words.")
+    assert submit(server.port, NEWS, encrypted_to(alice, NEWS, keys[NEWS], entity))[0] == 250
+    for address in (TIPS, LEAKS):
+        assert refused(server, cli, address, encrypted_to(mallory, address, keys[address], entity)) == "replay"
+
+
+def test_a_cross_post_is_taken_once_on_each_list_it_names_and_nowhere_else(site, server, people):
+    """To: news@, Cc: tips@: the member's MTA sends one copy per list (listserv takes one
+    list per message). Each list takes its copy once; leaks@, not named, takes none."""
+    cli, keys = site
+    alice, mallory = people["alice"], people["mallory"]
+    entity = signed(alice, to=NEWS, cc="Tips <TIPS+urgent@Example.org>", body="For both lists.")
+    copies = {address: encrypted_to(alice, address, keys[address], entity) for address in LISTS}
+    assert submit(server.port, NEWS, copies[NEWS])[0] == 250
+    assert submit(server.port, TIPS, copies[TIPS])[0] == 250
+    for address in (NEWS, TIPS):
+        assert refused(server, cli, address, copies[address]) == "replay"
+        again = encrypted_to(mallory, address, keys[address], entity)  # a new encryption
+        assert refused(server, cli, address, again) == "replay"
+    assert refused(server, cli, LEAKS, copies[LEAKS]) == "wrong-list"
+
+
+def test_a_protected_list_id_of_another_list_is_refused(site, server, people):
+    cli, keys = site
+    alice = people["alice"]
+    text = mf.text_part("Forwarded with its List-Id.", flowed=False)
+    entity = mf.signed_entity(alice, b"List-Id: News <news.example.org>\r\n" + text)
+    assert refused(server, cli, TIPS, encrypted_to(alice, TIPS, keys[TIPS], entity)) == "wrong-list"
+    assert submit(server.port, NEWS, encrypted_to(alice, NEWS, keys[NEWS], entity))[0] == 250
+
+
+def test_a_deleted_lists_record_still_guards_the_other_lists(tmp_path, people):
+    """Deleting a list forgets its rejections, not which signatures it took: those would
+    otherwise become fresh on every other list of the home."""
+    cli = Cli(tmp_path / "home")
+    cli.ok("init")
+    keys = {}
+    for address in (NEWS, TIPS):
+        cli.ok("list", "create", address, "--name", "L")
+        cli.ok("member", "add", address, people["alice"].email, "--key", write_key(tmp_path, people["alice"]))
+        keys[address] = cli.ok("list", "key", address).stdout.encode()
+    entity = signed(people["alice"], to=None, body="Said on a list that is gone.")
+    services = services_for(Home(cli.home))
+    accept(encrypted_to(people["alice"], NEWS, keys[NEWS], entity), route(NEWS, [NEWS, TIPS]), services)
+    cli.ok("list", "delete", NEWS, "--yes")
+    with pytest.raises(Unauthorized) as refusal:
+        accept(encrypted_to(people["mallory"], TIPS, keys[TIPS], entity), route(TIPS, [TIPS]),
+               services_for(Home(cli.home)))
+    assert refusal.value.reason == "replay"
