@@ -31,6 +31,9 @@ except ImportError:  # pragma: no cover - older cryptography
 
 from listserv import openpgp, pkesk
 
+from . import mail_factory as mf
+from .support import User
+
 ED25519_OID = bytes.fromhex("2B06010401DA470F01")
 EDDSA, SHA256, AES256 = 22, 8, 9
 SIGNATURE, ONE_PASS, PUBLIC_KEY, USER_ID, LITERAL, SEIPD, MDC, COMMENT = 2, 4, 6, 13, 11, 18, 19, 61
@@ -140,3 +143,46 @@ def armor(data: bytes, label: str = "PGP MESSAGE", headers: list[bytes] = ()) ->
     lines.append(b"=" + base64.b64encode(openpgp.crc24(data).to_bytes(3, "big")))
     lines.append(f"-----END {label}-----".encode())
     return b"\r\n".join(lines) + b"\r\n"
+
+
+# -- what the attacker wants gpg to seem to say -----------------------------------
+
+def forged_status(alice: User, list_fpr: str, *, short: bool = False) -> list[bytes]:
+    """The status lines of a decryption and a good signature by Alice, as gpg would write them."""
+    now = int(time.time())
+    day = time.strftime("%Y-%m-%d", time.gmtime(now))
+    fpr = alice.fingerprint
+    head = [f"ENC_TO {list_fpr[-16:]} 18 0", "BEGIN_DECRYPTION", "DECRYPTION_INFO 2 9 0",
+            f"PLAINTEXT 62 {now} "]
+    signature = ["NEWSIG", f"SIG_ID ForgedForgedForgedForged00 {day} {now}",
+                 f"GOODSIG {fpr[-16:]} Alice", f"VALIDSIG {fpr} {day} {now} 0 4 0 22 8 00"
+                 + ("" if short else f" {fpr}")]
+    tail = ["DECRYPTION_OKAY", "GOODMDC", "END_DECRYPTION"]
+    lines = (signature + tail) if short else (head + signature + tail)
+    return [b"[GNUPG:] " + line.encode() for line in lines]
+
+
+def echo(sep: bytes, lines: list[bytes]) -> bytes:
+    return b"x" + sep + sep.join(lines) + sep
+
+
+def outer(entity: bytes) -> bytes:
+    lines = ["From: Alice <alice@example.org>", f"To: {mf.LIST}", "Subject: Hello", "MIME-Version: 1.0"]
+    return mf.message(lines, entity)
+
+
+
+
+def original_forgery(alice: User, list_fpr: str, sep: bytes = b"\x85", *, inline: bool = False) -> bytes:
+    """The attack found in review (issue 9): armor header lines that spell out a decryption
+    and Alice's good signature, around an unsigned literal, and a second armored block (a
+    marker packet) whose header ends the decryption after gpg has reported the literal."""
+    lines = [line for line in forged_status(alice, list_fpr) if b" PLAINTEXT " not in line]
+    head = b"Foo: x" + b"".join(sep + line for line in lines[:7])
+    tail = b"Foo: y" + b"".join(sep + line for line in lines[7:])
+    text = b"Content-Type: text/plain\r\n\r\nMeet at the old place at 6.\r\n"
+    armored = armor(literal(text), headers=[head]) + armor(b"\xca\x03PGP", headers=[tail])
+    if inline:
+        return outer(b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+                     + armored)
+    return outer(mf.encrypted_entity(armored))

@@ -37,25 +37,6 @@ PLACES = ("armor-header", "file-name", "user-id", "notation", "signers-uid", "co
 SHAPES = ("pgpmime", "encrypted-signed", "detached", "inline-encrypted", "inline-signed", "clearsign")
 
 
-def forged_status(alice: User, list_fpr: str, *, short: bool = False) -> list[bytes]:
-    """The status lines of a decryption and a good signature by Alice, as gpg would write them."""
-    now = int(time.time())
-    day = time.strftime("%Y-%m-%d", time.gmtime(now))
-    fpr = alice.fingerprint
-    head = [f"ENC_TO {list_fpr[-16:]} 18 0", "BEGIN_DECRYPTION", "DECRYPTION_INFO 2 9 0",
-            f"PLAINTEXT 62 {now} "]
-    signature = ["NEWSIG", f"SIG_ID ForgedForgedForgedForged00 {day} {now}",
-                 f"GOODSIG {fpr[-16:]} Alice", f"VALIDSIG {fpr} {day} {now} 0 4 0 22 8 00"
-                 + ("" if short else f" {fpr}")]
-    tail = ["DECRYPTION_OKAY", "GOODMDC", "END_DECRYPTION"]
-    lines = (signature + tail) if short else (head + signature + tail)
-    return [b"[GNUPG:] " + line.encode() for line in lines]
-
-
-def echo(sep: bytes, lines: list[bytes]) -> bytes:
-    return b"x" + sep + sep.join(lines) + sep
-
-
 @dataclass
 class Site:
     keyring: Keyring
@@ -96,7 +77,7 @@ def site(tmp_path_factory, people) -> Site:
     assert keyring.import_keys(eve.certificate()) == [eve.fingerprint]
     made = Site(keyring, list_fpr, keyring.export_public([list_fpr]), keyring.export(list_fpr).encode(), alice, eve)
     for name, sep in SEPARATORS.items():
-        liar = forge.ForgedKey(b"Eve" + echo(sep, forged_status(alice, list_fpr)) + b" <eve@example.com>")
+        liar = forge.ForgedKey(b"Eve" + forge.echo(sep, forge.forged_status(alice, list_fpr)) + b" <eve@example.com>")
         imported = keyring.import_keys(liar.certificate())
         assert imported == [liar.fingerprint], f"gpg refused a user id with {name}"
         made.eves_by_uid[name] = liar
@@ -120,11 +101,6 @@ def content(body: str = "Forged words, in Alice's name.") -> bytes:
     return b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + body.encode() + b"\r\n"
 
 
-def outer(entity: bytes) -> bytes:
-    lines = ["From: Alice <alice@example.org>", f"To: {LIST}", "Subject: Hello", "MIME-Version: 1.0"]
-    return mf.message(lines, entity)
-
-
 def signed_packets(craft: Craft, data: bytes, *, text: bool = False) -> bytes:
     kind = 0x01 if text else 0x00
     literal = forge.literal(data, craft.filename)
@@ -144,18 +120,18 @@ def build(site: Site, shape: str, craft: Craft) -> bytes:
     data = content()
     if shape == "pgpmime":
         sealed = forge.encrypt_to(site.list_cert, signed_packets(craft, data))
-        return outer(mf.encrypted_entity(forge.armor(sealed, headers=list(craft.headers))))
+        return forge.outer(mf.encrypted_entity(forge.armor(sealed, headers=list(craft.headers))))
     if shape == "encrypted-signed":
         inner = mf.multipart('multipart/signed; micalg=pgp-sha256;\r\n protocol="application/pgp-signature"',
                              [data, b"Content-Type: application/pgp-signature\r\n\r\n"
                               + detached_signature(site, craft, data)])
         sealed = forge.encrypt_to(site.list_cert, forge.literal(inner, craft.filename))
-        return outer(mf.encrypted_entity(forge.armor(sealed, headers=list(craft.headers))))
+        return forge.outer(mf.encrypted_entity(forge.armor(sealed, headers=list(craft.headers))))
     if shape == "detached":
         entity = mf.multipart('multipart/signed; micalg=pgp-sha256;\r\n protocol="application/pgp-signature"',
                               [data, b"Content-Type: application/pgp-signature\r\n\r\n"
                                + detached_signature(site, craft, data)])
-        return outer(entity)
+        return forge.outer(entity)
     text = b"Forged words, in Alice's name."
     if shape == "inline-encrypted":
         armored = forge.armor(forge.encrypt_to(site.list_cert, signed_packets(craft, text)),
@@ -166,19 +142,19 @@ def build(site: Site, shape: str, craft: Craft) -> bytes:
         signature = detached_signature(site, craft, text)
         armored = (b"-----BEGIN PGP SIGNED MESSAGE-----\r\nHash: SHA256\r\n"
                    + b"".join(h + b"\r\n" for h in craft.headers) + b"\r\n" + text + b"\r\n" + signature)
-    return outer(b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+    return forge.outer(b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
                  + armored)
 
 
 def craft_for(site: Site, place: str, sep: str) -> Craft | None:
     """The attack of `place` with separator `sep`, or None where that place does not exist
     in a shape (decided by build: detached signatures and clearsigned text have no literal)."""
-    lines = forged_status(site.alice, site.list_fpr)
-    text = echo(SEPARATORS[sep], lines)
+    lines = forge.forged_status(site.alice, site.list_fpr)
+    text = forge.echo(SEPARATORS[sep], lines)
     if place == "armor-header":
         return Craft(signer=None, headers=(b"Comment: " + text, b"Foo: " + text))
     if place == "file-name":
-        short = echo(SEPARATORS[sep], forged_status(site.alice, site.list_fpr, short=True))
+        short = forge.echo(SEPARATORS[sep], forge.forged_status(site.alice, site.list_fpr, short=True))
         return Craft(signer=None, filename=short[:255])
     if place == "user-id":
         return Craft(signer=site.eves_by_uid[sep])
@@ -214,16 +190,7 @@ def test_the_original_forgery_is_refused(site, sep, shape):
     and Alice's good signature, and a second armored block whose header ends the decryption
     after gpg reported the literal. No key, no encryption. With U+0085 it was delivered as
     "Alice via News" (python-gnupg split gpg's stderr, decoded as Latin-1, with splitlines)."""
-    lines = [line for line in forged_status(site.alice, site.list_fpr) if b" PLAINTEXT " not in line]
-    head = b"Foo: x" + b"".join(SEPARATORS[sep] + line for line in lines[:7])
-    tail = b"Foo: y" + b"".join(SEPARATORS[sep] + line for line in lines[7:])
-    first = forge.armor(forge.literal(content()), headers=[head])
-    second = forge.armor(b"\xca\x03PGP", headers=[tail])  # a marker packet
-    if shape == "pgpmime":
-        raw = outer(mf.encrypted_entity(first + second))
-    else:
-        raw = outer(b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
-                    + first + second)
+    raw = forge.original_forgery(site.alice, site.list_fpr, SEPARATORS[sep], inline=shape == "inline")
     assert site.verdict(raw).startswith("refused:")
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from . import forge
 from . import mail_factory as mf
 from .conftest import Cli, write_key
 from .server import ServeProcess
@@ -312,3 +313,15 @@ def test_a_second_serve_on_the_same_home_refuses_to_start(tmp_path, people):
         assert first.proc.poll() is None
     assert second.returncode == 69
     assert "another listserv serve is running" in second.stderr.lower()
+
+
+def test_the_original_forgery_is_refused_over_smtp(site, server, people):
+    """Issue 9: an outsider with no key, no encryption: armor header lines that spell out a
+    decryption and Alice's good signature (U+0085 between them). It was delivered to every
+    member as "Alice via News"; now it is refused like any unsigned post."""
+    cli, _ = site
+    raw = forge.original_forgery(people["alice"], cli.json("list", "show", LIST)["fingerprint"])
+    code, text = refused(site, server, raw)
+    assert (code, text.split()[0]) == (550, UNAUTHORIZED)
+    assert last_rejection(cli)["signer"] is None
+    assert "Traceback" not in server.log
