@@ -523,3 +523,43 @@ def test_garbled_input_only_ever_raises_a_refusal(news, people):
                 assert (opened.content, opened.signer) == (original.content, original.signer)
                 outcomes["opened"] = outcomes.get("opened", 0) + 1
     assert len(outcomes) > 3, outcomes
+
+
+# -- nested signatures: a member's signature around someone else's signed entity ----
+
+def _nested(outer_signer: User, inner_signer: User, news: ListKeys, *, encrypted: bool,
+            mixed: bool = False) -> bytes:
+    theirs = mf.signed_entity(inner_signer, tb_inner(inner_signer, "Words Mallory signed."))
+    if mixed:
+        theirs = mf.multipart("multipart/mixed", [mf.text_part("Look at this:"), theirs])
+    signed = mf.signed_entity(outer_signer, theirs)
+    if encrypted:
+        return mf.message(mf.headers(outer_signer),
+                          mf.encrypted_entity(mf.encrypt_only(outer_signer, news.public, signed)))
+    return mf.message(mf.headers(outer_signer), signed)
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["signed", "encrypted"])
+@pytest.mark.parametrize("mixed", [False, True], ids=["direct", "in-mixed"])
+def test_a_members_signature_around_a_non_members_signed_entity_is_refused(news, people, encrypted, mixed):
+    """Issue 9: Mallory's signed words inside Alice's multipart/signed went out under Alice's name."""
+    raw = _nested(people["alice"], people["mallory"], news, encrypted=encrypted, mixed=mixed)
+    assert unauthorized(news, raw) == "multiple-signatures"
+
+
+def test_signed_content_holding_an_inline_signed_message_is_refused(news, people):
+    alice = people["alice"]
+    quoted = mf.clearsign(people["mallory"], b"Mallory's words\r\n").decode()
+    raw = mf.post(alice, news.public, "Forwarding:\n" + quoted, style="pgpmime")
+    assert unauthorized(news, raw) == "multiple-signatures"
+    # Quoted with "> " it is text, not a signed message, and may pass.
+    quoted_reply = "\n".join("> " + line for line in quoted.splitlines())
+    assert news.open(mf.post(alice, news.public, "Forwarding:\n" + quoted_reply)).signer == alice.fingerprint
+
+
+def test_a_second_armored_block_after_the_message_is_refused(news, people):
+    alice = people["alice"]
+    armored = mf.sign_and_encrypt(alice, news.public, tb_inner(alice))
+    extra = mf.sign_inline(people["mallory"], b"more words\r\n")
+    raw = mf.message(mf.headers(alice), mf.encrypted_entity(armored + extra))
+    assert unauthorized(news, raw) == "not-decryptable"

@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_ESCAPE = re.compile(rb"\\x([0-9a-fA-F]{2})")
+# gpg's es_write_sanitized: \n \r \f \v \b \0 \\ for those, \xHH for ':' and other control bytes.
+_ESCAPE = re.compile(rb"\\(x[0-9a-fA-F]{2}|[nrfvb0\\])")
+_NAMED = {b"n": b"\n", b"r": b"\r", b"f": b"\f", b"v": b"\v", b"b": b"\b", b"0": b"\0", b"\\": b"\\"}
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,10 @@ class Listed:
 
 
 def _unescape(field: bytes) -> str:
-    return _ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), field).decode("utf-8", "replace")
+    def one(match: re.Match) -> bytes:
+        code = match.group(1)
+        return _NAMED[code] if code in _NAMED else bytes([int(code[1:], 16)])
+    return _ESCAPE.sub(one, field).decode("utf-8", "replace")
 
 
 def _int(field: bytes) -> int:
