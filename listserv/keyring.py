@@ -174,13 +174,19 @@ class Keyring:
         return str(result.fingerprint)
 
     # -- inspecting and importing member keys --------------------------------
-    def stage(self, data: bytes, limit: int = MAX_KEY_BYTES) -> "StagedKeys":
-        """Import `data` into a scratch keyring (self-signatures only) and describe each key."""
+    def stage(self, data: bytes, limit: int = MAX_KEY_BYTES, known: tuple[str, ...] = ()) -> "StagedKeys":
+        """Import `data` into a scratch keyring (self-signatures only) and describe each key.
+
+        The keys `known` (fingerprints in this keyring) are copied into the scratch keyring
+        first: a bare revocation certificate applies only to a key already there, and a key
+        sent again is then judged as the keyring would hold it after adoption (a revocation
+        taken in earlier stays). They are described only when the data names them (a copy of
+        the key, or a revocation certificate for it)."""
         if len(data) > limit:
             raise KeyProblem(f"The key data is larger than {limit // 1024} KiB.")
         if not data.strip():
             raise KeyProblem("The key data is empty.")
-        return StagedKeys(self, data)
+        return StagedKeys(self, data, known)
 
     def info(self, fingerprint: str) -> KeyInfo | None:
         keys = self.gpg.list_keys(keys=[fingerprint])
@@ -398,7 +404,7 @@ def _status_lines(stderr: str | None) -> list[str]:
 class StagedKeys:
     """Keys imported into a scratch keyring, waiting to be adopted or thrown away."""
 
-    def __init__(self, keyring: Keyring, data: bytes):
+    def __init__(self, keyring: Keyring, data: bytes, known: tuple[str, ...] = ()):
         self.keyring = keyring
         self._scratch = Path(tempfile.mkdtemp(prefix="listserv-stage-"))
         self._scratch.chmod(0o700)
@@ -409,12 +415,25 @@ class StagedKeys:
             secret = [e for e in gpg.scan_keys_mem(data) if e.get("type") == "sec"]
             if secret:
                 raise KeyProblem("The data contains a secret key; send only the public key.")
+            if known:
+                copied = keyring.gpg.export_keys(list(known), armor=False, minimal=True)
+                if copied:
+                    gpg.import_keys(copied, extra_args=IMPORT_FILTER)
+            # gpg exits 2 when it adds a revocation to a key already here (a known one) in a home
+            # without a trust database, which it then fails to mark for a check; the key is
+            # changed all the same, and the listing below is what counts.
             result = gpg.import_keys(data, extra_args=IMPORT_FILTER)
-            self.keys = [_key_info(entry) for entry in gpg.list_keys()]
+            # IMPORT_OK names each key read (new, changed or unchanged); a bare revocation
+            # certificate has none, only KEY_CONSIDERED for the key it applies to.
+            named = set(result.fingerprints) | {
+                line.split()[2] for line in _status_lines(result.stderr)
+                if line.startswith("[GNUPG:] KEY_CONSIDERED ")
+            }
+            self.keys = [_key_info(entry) for entry in gpg.list_keys()
+                         if entry["fingerprint"] not in known or entry["fingerprint"] in named]
             if not self.keys:
                 raise KeyProblem("The data holds no OpenPGP public key that GnuPG can read.")
             self.gpg = gpg
-            del result
         except BaseException:
             self.close()
             raise
