@@ -19,7 +19,7 @@ from ..store import Transaction
 from . import App, echo_json, main, pass_app
 from .lists import now_iso
 
-MEMBER_FIELDS = ("email", "name", "fingerprint", "mode", "role", "key_expires", "bounces", "added")
+MEMBER_FIELDS = ("email", "name", "fingerprint", "mode", "role", "state", "key_expires", "bounces", "added")
 
 
 @main.group("member")
@@ -278,9 +278,10 @@ def member_list(app: App, list_address: str, as_json: bool) -> None:
     if not members:
         click.echo("No members.")
         return
-    click.echo(f"{'EMAIL':<32} {'PSEUDONYM':<20} {'MODE':<9} {'ROLE':<6} {'BOUNCES':>7}  {'KEY EXPIRES':<20} FINGERPRINT")
+    click.echo(f"{'EMAIL':<32} {'PSEUDONYM':<20} {'MODE':<9} {'ROLE':<6} {'STATE':<11} {'BOUNCES':>7}  "
+               f"{'KEY EXPIRES':<20} FINGERPRINT")
     for m in members:
         click.echo(
-            f"{m.email:<32} {m.name:<20} {m.mode:<9} {m.role:<6} {m.bounces:>7}  "
+            f"{m.email:<32} {m.name:<20} {m.mode:<9} {m.role:<6} {m.state:<11} {m.bounces:>7}  "
             f"{m.key_expires or 'never':<20} {m.fingerprint}"
         )
