@@ -91,11 +91,11 @@ def test_known_keys_let_a_bare_revocation_apply_and_are_described_only_when_the_
         assert [key.fingerprint for key in staged.keys] == [dave.fingerprint]
     with keyring.stage(carol.public_key, known=(carol.fingerprint,)) as staged:
         assert [(key.fingerprint, key.revoked) for key in staged.keys] == [(carol.fingerprint, False)]
-    assert not keyring.info(carol.fingerprint).revoked
+    assert not keyring.infos()[carol.fingerprint].revoked
     with keyring.stage(certificate, known=(carol.fingerprint,)) as staged:
         assert [(key.fingerprint, key.revoked) for key in staged.keys] == [(carol.fingerprint, True)]
         staged.adopt([carol.fingerprint])
-    assert keyring.info(carol.fingerprint).revoked
+    assert keyring.infos()[carol.fingerprint].revoked
     # Sent again unrevoked, the key is judged as the keyring holds it: revoked.
     with keyring.stage(carol.public_key, known=(carol.fingerprint,)) as staged:
         assert [(key.fingerprint, key.revoked) for key in staged.keys] == [(carol.fingerprint, True)]
