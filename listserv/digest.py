@@ -194,7 +194,7 @@ class Digests:
                 return None
             if not noted:
                 self._note(mailing_list, volume, issue, tuple(p.name for p in items))
-            readers = [m for m in snapshot.members(address) if m.mode == "digest"]
+            readers = [m for m in snapshot.members(address) if m.mode == "digest" and m.active]
             job = self._build(mailing_list, readers, volume, issue, self._readable(items), now)
             self._record(mailing_list, DigestState(volume, issue, state.last_sent, ()), now,
                          tuple(p.name for p in items), advance=True)

@@ -10,6 +10,10 @@ from .errors import UsageError
 
 MODES = ("immediate", "digest")
 ROLES = ("member", "admin")
+# A member's standing. "key-revoked": a revocation of the pinned key was taken in, so the member
+# may not post and gets no copy of anything until an admin pins a new key (`member set --key`).
+ACTIVE, KEY_REVOKED = "active", "key-revoked"
+STATES = (ACTIVE, KEY_REVOKED)
 
 # Deliberately strict: a list serves people who can pick an ordinary address.
 _LOCAL = r"[A-Za-z0-9!#$%&'*/=?^_`{|}~.-]+"
@@ -95,6 +99,12 @@ class Member:
     key_expires: str | None = None
     added: str = ""
     bounces: int = 0
+    state: str = ACTIVE  # one of STATES
+
+    @property
+    def active(self) -> bool:
+        """May post, and gets posts, alerts, digests and notices."""
+        return self.state == ACTIVE
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

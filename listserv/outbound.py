@@ -45,7 +45,7 @@ def fan_out(services: Services, outgoing: Outgoing, qid: str, mailing_list: Mail
 def notify_admins(services: Services, templates: Templates, mailing_list: MailingList,
                   roster: list[Member], template: str, **values: object) -> OutJob | None:
     """A notice from the list to its admins (found in `roster`), encrypted like any post."""
-    admins = [m for m in roster if m.role == "admin"]
+    admins = [m for m in roster if m.role == "admin" and m.active]  # never to a revoked key
     return send_notice(services, templates, mailing_list, admins, template, **values)
 
 

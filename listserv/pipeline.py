@@ -120,6 +120,8 @@ def distribute(job: Job, services: Services, templates: Templates,
     sender = next((m for m in members if m.fingerprint == opened.signer), None)
     if sender is None:
         raise Unauthorized("sender-removed")
+    if not sender.active:  # the sender's key was revoked after the post was accepted
+        raise Unauthorized("key-revoked")
     composed = compose(
         opened.content, in_reply_to=opened.in_reply_to,
         references=opened.references, sender=sender, mailing_list=mailing_list, kind=job.kind,
@@ -133,7 +135,8 @@ def distribute(job: Job, services: Services, templates: Templates,
     if backlog is not None and any(m.mode == "digest" for m in members):
         backlog(mailing_list, job.qid, DigestItem(sender.name, composed.subject, time.time(),
                                                   job.kind, composed.inner))
-    recipients = [m for m in members if job.kind == "alert" or m.mode == "immediate"]
+    # Key-revoked members get nothing: their key must not be trusted, nor counted unusable.
+    recipients = [m for m in members if m.active and (job.kind == "alert" or m.mode == "immediate")]
     out, unusable = fan_out(services, outgoing, job.qid, mailing_list, job.kind, composed, recipients)
     notices = ()
     if unusable:

@@ -162,6 +162,12 @@ class Transaction:
                 return _member(doc)
         return None
 
+    def members_pinned_to(self, fingerprints: Iterable[str]) -> list[Member]:
+        """Every member of any list whose pinned key is one of `fingerprints`."""
+        wanted = set(fingerprints)
+        found = (_member(doc) for doc in self._raw("members") if doc["fingerprint"] in wanted)
+        return sorted(found, key=lambda m: (m.list, m.email))
+
     def _check_fingerprint_free(self, member: Member) -> None:
         # A list's own key (its secret is on this server) must never count as a member's.
         if self._lists.get(Query().fingerprint == member.fingerprint):

@@ -11,7 +11,7 @@ import pytest
 from .conftest import Cli, write_key
 from .support import GPG_BATCH, fingerprints_in, keyring_listing, run
 
-MEMBER_FIELDS = {"email", "name", "fingerprint", "mode", "role", "key_expires", "bounces", "added"}
+MEMBER_FIELDS = {"email", "name", "fingerprint", "mode", "role", "state", "key_expires", "bounces", "added"}
 
 
 def state(cli: Cli) -> tuple[bytes | None, list[str]]:
@@ -68,7 +68,8 @@ def test_member_add_defaults_and_choices(cli, news, people, tmp_path):
     add(cli, tmp_path, people["bob"], "--mode", "digest", "--role", "admin", "--name", "Bobby")
     alice, bob = member_list(cli)
     assert re.fullmatch(r"Member \d{4}", alice["name"])  # neutral, says nothing about the person
-    assert (alice["mode"], alice["role"], alice["key_expires"], alice["bounces"]) == ("immediate", "member", None, 0)
+    assert (alice["mode"], alice["role"], alice["state"], alice["key_expires"], alice["bounces"]) == (
+        "immediate", "member", "active", None, 0)
     assert (bob["name"], bob["mode"], bob["role"]) == ("Bobby", "digest", "admin")
     assert set(alice) == MEMBER_FIELDS
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", alice["added"])

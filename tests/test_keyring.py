@@ -12,7 +12,7 @@ import pytest
 from listserv.errors import KeyProblem
 from listserv.keyring import GPG_OPTIONS, MIN_GNUPG, Keyring, check_fingerprint, gnupg_version
 
-from .support import GPG_BATCH, gpg_fingerprint, keyring_listing, run
+from .support import GPG_BATCH, gpg_fingerprint, keyring_listing, make_gpg_user, run
 
 
 def listing_fields(cli, fingerprint: str) -> list[list[str]]:
@@ -72,6 +72,33 @@ def test_staged_keys_describe_themselves(cli, people, unusable_keys):
         assert {k.fingerprint for k in staged.keys} == {people["alice"].fingerprint, people["bob"].fingerprint}
     # Nothing staged reaches the real keyring unless adopted.
     assert keyring_listing(cli.home / "keys") == []
+
+
+def test_known_keys_let_a_bare_revocation_apply_and_are_described_only_when_the_data_names_them(
+        cli, news, tmp_path_factory):
+    """stage(known=...) copies keyring keys into the scratch keyring first: a bare revocation
+    certificate then has its key to attach to, and adopting it revokes the keyring's copy."""
+    base = tmp_path_factory.mktemp("k")  # short: gpg-agent's socket path must fit in 108 bytes
+    carol = make_gpg_user(base, "Carol", "carol@example.org")
+    dave = make_gpg_user(base, "Dave", "dave@example.org")
+    cli.ok("member", "add", news, carol.email, "--key", "-", input=carol.public_key)
+    keyring = Keyring(cli.home / "keys")
+    certificate = (carol.home / "openpgp-revocs.d" / f"{carol.fingerprint}.rev").read_bytes()
+    certificate = certificate.replace(b":-----BEGIN", b"-----BEGIN")
+    with pytest.raises(KeyProblem, match="no OpenPGP public key"):
+        keyring.stage(certificate)  # alone it applies to nothing
+    with keyring.stage(dave.public_key, known=(carol.fingerprint,)) as staged:
+        assert [key.fingerprint for key in staged.keys] == [dave.fingerprint]
+    with keyring.stage(carol.public_key, known=(carol.fingerprint,)) as staged:
+        assert [(key.fingerprint, key.revoked) for key in staged.keys] == [(carol.fingerprint, False)]
+    assert not keyring.infos()[carol.fingerprint].revoked
+    with keyring.stage(certificate, known=(carol.fingerprint,)) as staged:
+        assert [(key.fingerprint, key.revoked) for key in staged.keys] == [(carol.fingerprint, True)]
+        staged.adopt([carol.fingerprint])
+    assert keyring.infos()[carol.fingerprint].revoked
+    # Sent again unrevoked, the key is judged as the keyring holds it: revoked.
+    with keyring.stage(carol.public_key, known=(carol.fingerprint,)) as staged:
+        assert [(key.fingerprint, key.revoked) for key in staged.keys] == [(carol.fingerprint, True)]
 
 
 def test_staging_refuses_too_much_data(cli, people):

@@ -29,6 +29,10 @@ def test_footer_alert_welcome_and_notices_render():
     assert ALICE.fingerprint in unusable
     bounces = templates.render("notice-bounces.txt.j2", list=NEWS, member=ALICE)
     assert "3 times" in bounces
+    revoked = templates.render("notice-key-revoked.txt.j2", list=NEWS, member=ALICE)
+    assert revoked.startswith("Subject: A member's key was revoked on News\n\n")
+    assert ALICE.fingerprint in revoked and "can no longer post" in revoked
+    assert f"listserv member set {NEWS.address} {ALICE.email} --key FILE" in revoked
 
 
 def test_digest_renders_contents_posts_html_and_attachments():
@@ -65,5 +69,5 @@ def test_operator_templates_come_first(tmp_path):
 
 def test_every_shipped_template_is_exercised_here():
     tested = {"footer.txt.j2", "alert.txt.j2", "welcome.txt.j2", "notice-unusable-keys.txt.j2",
-              "notice-bounces.txt.j2", "digest.txt.j2", "digest.html.j2", "digest-subject.txt.j2"}
+              "notice-bounces.txt.j2", "notice-key-revoked.txt.j2", "digest.txt.j2", "digest.html.j2", "digest-subject.txt.j2"}
     assert {p.name for p in shipped_templates().iterdir()} == tested

@@ -12,14 +12,15 @@ import click
 from ..errors import Conflict, KeyProblem, ListservError, UsageError
 from ..keyring import MAX_KEY_BYTES, MAX_KEYRING_BYTES, KeyInfo, StagedKeys
 from ..model import (
-    MODES, ROLES, Member, check_pseudonym, fingerprint_format, normalise_address,
+    ACTIVE, KEY_REVOKED, MODES, ROLES, Member, check_pseudonym, fingerprint_format, normalise_address,
     normalise_list_address, split_user_id,
 )
+from ..revocation import Revocation, take_in, tell_admins
 from ..store import Transaction
 from . import App, echo_json, main, pass_app
 from .lists import now_iso
 
-MEMBER_FIELDS = ("email", "name", "fingerprint", "mode", "role", "key_expires", "bounces", "added")
+MEMBER_FIELDS = ("email", "name", "fingerprint", "mode", "role", "state", "key_expires", "bounces", "added")
 
 
 @main.group("member")
@@ -44,14 +45,48 @@ def _read_key(path: Path, limit: int) -> bytes:
     return data
 
 
-def _single_key(staged: StagedKeys) -> KeyInfo:
+def _problem(key: KeyInfo, revoked: set[str]) -> str | None:
+    """Why `key` cannot be pinned; `revoked` are the pinned keys whose revocation was taken in
+    (a copy sent again without its revocation is no less revoked)."""
+    return key.problem() or ("the key is revoked" if key.fingerprint in revoked else None)
+
+
+def _single_key(staged: StagedKeys, revoked: set[str], pinned: str | None = None) -> KeyInfo:
+    """The one key in `staged`, if it can be pinned -- or if it is `pinned` itself, revoked
+    (`member set --key` with the member's own revocation)."""
     if len(staged.keys) != 1:
         raise KeyProblem(f"The file holds {len(staged.keys)} keys; give exactly one.")
     key = staged.keys[0]
-    problem = key.problem()
+    if key.fingerprint == pinned and key.fingerprint in revoked:
+        return key
+    problem = _problem(key, revoked)
     if problem:
         raise KeyProblem(f"Refused: {problem} ({key.fingerprint}).")
     return key
+
+
+def _describe(revocation: Revocation) -> str:
+    who = ", ".join(f"{m.email} of {m.list}" for m in revocation.members)
+    members = "member" if len(revocation.members) == 1 else "members"
+    if revocation.newly:
+        return (f"The key {revocation.fingerprint} is revoked: the revocation was applied; "
+                f"{members} {who} can no longer post or receive.")
+    return (f"The key {revocation.fingerprint} is revoked: the revocation had been applied already; "
+            f"{members} {who} cannot post or receive.")
+
+
+def _take_in_revocations(app: App, staged: StagedKeys) -> set[str]:
+    """Apply at once any revocation in `staged` of a pinned key, whatever the command goes on
+    to do, say so, and tell the admins. Returns the fingerprints of those revoked keys."""
+    revocations = take_in(app.store, staged)
+    for revocation in revocations:
+        click.echo(_describe(revocation))
+    if any(revocation.newly for revocation in revocations):
+        from .digests import outbound_context
+
+        for address, job in tell_admins(*outbound_context(app), revocations):
+            click.echo(f"notice to the admins of {address} queued as {job.qid}")
+    return {revocation.fingerprint for revocation in revocations}
 
 
 def _unique_pseudonym(tx: Transaction, list_address: str, name: str | None, email: str,
@@ -118,7 +153,8 @@ def member_add(app: App, list_address: str, email: str, key_file: Path, name: st
     data = _read_key(key_file, MAX_KEY_BYTES)
     app.store.read().require_list(list_address)
     with app.keyring.stage(data) as staged:
-        key = _single_key(staged)
+        revoked = _take_in_revocations(app, staged)
+        key = _single_key(staged, revoked)
         with app.store.transaction() as tx:
             tx.require_list(list_address)
             member = Member(
@@ -142,8 +178,8 @@ class _ImportOutcome:
     refused: list[tuple[str, str]]  # (what, why)
 
 
-def _import_keys(tx: Transaction, list_address: str, keys: list[KeyInfo], mode: str, role: str,
-                 progress) -> _ImportOutcome:
+def _import_keys(tx: Transaction, list_address: str, keys: list[KeyInfo], revoked: set[str],
+                 mode: str, role: str, progress) -> _ImportOutcome:
     outcome = _ImportOutcome([], [])
     current = tx.members(list_address)
     taken = {m.name.lower() for m in current}
@@ -152,7 +188,7 @@ def _import_keys(tx: Transaction, list_address: str, keys: list[KeyInfo], mode: 
     for key in keys:
         progress.update(1)
         label = key.primary_uid or key.fingerprint
-        problem = key.problem()
+        problem = _problem(key, revoked)
         if problem:
             outcome.refused.append((label, problem))
             continue
@@ -191,11 +227,12 @@ def member_import(app: App, list_address: str, keyring_file: Path, mode: str, ro
     app.store.read().require_list(list_address)
     data = _read_key(keyring_file, MAX_KEYRING_BYTES)
     with app.keyring.stage(data, limit=MAX_KEYRING_BYTES) as staged:
+        revoked = _take_in_revocations(app, staged)
         with app.store.transaction() as tx:
             tx.require_list(list_address)
             # On stderr, so that stdout stays the summary a script can read.
             with click.progressbar(length=len(staged.keys), label="checking keys", file=sys.stderr) as bar:
-                outcome = _import_keys(tx, list_address, staged.keys, mode, role, bar)
+                outcome = _import_keys(tx, list_address, staged.keys, revoked, mode, role, bar)
             staged.adopt([m.fingerprint for m in outcome.added])
     for member in outcome.added:
         click.echo(f"added   {member.email} as '{member.name}' ({member.fingerprint})")
@@ -226,7 +263,8 @@ def member_remove(app: App, list_address: str, email: str) -> None:
 @mode_option
 @role_option
 @click.option("--name", help="New pseudonym.")
-@click.option("--key", "key_file", type=key_path, help="Pin a new key (replaces the old one).")
+@click.option("--key", "key_file", type=key_path,
+              help="Pin a new key (replaces the old one), or apply a revocation of the pinned key.")
 @pass_app
 def member_set(app: App, list_address: str, email: str, mode: str | None, role: str | None,
                name: str | None, key_file: Path | None) -> None:
@@ -237,8 +275,15 @@ def member_set(app: App, list_address: str, email: str, mode: str | None, role: 
         raise UsageError("Nothing to change; give --mode, --role, --name or --key.")
     data = _read_key(key_file, MAX_KEY_BYTES) if key_file else None
     old_fingerprint = None
-    staged = app.keyring.stage(data) if data is not None else None
+    pinning = reactivated = False
+    staged = None
+    if data is not None:
+        # The pinned key goes into the scratch keyring first, so that a bare revocation
+        # certificate for it applies there, and a copy sent again keeps a revocation taken in.
+        pinned = app.store.read().require_member(list_address, email).fingerprint
+        staged = app.keyring.stage(data, known=(pinned,))
     try:
+        revoked = _take_in_revocations(app, staged) if staged is not None else set()
         with app.store.transaction() as tx:
             member = tx.require_member(list_address, email)
             changed = replace(
@@ -248,18 +293,27 @@ def member_set(app: App, list_address: str, email: str, mode: str | None, role: 
                 name=_unique_pseudonym(tx, list_address, name, email) if name is not None else member.name,
             )
             if staged is not None:
-                key = _single_key(staged)
-                changed = replace(changed, fingerprint=key.fingerprint, key_expires=key.expires)
-                old_fingerprint = member.fingerprint
+                key = _single_key(staged, revoked, pinned=member.fingerprint)
+                if key.fingerprint in revoked:  # the member's own key, revoked: taken in above
+                    changed = replace(changed, state=KEY_REVOKED)
+                else:
+                    pinning, reactivated = True, member.state != ACTIVE
+                    changed = replace(changed, fingerprint=key.fingerprint, key_expires=key.expires,
+                                      state=ACTIVE)
+                    old_fingerprint = member.fingerprint
             tx.update_member(changed)
-            if staged is not None:
+            if pinning:
                 staged.adopt([changed.fingerprint])
     finally:
         if staged is not None:
             staged.close()
     if old_fingerprint and old_fingerprint != changed.fingerprint:
         _forget_unused_keys(app, {old_fingerprint})
-    click.echo(f"updated {email} on {list_address}")
+    if reactivated:
+        click.echo(f"updated {email} on {list_address}: the new key replaces the revoked one; "
+                   "the member can post and receive again")
+    elif pinning or any(v is not None for v in (mode, role, name)):
+        click.echo(f"updated {email} on {list_address}")
 
 
 @member_group.command("list")
@@ -278,9 +332,10 @@ def member_list(app: App, list_address: str, as_json: bool) -> None:
     if not members:
         click.echo("No members.")
         return
-    click.echo(f"{'EMAIL':<32} {'PSEUDONYM':<20} {'MODE':<9} {'ROLE':<6} {'BOUNCES':>7}  {'KEY EXPIRES':<20} FINGERPRINT")
+    click.echo(f"{'EMAIL':<32} {'PSEUDONYM':<20} {'MODE':<9} {'ROLE':<6} {'STATE':<11} {'BOUNCES':>7}  "
+               f"{'KEY EXPIRES':<20} FINGERPRINT")
     for m in members:
         click.echo(
-            f"{m.email:<32} {m.name:<20} {m.mode:<9} {m.role:<6} {m.bounces:>7}  "
+            f"{m.email:<32} {m.name:<20} {m.mode:<9} {m.role:<6} {m.state:<11} {m.bounces:>7}  "
             f"{m.key_expires or 'never':<20} {m.fingerprint}"
         )

@@ -201,13 +201,19 @@ class Keyring:
         return created[0]
 
     # -- inspecting and importing member keys --------------------------------
-    def stage(self, data: bytes, limit: int = MAX_KEY_BYTES) -> "StagedKeys":
-        """Import `data` into a scratch keyring (self-signatures only) and describe each key."""
+    def stage(self, data: bytes, limit: int = MAX_KEY_BYTES, known: tuple[str, ...] = ()) -> "StagedKeys":
+        """Import `data` into a scratch keyring (self-signatures only) and describe each key.
+
+        The keys `known` (fingerprints in this keyring) are copied into the scratch keyring
+        first: a bare revocation certificate applies only to a key already there, and a key
+        sent again is then judged as the keyring would hold it after adoption (a revocation
+        taken in earlier stays). They are described only when the data names them (a copy of
+        the key, or a revocation certificate for it)."""
         if len(data) > limit:
             raise KeyProblem(f"The key data is larger than {limit // 1024} KiB.")
         if not data.strip():
             raise KeyProblem("The key data is empty.")
-        return StagedKeys(self, data)
+        return StagedKeys(self, data, known)
 
     def listed(self, fingerprints: list[str] | None = None, secret: bool = False) -> list[Listed]:
         """gpg's listing of the keys `fingerprints` (all keys when None) in this keyring."""
@@ -423,7 +429,7 @@ class Keyring:
 class StagedKeys:
     """Keys imported into a scratch keyring, waiting to be adopted or thrown away."""
 
-    def __init__(self, keyring: Keyring, data: bytes):
+    def __init__(self, keyring: Keyring, data: bytes, known: tuple[str, ...] = ()):
         self.keyring = keyring
         self._scratch = Path(tempfile.mkdtemp(prefix="listserv-stage-"))
         self._scratch.chmod(0o700)
@@ -434,8 +440,18 @@ class StagedKeys:
             shown, _ = self.scratch._run("read the key data", [*_LIST, "--import-options", "show-only", "--import"], data)
             if any(key.secret for key in listing.parse(shown.output)):
                 raise KeyProblem("The data contains a secret key; send only the public key.")
-            self.scratch.import_keys(data)
-            self.keys = [_key_info(key) for key in self.scratch.listed()]
+            if known:
+                self.scratch.import_keys(keyring.export_public(list(known)))
+            # gpg exits 2 when it adds a revocation to a key already here (a known one) in a home
+            # without a trust database, which it then fails to mark for a check; the key is
+            # changed all the same, and the listing below is what counts.
+            _, lines = self.scratch._run("import keys", [*IMPORT_FILTER, "--import"], data)
+            # IMPORT_OK names each key read (new, changed or unchanged); a bare revocation
+            # certificate has none, only KEY_CONSIDERED for the key it applies to.
+            named = {line[1] for line in lines if line.keyword == "IMPORT_OK" and len(line.args) > 1}
+            named |= {line[0] for line in lines if line.keyword == "KEY_CONSIDERED"}
+            self.keys = [_key_info(key) for key in self.scratch.listed()
+                         if key.fingerprint not in known or key.fingerprint in named]
             if not self.keys:
                 raise KeyProblem("The data holds no OpenPGP public key that GnuPG can read.")
         except BaseException:

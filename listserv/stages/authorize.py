@@ -60,6 +60,8 @@ def authorize(opened: Opened, route: Route, mailing_list: MailingList,
     member = members.get(opened.signer)
     if member is None:
         raise Unauthorized("not-a-member")
+    if not member.active:  # a revocation of the pinned key was taken in (gpg may not say so)
+        raise Unauthorized("key-revoked")
     max_age = duration_seconds(option(mailing_list, "max_signature_age"))
     if opened.signed_at < now - max_age:
         raise Unauthorized("stale-signature")

@@ -1,0 +1,79 @@
+"""Revocations of pinned keys: taken in at once, whichever command brought them.
+
+A revocation is signed by the key itself, so it comes from whoever holds that key's secret:
+its owner giving it up, or someone who stole it and wants the owner locked out. Either way the
+list must stop trusting the key now. So when staged key data holds a revocation of a key pinned
+to a member of any list in this home (the key sent again revoked, or the bare certificate gpg
+writes at key generation), the revocation goes into the keyring, every member pinned to that
+key becomes key-revoked (no posting, no copy of anything), and each of their lists' admins is
+told. That happens even when the command that brought it refuses the rest of what it was asked
+(a revoked key is never pinned to a new member). Only an admin pinning a new key undoes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .keyring import StagedKeys
+from .model import KEY_REVOKED, Member
+from .services import Services
+from .spool import OutJob
+from .store import Store
+from .templates import Templates
+
+NOTICE = "notice-key-revoked.txt.j2"
+
+
+@dataclass(frozen=True)
+class Revocation:
+    fingerprint: str
+    members: tuple[Member, ...]  # every member pinned to the key, all key-revoked now
+    newly: tuple[Member, ...]  # the ones this revocation changed (their admins are told)
+
+
+def take_in(store: Store, staged: StagedKeys) -> tuple[Revocation, ...]:
+    """Apply every revocation in `staged` of a key pinned to a member: into the keyring, and
+    those members key-revoked, in one store transaction.
+
+    A pinned key offered again unrevoked while its members are key-revoked counts as revoked
+    too: the revocation taken in earlier still stands, and the members stay as they are."""
+    offered = {key.fingerprint for key in staged.keys}
+    revoked = {key.fingerprint for key in staged.keys if key.revoked}
+    with store.transaction() as tx:
+        pinned = tx.members_pinned_to(offered)
+        hit = revoked | {m.fingerprint for m in pinned if m.state == KEY_REVOKED}
+        pinned = [m for m in pinned if m.fingerprint in hit]
+        if not pinned:
+            return ()
+        newly = []
+        for member in pinned:
+            if member.state != KEY_REVOKED:
+                newly.append(replace(member, state=KEY_REVOKED))
+                tx.update_member(newly[-1])
+        # Inside the transaction: if the keyring does not take the revocation, no member changes.
+        staged.adopt(sorted(revoked & {m.fingerprint for m in pinned}))
+    return tuple(
+        Revocation(fingerprint,
+                   tuple(replace(m, state=KEY_REVOKED) for m in pinned if m.fingerprint == fingerprint),
+                   tuple(m for m in newly if m.fingerprint == fingerprint))
+        for fingerprint in sorted({m.fingerprint for m in pinned})
+    )
+
+
+def tell_admins(services: Services, templates: Templates,
+                revocations: tuple[Revocation, ...]) -> list[tuple[str, OutJob]]:
+    """A notice to the admins of each list where a member just became key-revoked:
+    (list address, queued notice) for each one sent. A list with no active admin gets none."""
+    from .outbound import notify_admins  # the fan-out machinery loads only when a notice is sent
+
+    sent = []
+    snapshot = services.store.read()
+    for member in (m for revocation in revocations for m in revocation.newly):
+        mailing_list = snapshot.get_list(member.list)
+        if mailing_list is None:
+            continue
+        job = notify_admins(services, templates, mailing_list, snapshot.members(member.list), NOTICE,
+                            member=member)
+        if job is not None:
+            sent.append((mailing_list.address, job))
+    return sent
