@@ -9,8 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from listserv.errors import KeyProblem
-from listserv.keyring import GPG_OPTIONS, MIN_GNUPG, Keyring, check_fingerprint, gnupg_version
+from listserv import keyring as keyring_module
+from listserv.errors import CryptoError, KeyProblem, Refusal
+from listserv.keyring import GPG_OPTIONS, MIN_GNUPG, GpgTimeout, Keyring, check_fingerprint, gnupg_version
+from listserv.stages.open import open_message
+
+from . import mail_factory as mf
 
 from .support import GPG_BATCH, gpg_fingerprint, keyring_listing, make_gpg_user, run
 
@@ -188,3 +192,19 @@ def test_a_broken_or_missing_gnupg_is_refused(tmp_path):
     assert (result.returncode, result.stderr) == (
         69, "listserv: GnuPG is not installed; install it (Debian: apt-get install gnupg).\n")
     assert "Traceback" not in result.stderr
+
+
+def test_a_gpg_run_past_its_budget_is_stopped_and_is_no_verdict(cli, news, people, monkeypatch):
+    """gpg killed at its deadline: a passing problem (GpgTimeout: neither a CryptoError, which
+    would quarantine a post at fan-out, nor a Refusal), so the listener answers 451 and the
+    sender's server tries again."""
+    keyring = Keyring(cli.home / "keys")
+    list_key = keyring.export(cli.json("list", "show", news)["fingerprint"]).encode()
+    raw = mf.post(people["alice"], list_key)
+    armored = raw[raw.index(b"-----BEGIN PGP MESSAGE"):]
+    with pytest.raises(GpgTimeout):
+        keyring.decrypt(armored, max_output=1 << 20, timeout=1e-6)
+    assert not issubclass(GpgTimeout, (CryptoError, Refusal))
+    monkeypatch.setattr(keyring_module, "VERIFY_TIMEOUT", 1e-6)
+    with pytest.raises(GpgTimeout):
+        open_message(raw, keyring)

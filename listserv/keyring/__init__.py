@@ -33,7 +33,7 @@ from .listing import Listed
 from .run import GpgTimeout, OutputTooLarge, Run, run
 from .status import Signature, StatusError
 
-__all__ = ["GPG_OPTIONS", "IMPORT_FILTER", "MIN_GNUPG", "Decrypted", "KeyInfo", "Keyring",
+__all__ = ["GPG_OPTIONS", "IMPORT_FILTER", "MIN_GNUPG", "Decrypted", "GpgTimeout", "KeyInfo", "Keyring",
            "Signature", "StagedKeys", "check_fingerprint", "gnupg_version", "require_gnupg"]
 
 # 2.2.8 fixed the SigSpoof status-line injection (CVE-2018-12020); 2.2.17 added the import
@@ -295,14 +295,15 @@ class Keyring:
 
     # -- gpg runs for the stages (open, fan-out) -------------------------------
     def decrypt(self, data: bytes, *, max_output: int, allow_expired: bool = False,
-                timeout: float = VERIFY_TIMEOUT) -> Decrypted:
+                timeout: float | None = None) -> Decrypted:
         """Decrypt and/or verify the OpenPGP message `data` (binary or armored).
 
         Returns what gpg proved, or raises Unauthorized (or TooLarge) naming the first
         problem: see status.judge. At most `max_output` bytes of plaintext are written."""
         args = ["--max-output", str(max_output), "--decrypt"]
         try:
-            result, lines = self._run("decrypt", args, data, max_output=max_output + _SLACK, timeout=timeout)
+            result, lines = self._run("decrypt", args, data, max_output=max_output + _SLACK,
+                                      timeout=timeout or VERIFY_TIMEOUT)
             # gpg --max-output stops writing near the limit and fails, often without a word
             # in the status about why.
             if result.returncode != 0 and len(result.output) > max_output - _SLACK:
@@ -317,11 +318,11 @@ class Keyring:
         return Decrypted(result.output, judged.encrypted, judged.signature)
 
     def verify_detached(self, signature: bytes, data: bytes, *, allow_expired: bool = False,
-                        timeout: float = VERIFY_TIMEOUT) -> Signature:
+                        timeout: float | None = None) -> Signature:
         """The one good signature `signature` makes over `data`, or Unauthorized."""
         try:
             result, lines = self._run("verify", ["--verify", "--", "-&SIDE", "-"], data, side=signature,
-                                      max_output=0, timeout=timeout)
+                                      max_output=0, timeout=timeout or VERIFY_TIMEOUT)
             judged = status.judge(lines, result.returncode, detached=True, allow_expired=allow_expired)
         except StatusError:
             raise Unauthorized("gpg-status") from None
