@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from . import forge
 from .conftest import Cli, write_key
 from .support import GPG_BATCH, fingerprints_in, keyring_listing, run
 
@@ -376,3 +377,16 @@ def test_a_list_key_cannot_be_pinned_to_a_member(cli, news, tmp_path):
         result = cli("member", "add", news, "x@example.org", "--key", "-", input=armored)
         assert_refused(result, 4, "is a list's own key")
     assert state(cli) == before
+
+
+def test_member_import_prints_a_hostile_user_id_as_escapes(cli, news, tmp_path):
+    """A key's user id is what its maker typed: terminal escape sequences, line separators and
+    bidi overrides reach the admin's terminal only as visible escapes."""
+    hostile = forge.ForgedKey("Eve\x1b]0;pwned\x07\x1b[2J\u2028\u202e <eve@example.com>".encode())
+    keyfile = tmp_path / "eve.pgp"
+    keyfile.write_bytes(hostile.certificate())  # sign-only: refused, and so named in the output
+    result = cli("member", "import", news, str(keyfile))
+    assert result.exit_code == 0, result.output
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("refused ")]
+    assert "\x1b" not in result.stdout and "\u2028" not in result.stdout and "\u202e" not in result.stdout
+    assert line.startswith("refused Eve\\x1b]0;pwned\\x07\\x1b[2J\\u2028\\u202e <eve@example.com>: ")
