@@ -7,7 +7,17 @@ The one window of at-least-once: the relay has said 250 but the journal line is 
 disk when the process dies; that copy is sent again after restart.
 
 4xx replies and connection errors defer a copy (backoff from `retry_min` doubling to
-`retry_max`, given up after `lifetime`); 5xx replies fail it permanently.
+`retry_max`, given up after `lifetime`); 5xx replies fail it permanently. Each result carries
+a reason code, STAGE-CODE[-ENHANCED] (rcpt-550-5.1.1, data-552-5.3.4, expired-data-451):
+a refusal at RCPT is about the member, one at MAIL or DATA about the copy.
+
+When every copy of a job is final, the job's `Outcome` goes to `on_final` (listserv.settle:
+bounces, notices, digest bookkeeping) before the job leaves the spool, so a crash in
+between settles it again rather than never. The log says `delivered` only for a job that
+delivered something; one that delivered nothing is `undelivered`.
+
+Every connection to the relay reads its SIZE (`RelayTransport.on_size`), and a copy refused
+as too large tells its size (`on_too_large`): listserv.relaylimit keeps what they teach.
 """
 
 from __future__ import annotations
@@ -17,14 +27,15 @@ import contextlib
 import ipaddress
 import logging
 import os
+import re
 import secrets
 import socket
 import ssl
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable
 
 
 from .openpgp import SharedArmor
@@ -46,11 +57,48 @@ class RetryPolicy:
 
 
 class Temporary(Exception):
-    """The copy may succeed later (4xx, connection trouble)."""
+    """The copy may succeed later (4xx, connection trouble); str() is the reason code."""
 
 
 class Permanent(Exception):
-    """The relay refused the copy for good (5xx)."""
+    """The relay refused the copy for good (5xx); str() is the reason code."""
+
+
+_ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
+
+
+def reply_reason(exc: SMTPReplyError) -> str:
+    """A reply as a reason code: its stage, code and enhanced status -- never its text, which
+    may quote the member's address."""
+    enhanced = _ENHANCED.match(exc.text)
+    return f"{exc.stage or 'reply'}-{exc.code}" + (f"-{enhanced.group(1)}" if enhanced else "")
+
+
+def too_large(reason: str) -> bool:
+    """A refusal of the copy for its size: 552 at MAIL (SIZE=) or DATA, unless the enhanced
+    status says the mailbox is full (5.2.2)."""
+    stage, _, rest = reason.partition("-")
+    return stage in ("mail", "data") and rest.startswith("552") and not rest.endswith("5.2.2")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A copy that failed for good."""
+
+    index: int
+    email: str  # from the job's recipient record: who it was for (never logged)
+    fingerprint: str  # the member's key, for logs and notices ("" in jobs written before it)
+    reason: str  # a reason code, e.g. rcpt-550-5.1.1
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a delivery job ended: what listserv.settle decides from."""
+
+    job: OutJob
+    copies: int
+    sent: int
+    failures: tuple[Failure, ...]
 
 
 class Transport:
@@ -75,9 +123,14 @@ class Transport:
 
 
 class RelayTransport(Transport):
+    PROBE_TIMEOUT = 10.0  # a start must not wait a minute for a relay that drops packets
+
     def __init__(self, host: str, port: int, helo: str = "localhost", starttls: str = "auto",
-                 ca_file: str | None = None):
+                 ca_file: str | None = None, on_size: Callable[[int | None], None] | None = None,
+                 on_too_large: Callable[[int], None] | None = None):
         self.host, self.port, self.helo = host, port, helo
+        self.on_size = on_size  # the SIZE each connection's EHLO announced (SMTPClient.size)
+        self.on_too_large = on_too_large  # the size of a copy refused as too large
         try:
             loopback = ipaddress.ip_address(host).is_loopback
         except ValueError:
@@ -91,22 +144,38 @@ class RelayTransport(Transport):
     def prepare(self, part: bytes) -> bytes:
         return dot_safe(part)
 
-    async def open(self) -> SMTPClient:
+    async def open(self, timeout: float = 60.0) -> SMTPClient:
         try:
-            return await SMTPClient.connect(self.host, self.port, self.helo, self.start_tls,
-                                            ca_file=self.ca_file)
-        except (SMTPConnectionError, SMTPReplyError, ssl.SSLError) as exc:
-            raise Temporary(f"connect: {exc}") from None
+            client = await SMTPClient.connect(self.host, self.port, self.helo, self.start_tls,
+                                              timeout=timeout, ca_file=self.ca_file)
+        except SMTPReplyError as exc:
+            raise Temporary(reply_reason(exc)) from None
+        except (SMTPConnectionError, ssl.SSLError):
+            raise Temporary("connect") from None
+        if self.on_size is not None:
+            self.on_size(client.size)
+        return client
+
+    async def probe(self) -> int | None:
+        """Connect, EHLO, QUIT: the relay's SIZE (SMTPClient.size); Temporary if unreachable."""
+        client = await self.open(self.PROBE_TIMEOUT)
+        await client.quit()
+        return client.size
 
     async def send(self, connection: object, sender: str, recipient: str, message: bytes) -> None:
         assert isinstance(connection, SMTPClient)
         try:
             await connection.send(sender, recipient, message)
         except SMTPReplyError as exc:
-            raise (Permanent if 500 <= exc.code < 600 else Temporary)(f"reply {exc.code}") from None
-        except SMTPConnectionError as exc:
+            reason = reply_reason(exc)
+            if 500 <= exc.code < 600:
+                if too_large(reason) and self.on_too_large is not None:
+                    self.on_too_large(len(message))
+                raise Permanent(reason) from None
+            raise Temporary(reason) from None
+        except SMTPConnectionError:
             connection.abort()
-            raise Temporary(f"connection: {exc}") from None
+            raise Temporary("connection") from None
 
     def usable(self, connection: object) -> bool:
         return isinstance(connection, SMTPClient) and connection.open
@@ -141,7 +210,7 @@ class MaildirTransport(Transport):
         try:
             await asyncio.get_running_loop().run_in_executor(None, self._write, sender, recipient, message)
         except OSError as exc:
-            raise Temporary(f"outbox: {exc.strerror}") from None
+            raise Temporary(f"outbox-{exc.errno}") from None
 
 
 @dataclass
@@ -164,20 +233,22 @@ class Deliverer:
     """Owns the outgoing jobs in memory and the delivery workers."""
 
     def __init__(self, outgoing: Outgoing, transport: Transport, concurrency: int,
-                 retry: RetryPolicy = RetryPolicy(), on_final: Callable[[OutJob, list[Progress]], None] | None = None):
+                 retry: RetryPolicy = RetryPolicy(),
+                 on_final: Callable[[Outcome], Awaitable[None]] | None = None):
         self.outgoing = outgoing
         self.transport = transport
         self.concurrency = concurrency
         self.retry = retry
         self.on_final = on_final
         self.active: dict[str, _Active] = {}
+        self.settling: dict[str, asyncio.Future] = {}  # jobs all final, being settled
         self._wake = asyncio.Event()
 
     # -- jobs ------------------------------------------------------------------
     def load(self, job: OutJob) -> None:
         """Take up a delivery job from disk. One taken up already, or gone because it was
         delivered meanwhile, is left alone; one that cannot be read is moved to bad/."""
-        if job.qid in self.active:
+        if job.qid in self.active or job.qid in self.settling:
             return
         try:
             recipients = self.outgoing.recipients(job)
@@ -233,13 +304,35 @@ class Deliverer:
         return None
 
     def _finish_if_done(self, active: _Active) -> None:
-        if not active.busy and active.done() and active.job.qid in self.active:
-            del self.active[active.job.qid]
-            self.outgoing.finish(active.job)
-            counts = {state: sum(p.state == state for p in active.progress) for state in (SENT, FAILED)}
-            log.info("delivered qid=%s sent=%d failed=%d", active.job.qid, counts[SENT], counts[FAILED])
-            if self.on_final:
-                self.on_final(active.job, active.progress)
+        qid = active.job.qid
+        if not active.busy and active.done() and qid in self.active:
+            del self.active[qid]
+            self.settling[qid] = asyncio.ensure_future(self._settle(active))
+
+    async def _settle(self, active: _Active) -> None:
+        """Report the job's outcome, hand it to on_final, then take the job off the spool."""
+        job = active.job
+        failures = tuple(Failure(index, active.recipients[index].email, active.recipients[index].fingerprint,
+                                 state.reason) for index, state in enumerate(active.progress) if state.state == FAILED)
+        outcome = Outcome(job, len(active.progress), sum(p.state == SENT for p in active.progress), failures)
+        reasons = ",".join(f"{reason}x{count}" for reason, count in
+                           sorted(Counter(f.reason or "unknown" for f in failures).items())) or "-"
+        if outcome.sent:
+            log.info("delivered qid=%s sent=%d failed=%d kind=%s", job.qid, outcome.sent, len(failures), job.kind)
+        else:
+            log.warning("undelivered qid=%s failed=%d kind=%s reasons=%s", job.qid, len(failures), job.kind,
+                        reasons)
+        loop = asyncio.get_running_loop()
+        try:
+            if self.on_final is not None:
+                await self.on_final(outcome)
+            await loop.run_in_executor(None, self.outgoing.finish, job)
+        except Exception as exc:  # the job stays on disk; taken up and settled again later
+            log.error("error qid=%s stage=settle %s; trying again in %ds", job.qid, type(exc).__name__,
+                      self.retry.minimum)
+            loop.call_later(self.retry.minimum, self.settling.pop, job.qid, None)
+            return
+        self.settling.pop(job.qid, None)
 
     # -- one copy --------------------------------------------------------------
     def _message(self, active: _Active, recipient: Recipient) -> bytes:
@@ -256,21 +349,22 @@ class Deliverer:
         message = await loop.run_in_executor(None, self._message, active, recipient)
         previous = active.progress[index]
         attempts = previous.attempts + 1
+        member = recipient.fingerprint or "-"
         try:
             if connection is None:
                 connection = await self.transport.open()
             await self.transport.send(connection, sender, recipient.email, message)
             outcome = Progress(SENT, attempts, 0.0)
         except Permanent as exc:
-            outcome = Progress(FAILED, attempts, 0.0)
-            log.info("failed qid=%s copy=%d reason=%s", active.job.qid, index, exc)
+            outcome = Progress(FAILED, attempts, 0.0, str(exc))
+            log.info("failed qid=%s copy=%d member=%s reason=%s", active.job.qid, index, member, exc)
         except Temporary as exc:
             now = time.time()
             if now - active.job.created > self.retry.lifetime:
-                outcome = Progress(FAILED, attempts, 0.0)
-                log.info("expired qid=%s copy=%d reason=%s", active.job.qid, index, exc)
+                outcome = Progress(FAILED, attempts, 0.0, f"expired-{exc}")
+                log.info("expired qid=%s copy=%d member=%s reason=%s", active.job.qid, index, member, exc)
             else:
-                outcome = Progress(DEFERRED, attempts, now + self.retry.delay(attempts))
+                outcome = Progress(DEFERRED, attempts, now + self.retry.delay(attempts), str(exc))
                 log.info("deferred qid=%s copy=%d attempts=%d reason=%s", active.job.qid, index, attempts, exc)
         if connection is not None and not self.transport.usable(connection):
             connection = None
@@ -318,6 +412,8 @@ class Deliverer:
 
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.gather(*(self._worker(stop) for _ in range(self.concurrency)))
+        # Jobs whose last copy was just recorded: settled before the workers' end is reported.
+        await asyncio.gather(*list(self.settling.values()), return_exceptions=True)
 
 
 async def _wait_any(*events: asyncio.Event) -> None:

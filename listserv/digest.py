@@ -3,19 +3,25 @@
     data/digest/LIST/TIME-QID.pgp   one post waiting for the next digest, sealed to the list
     data/digest.lock                 held while a digest is built: two processes never send one twice
 
-A digest is built in four steps, each safe to repeat after a crash:
-  1. in one store transaction: note the issue about to go out and the backlog items it takes
-     (a restart finishes that issue with exactly those items, not with posts that came later);
-  2. render and fan out the digest as a job with a queue id fixed by (list, volume, issue):
-     if the job exists already, this step is skipped;
-  3. in one store transaction: record the issue as sent, with the backlog items it consumed;
-  4. delete those items (a restart deletes any that step 4 left behind).
+A digest is built in three steps, each safe to repeat after a crash:
+  1. in one store transaction: note the issue about to go out, split into parts that each
+     fit under the relay's limit, and the backlog items each part takes (a restart finishes
+     that issue with exactly those parts, not with posts that came later);
+  2. render and fan out each part as a job with a queue id fixed by (list, volume, issue,
+     part), naming its items: if the job exists already, this step is skipped;
+  3. in one store transaction: record the issue number as used.
+Items stay in the backlog folder while a job carries them ("in flight": not offered to the
+next digest). Only when a part's delivery is over does `settle` decide: a part that reached
+anyone deletes its items; one whose every copy failed leaves them waiting for the next
+digest -- it was not sent -- unless it carried one post alone and was refused as too large
+(splitting cannot help that post), which is set aside as NAME.undeliverable, still sealed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -29,6 +35,7 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import Iterator
 
+from . import relaylimit, sizing
 from .errors import CryptoError
 from .model import MailingList, Member
 from .outbound import fan_out, render_footer
@@ -53,6 +60,25 @@ class DigestItem:
     sent_at: float
     kind: str  # "post" or "alert"
     message: bytes  # the list's protected inner message (content parts + footer)
+    signer: str = ""  # the poster's fingerprint: told if the post can reach no digest reader
+
+
+@dataclass(frozen=True)
+class Part:
+    """One message of a digest issue: the backlog items it carries, and whether it has the
+    HTML alternative (a part with one post too large for that goes as plain text only)."""
+
+    items: tuple[str, ...]
+    html: bool = True
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What became of a digest part's posts when its delivery ended."""
+
+    posts: int
+    delivered: bool  # some reader got it: its posts are gone from the backlog
+    set_aside: tuple[DigestItem, ...] = ()  # refused as too large, alone: kept as .undeliverable
 
 
 @dataclass(frozen=True)
@@ -99,20 +125,29 @@ class Digests:
         payload = json.dumps({
             "pseudonym": item.pseudonym, "subject": item.subject, "sent_at": item.sent_at,
             "kind": item.kind, "message": item.message.decode("utf-8", "surrogateescape"),
+            "signer": item.signer,
         }).encode("utf-8", "surrogateescape")
         sealed = self.services.keyring.seal(mailing_list.fingerprint, payload)
         write_atomically(folder / f"{time.time_ns():020d}-{qid}.pgp", sealed)
 
     def backlog(self, address: str) -> list[Path]:
+        """The posts waiting for the next digest: those no digest job carries right now."""
         folder = self.folder(address)
         if not folder.is_dir():
             return []
-        return sorted(p for p in folder.iterdir() if p.suffix == ".pgp" and not p.name.startswith("."))
+        carried = self.in_flight(address)
+        return sorted(p for p in folder.iterdir()
+                      if p.suffix == ".pgp" and not p.name.startswith(".") and p.name not in carried)
+
+    def in_flight(self, address: str) -> set[str]:
+        """Backlog items that a digest job waiting for delivery carries."""
+        return {name for job in Outgoing(self.services.spool).jobs()
+                if job.kind == "digest" and job.list == address for name in job.items}
 
     def _read(self, path: Path) -> DigestItem:
         raw = json.loads(self.services.keyring.unseal(path.read_bytes()).decode("utf-8", "surrogateescape"))
         return DigestItem(raw["pseudonym"], raw["subject"], raw["sent_at"], raw["kind"],
-                          raw["message"].encode("utf-8", "surrogateescape"))
+                          raw["message"].encode("utf-8", "surrogateescape"), raw.get("signer", ""))
 
     # -- state and schedule ------------------------------------------------------------
     def state(self, mailing_list: MailingList) -> DigestState:
@@ -172,55 +207,150 @@ class Digests:
             os.close(fd)
 
     def send(self, address: str, now: datetime | None = None) -> OutJob | None:
-        """Send the pending digest of a list now; None when nothing is pending."""
+        """Send the pending digest of a list now: the job of its first part (others follow
+        it in the spool), or None when nothing is pending."""
         now = now or datetime.now(timezone.utc)
         with self._locked():
             snapshot = self.services.store.read()
             mailing_list = snapshot.require_list(address)
             state = self.state(mailing_list)
-            for leftover in state.consumed:  # step 4 of a digest that a crash interrupted
+            for leftover in state.consumed:  # written by an older listserv's step 4
                 (self.folder(address) / leftover).unlink(missing_ok=True)
+            readers = [m for m in snapshot.members(address) if m.mode == "digest" and m.active]
             noted = self._noted(mailing_list)
-            if noted:  # a crash came after step 1: finish that issue with its own posts
-                volume, issue, names = noted
-                items = [self.folder(address) / name for name in names]
-                items = [path for path in items if path.exists()]
+            posts: dict[str, DigestItem] = {}
+            if noted:  # a crash came after step 1: finish that issue with its own parts
+                volume, issue, parts = noted
             else:
                 items = self.backlog(address)
                 volume = now.year - _year(mailing_list) + 1
                 issue = state.issue + 1 if volume == state.volume else 1
-            if not items:
-                self._record(mailing_list, state, now, (), advance=False)
-                return None
-            if not noted:
-                self._note(mailing_list, volume, issue, tuple(p.name for p in items))
-            readers = [m for m in snapshot.members(address) if m.mode == "digest" and m.active]
-            job = self._build(mailing_list, readers, volume, issue, self._readable(items), now)
-            self._record(mailing_list, DigestState(volume, issue, state.last_sent, ()), now,
-                         tuple(p.name for p in items), advance=True)
-            for path in items:
-                path.unlink(missing_ok=True)
-            return job
+                if not items:
+                    self._record(mailing_list, state, now)
+                    return None
+                if not readers:  # nobody takes digests: the posts are cleared, as promised
+                    for path in items:
+                        path.unlink(missing_ok=True)
+                    self._record(mailing_list, DigestState(volume, issue, state.last_sent, ()), now)
+                    return None
+                posts = dict(self._readable(items))
+                limit = sizing.copy_limit(relaylimit.load(self.services.spool.relay_file).size)
+                parts = self._split(mailing_list, volume, issue, list(posts.items()), now, limit)
+                self._note(mailing_list, volume, issue, parts)
+            first: OutJob | None = None
+            number = 1
+            for index, part in enumerate(parts, start=1):
+                missing = [self.folder(address) / name for name in part.items if name not in posts]
+                posts.update(self._readable([path for path in missing if path.exists()]))
+                carried = [(name, posts[name]) for name in part.items if name in posts]
+                job = self._build(mailing_list, readers, volume, issue, index, len(parts), part.html,
+                                  carried, number, now)
+                number += len(part.items)
+                first = first or job
+            self._record(mailing_list, DigestState(volume, issue, state.last_sent, ()), now)
+            return first
 
-    def _readable(self, items: list[Path]) -> list[DigestItem]:
-        """The waiting posts; one that cannot be unsealed is set aside (NAME.bad) and logged,
-        so it never blocks the list's digests."""
+    # -- splitting into parts ------------------------------------------------------------
+    def _split(self, mailing_list: MailingList, volume: int, issue: int,
+               posts: list[tuple[str, DigestItem]], now: datetime, limit: int | None) -> list[Part]:
+        """Parts in the order of the posts, each as large as fits under `limit` (the most a
+        copy may have). A post too large for a part of its own goes alone and as plain text;
+        if even that does not fit it still goes (the bound takes no credit for gpg's
+        compression, which mostly saves a quarter) and `settle` sets it aside if refused."""
+        every = tuple(name for name, _ in posts)
+        if limit is None or not posts:
+            return [Part(every)]
+        size = functools.partial(_digest_size, self.templates, mailing_list, now, (volume, issue))
+        raw = sum(len(item.message) for _, item in posts)
+        base = size([], 1)
+        if sizing.fits(base[0] + sizing.DIGEST_GROWTH * raw, base[1], limit) \
+                or _bound(size([item for _, item in posts], 1)) <= limit:
+            return [Part(every)]
+        parts: list[Part] = []
+        current: list[tuple[str, DigestItem]] = []
+        estimate = 0
+        for name, item in posts:
+            alone = _bound(size([item], 1))
+            if current and estimate + alone - _bound(base) + sizing.DIGEST_SLACK <= limit:
+                current.append((name, item))
+                estimate += alone - _bound(base)
+                continue
+            parts.extend(self._close(current, size, limit, 1 + sum(len(p.items) for p in parts)))
+            current = []
+            if alone <= limit:
+                current, estimate = [(name, item)], alone
+                continue
+            parts.append(Part((name,), html=False))
+            plain = _bound(size([item], 1, html=False))
+            if plain > limit:
+                log.warning("digest list=%s item=%s too-large-alone bound=%d limit=%d",
+                            mailing_list.address, name, plain, limit)
+        parts.extend(self._close(current, size, limit, 1 + sum(len(p.items) for p in parts)))
+        return parts
+
+    @staticmethod
+    def _close(group: list[tuple[str, DigestItem]], size, limit: int, first: int) -> list[Part]:
+        """`group` as parts that fit: its estimate adds each post's own size, which misses
+        what one post does to all (a long line switches the whole text part to base64), so
+        each part is measured whole and the longest prefix that fits is taken."""
+        parts = []
+        while group:
+            low, high = 1, len(group)  # group[:low] always goes: one post is a part of its own
+            while low < high:
+                middle = (low + high + 1) // 2
+                if _bound(size([item for _, item in group[:middle]], first)) <= limit:
+                    low = middle
+                else:
+                    high = middle - 1
+            parts.append(Part(tuple(name for name, _ in group[:low])))
+            first += low
+            group = group[low:]
+        return parts
+
+    # -- when a part's delivery is over ---------------------------------------------------
+    def settle(self, job: OutJob, delivered: bool, too_large: bool) -> Settled:
+        """A digest part's delivery ended: `delivered` if any reader got it, `too_large` if
+        the relay refused its copies for their size. Safe to repeat (a crash before the job
+        was removed runs it again)."""
+        folder = self.folder(job.list)
+        with self._locked():
+            if delivered:
+                for name in job.items:
+                    (folder / name).unlink(missing_ok=True)
+                return Settled(len(job.items), True)
+            if too_large and len(job.items) == 1:
+                path = folder / job.items[0]
+                set_aside = tuple(item for _, item in self._readable([path])) if path.exists() else ()
+                with contextlib.suppress(OSError):
+                    path.rename(path.with_suffix(".undeliverable"))
+                log.error("set-aside digest item=%s list=%s reason=too-large", job.items[0], job.list)
+                return Settled(1, False, set_aside)
+            return Settled(len(job.items), False)  # the job's end puts them back in the backlog
+
+    def _readable(self, items: list[Path]) -> list[tuple[str, DigestItem]]:
+        """The waiting posts by name; one that cannot be unsealed is set aside (NAME.bad) and
+        logged, so it never blocks the list's digests."""
         posts = []
         for path in items:
             try:
-                posts.append(self._read(path))
+                posts.append((path.name, self._read(path)))
             except (CryptoError, OSError, ValueError, KeyError) as exc:
                 log.error("unreadable digest item=%s reason=%s", path.name, type(exc).__name__)
                 with contextlib.suppress(OSError):
                     path.rename(path.with_suffix(".bad"))
         return posts
 
-    def _noted(self, mailing_list: MailingList) -> tuple[int, int, tuple[str, ...]] | None:
+    def _noted(self, mailing_list: MailingList) -> tuple[int, int, list[Part]] | None:
         raw = self.services.store.read().get_value(STATE.format(mailing_list.address)) or {}
         noted = raw.get("sending")
-        return (noted["volume"], noted["issue"], tuple(noted["items"])) if noted else None
+        if not noted:
+            return None
+        if "parts" not in noted:  # noted by a listserv that sent a digest as one message
+            return noted["volume"], noted["issue"], [Part(tuple(noted["items"]))]
+        parts = [Part(tuple(part["items"]), part["html"]) for part in noted["parts"]]
+        return noted["volume"], noted["issue"], parts
 
-    def _note(self, mailing_list: MailingList, volume: int, issue: int, items: tuple[str, ...]) -> None:
+    def _note(self, mailing_list: MailingList, volume: int, issue: int, parts: list[Part]) -> None:
         key = STATE.format(mailing_list.address)
         with self.services.store.transaction() as tx:
             value = dict(tx.get_value(key) or {})
@@ -228,30 +358,60 @@ class Digests:
                 state = self.state(mailing_list)
                 value = {"volume": state.volume, "issue": state.issue, "last_sent": state.last_sent,
                          "consumed": []}
-            value["sending"] = {"volume": volume, "issue": issue, "items": list(items)}
+            value["sending"] = {"volume": volume, "issue": issue,
+                                "parts": [{"items": list(p.items), "html": p.html} for p in parts]}
             tx.set_value(key, value)
 
-    def _record(self, mailing_list: MailingList, state: DigestState, now: datetime,
-                consumed: tuple[str, ...], advance: bool) -> None:
+    def _record(self, mailing_list: MailingList, state: DigestState, now: datetime) -> None:
         value = {"volume": state.volume, "issue": state.issue, "last_sent": now.timestamp(),
-                 "consumed": list(consumed)}
+                 "consumed": []}
         with self.services.store.transaction() as tx:
             tx.set_value(STATE.format(mailing_list.address), value)
 
     def _build(self, mailing_list: MailingList, readers: list[Member], volume: int, issue: int,
-               items: list[DigestItem], now: datetime) -> OutJob | None:
-        qid = hashlib.sha256(f"{mailing_list.address}/{volume}/{issue}".encode()).hexdigest()[:12]
+               part: int, parts: int, html: bool, carried: list[tuple[str, DigestItem]], first: int,
+               now: datetime) -> OutJob | None:
+        # Part 1 keeps the queue id a digest had when it was always one message.
+        name = f"{mailing_list.address}/{volume}/{issue}" + (f"/{part}" if part > 1 else "")
+        qid = hashlib.sha256(name.encode()).hexdigest()[:12]
         outgoing = Outgoing(self.services.spool)
-        if outgoing.exists(qid) or not readers or not items:
+        if outgoing.exists(qid) or not readers or not carried:
             return None
-        content = render_digest(self.templates, mailing_list, volume, issue, items, now)
-        composed = compose(
-            content, in_reply_to=None, references=None, sender=None,
-            mailing_list=mailing_list, kind="digest", footer=render_footer(self.templates, mailing_list),
-            now=now, message_id=new_message_id(mailing_list),
-        )
-        job, _ = fan_out(self.services, outgoing, qid, mailing_list, "digest", composed, readers)
+        items = [item for _, item in carried]
+        composed = _compose_digest(self.templates, mailing_list, now, render_digest(
+            self.templates, mailing_list, volume, issue, items, now, part=part, parts=parts,
+            html=html, first=first))
+        job, _ = fan_out(self.services, outgoing, qid, mailing_list, "digest", composed, readers,
+                         items=tuple(name for name, _ in carried))
         return job
+
+
+def _compose_digest(templates: Templates, mailing_list: MailingList, now: datetime, content: bytes):
+    return compose(
+        content, in_reply_to=None, references=None, sender=None,
+        mailing_list=mailing_list, kind="digest", footer=render_footer(templates, mailing_list),
+        now=now, message_id=new_message_id(mailing_list),
+    )
+
+
+def _digest_size(templates: Templates, mailing_list: MailingList, now: datetime,
+                 numbers: tuple[int, int], items: list[DigestItem], first: int,
+                 html: bool = True) -> tuple[int, int]:
+    """(inner, envelope) of a digest part holding `items`, numbered as if it were part 999
+    of 999: the longest a part's numbers get."""
+    composed = _compose_digest(templates, mailing_list, now, render_digest(
+        templates, mailing_list, *numbers, items, now, part=999, parts=999, html=html, first=first))
+    return len(composed.inner), len(composed.outer_prefix) + len(composed.outer_suffix)
+
+
+def _bound(sizes: tuple[int, int]) -> int:
+    return sizing.copy_bound(*sizes)
+
+
+def digest_copy_size(templates: Templates, mailing_list: MailingList, items: list[DigestItem],
+                     now: datetime, numbers: tuple[int, int], html: bool = True) -> int:
+    """The most bytes a copy of a digest part holding `items` can have."""
+    return _bound(_digest_size(templates, mailing_list, now, numbers, items, 1, html))
 
 
 def _timestamp(iso: str) -> float | None:
@@ -297,11 +457,13 @@ def _split(message: bytes) -> tuple[str, list[Message]]:
 
 
 def render_digest(templates: Templates, mailing_list: MailingList, volume: int, issue: int,
-                  items: list[DigestItem], now: datetime) -> bytes:
-    """The digest's content: a table of contents and every post, as text and HTML, with the
-    posts' attachments as MIME parts. compose() turns it into the list's message."""
+                  items: list[DigestItem], now: datetime, *, part: int = 1, parts: int = 1,
+                  html: bool = True, first: int = 1) -> bytes:
+    """The digest's content: a table of contents and every post, as text and (`html`) HTML,
+    with the posts' attachments as MIME parts. compose() turns it into the list's message.
+    Part `part` of `parts` numbers its posts from `first`, so an issue's numbers run on."""
     entries, carried = [], []
-    for number, item in enumerate(items, start=1):
+    for number, item in enumerate(items, start=first):
         text, attachments = _split(item.message)
         names = tuple(a.get_filename() or a.get_content_type() for a in attachments)
         entries.append(_Entry(number, item.pseudonym,
@@ -309,11 +471,12 @@ def render_digest(templates: Templates, mailing_list: MailingList, volume: int, 
                               item.subject, item.kind == "alert", text, names))
         carried.extend(attachments)
     values = dict(list=mailing_list, volume=volume, issue=issue, entries=entries,
-                  date=now.strftime("%Y-%m-%d"))
+                  date=now.strftime("%Y-%m-%d"), part=part, parts=parts)
     digest = EmailMessage(policy=policy.SMTP)
     digest["Subject"] = templates.render("digest-subject.txt.j2", **values).strip()
     digest.set_content(templates.render("digest.txt.j2", **values), charset="utf-8")
-    digest.add_alternative(templates.render("digest.html.j2", **values), subtype="html", charset="utf-8")
+    if html:
+        digest.add_alternative(templates.render("digest.html.j2", **values), subtype="html", charset="utf-8")
     if carried:
         digest.make_mixed()
         for attachment in carried:

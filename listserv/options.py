@@ -99,8 +99,15 @@ OPTIONS: dict[str, Option] = {
                "Who may send urgent alerts to LOCAL+urgent@DOMAIN."),
         Option("digest_schedule", _schedule, "daily 18:00", "schedule",
                "When digests go out, in UTC: 'daily HH:MM', 'weekly DAY HH:MM', 'every 6h' or a cron expression."),
-        Option("max_message_size_kb", _positive_int, 10240, "integer",
-               "Largest submission accepted, in KiB; larger ones get 552 5.3.4."),
+        # 7000 KiB, not 10240: a copy is larger than its post (armor adds a third, then
+        # headers and footer), and a relay refuses what is over its own limit. Postfix's
+        # default message_size_limit is 10,240,000 bytes; listserv.sizing puts the largest post
+        # whose copies fit under it at 7,190 KiB for a list with the shipped templates, so
+        # 7000 leaves room for a longer name, footer or banner. Where the relay announces
+        # its limit, the lower of the two applies.
+        Option("max_message_size_kb", _positive_int, 7000, "integer",
+               "Largest submission accepted, in KiB; larger ones get 552 5.3.4. The relay's own "
+               "limit (its SIZE) lowers it further: copies are a third larger than posts."),
         Option("max_signature_age", _duration, "7d", "duration",
                "Oldest signature accepted (s, m, h, d, w); older posts are refused as stale."),
         Option("footer", _multiline, "", "text",

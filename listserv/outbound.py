@@ -22,8 +22,11 @@ def render_footer(templates: Templates, mailing_list: MailingList) -> str:
 
 
 def fan_out(services: Services, outgoing: Outgoing, qid: str, mailing_list: MailingList, kind: str,
-            composed: Composed, recipients: list[Member]) -> tuple[OutJob | None, tuple[str, ...]]:
-    """Encrypt once for every recipient and write the job: shared packet + one record each."""
+            composed: Composed, recipients: list[Member], poster: str | None = None,
+            items: tuple[str, ...] = ()) -> tuple[OutJob | None, tuple[str, ...]]:
+    """Encrypt once for every recipient and write the job: shared packet + one record each.
+    `poster` (who signed a post) is told if no copy can be delivered; `items` are the
+    backlog items a digest part carries."""
     if not recipients:
         return None, ()
     fan = encrypt_for(services.keyring, mailing_list.fingerprint,
@@ -31,14 +34,14 @@ def fan_out(services: Services, outgoing: Outgoing, qid: str, mailing_list: Mail
     key = verp.secret(services.store)
     records = [
         Recipient(m.email, verp.token(key, mailing_list.address, m.email),
-                  fan.pkesks[m.fingerprint].packet, fan.pkesks[m.fingerprint].batch)
+                  fan.pkesks[m.fingerprint].packet, fan.pkesks[m.fingerprint].batch, m.fingerprint)
         for m in recipients if m.fingerprint in fan.pkesks
     ]
     if not records:
         return None, tuple(fan.unusable)
     return_path = f"{mailing_list.local}-bounces+{{token}}@{mailing_list.domain}"
     job = outgoing.write(qid, mailing_list.address, kind, return_path, fan.shared,
-                         composed.outer_prefix, composed.outer_suffix, records)
+                         composed.outer_prefix, composed.outer_suffix, records, poster, items)
     return job, tuple(fan.unusable)
 
 

@@ -1,8 +1,10 @@
 """The order of the stages, and nothing else.
 
-accept():      open -> authorize -> seal -> spool -> replay check     (before the SMTP reply)
+accept():      size -> open -> authorize -> size of copies -> seal -> spool -> replay check
+               (before the SMTP reply)
 distribute():  unseal -> open -> compose -> fan-out -> outgoing spool (a worker, after the reply)
 bounce():      VERP token -> member -> count
+settle():      a delivery job's outcome -> bounces, notices, digest bookkeeping (listserv.settle)
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from . import verp
+from . import capacity, verp
 from .digest import DigestItem
-from .errors import ListservError, Refusal, TooLarge, Unauthorized
-from .model import MailingList
+from .errors import ListservError, Refusal, Unauthorized
+from .model import MailingList, Member
 from .outbound import fan_out, notify_admins, render_footer
 from .services import Services
 from .spool import Job, Outgoing, OutJob
@@ -47,18 +49,25 @@ class Accepted:
         return self.job.kind
 
 
-def accept(raw: bytes, route: Route, services: Services) -> Accepted:
-    """Check a submission and store it durably; raises a Refusal (with .signer when known)."""
+def accept(raw: bytes, route: Route, services: Services, templates: Templates | None = None) -> Accepted:
+    """Check a submission and store it durably; raises a Refusal (with .signer when known).
+    `templates` (the deployment's) measure what compose adds: the footer, the alert banner."""
     signer = None
+    templates = templates or Templates()
     try:
         snapshot = services.store.read()
         mailing_list = snapshot.require_list(route.list)
-        if len(raw) > option(mailing_list, "max_message_size_kb") * 1024:
-            raise TooLarge("too-large")
+        copy_limit = capacity.copy_limit(services)
+        allowed = capacity.post_limit(mailing_list, templates, copy_limit)
+        if len(raw) > allowed.size:
+            raise allowed.refusal()
         opened = open_message(raw, services.keyring)
         signer = opened.signer
         members = {m.fingerprint: m for m in snapshot.members(mailing_list.address)}
         authorized = authorize(opened, route, mailing_list, members, time.time())
+        # A post that decompresses into more than it looked like is measured as it will go.
+        capacity.check_content(opened, authorized.member, route.kind, mailing_list, templates, copy_limit,
+                               digest_readers=any(m.mode == "digest" and m.active for m in members.values()))
         keep = home_replay_window(snapshot.lists())
         sealed = services.keyring.seal(mailing_list.fingerprint, raw)
         job = services.spool.accept(mailing_list.address, route.kind, sealed)
@@ -134,10 +143,11 @@ def distribute(job: Job, services: Services, templates: Templates,
     # A restart before it repeats the backlog write, which keeps one item per queue id.
     if backlog is not None and any(m.mode == "digest" for m in members):
         backlog(mailing_list, job.qid, DigestItem(sender.name, composed.subject, time.time(),
-                                                  job.kind, composed.inner))
+                                                  job.kind, composed.inner, sender.fingerprint))
     # Key-revoked members get nothing: their key must not be trusted, nor counted unusable.
     recipients = [m for m in members if m.active and (job.kind == "alert" or m.mode == "immediate")]
-    out, unusable = fan_out(services, outgoing, job.qid, mailing_list, job.kind, composed, recipients)
+    out, unusable = fan_out(services, outgoing, job.qid, mailing_list, job.kind, composed, recipients,
+                            poster=sender.fingerprint)
     notices = ()
     if unusable:
         notices = (notify_admins(services, templates, mailing_list, members, "notice-unusable-keys.txt.j2",
@@ -153,13 +163,25 @@ def bounce(route: Route, services: Services, templates: Templates) -> str | None
     """Count a bounce against the member its VERP token names; returns that member's fingerprint.
     When the count reaches BOUNCE_NOTICE_AT the list's admins get a notice."""
     key = verp.secret(services.store)
+    member = verp.member_for(key, route.list, services.store.read().members(route.list), route.token)
+    if member is None:
+        return None
+    counted, _ = count_bounce(services, templates, route.list, member.email)
+    return counted.fingerprint if counted else None
+
+
+def count_bounce(services: Services, templates: Templates, list_address: str,
+                 email: str) -> tuple[Member | None, OutJob | None]:
+    """One more bounce for a member: from the VERP address, or the relay refusing them at RCPT.
+    Returns the member (None if gone meanwhile) and the admins' notice when the count has
+    just reached BOUNCE_NOTICE_AT."""
     with services.store.transaction() as tx:
-        member = verp.member_for(key, route.list, tx.members(route.list), route.token)
-        if member is None:
-            return None
-        tx.count_bounce(route.list, member.email)
-        member = tx.require_member(route.list, member.email)
-        mailing_list, members = tx.require_list(route.list), tx.members(route.list)
+        if tx.get_member(list_address, email) is None:
+            return None, None
+        tx.count_bounce(list_address, email)
+        member = tx.require_member(list_address, email)
+        mailing_list, members = tx.require_list(list_address), tx.members(list_address)
+    notice = None
     if member.bounces == BOUNCE_NOTICE_AT:
-        notify_admins(services, templates, mailing_list, members, "notice-bounces.txt.j2", member=member)
-    return member.fingerprint
+        notice = notify_admins(services, templates, mailing_list, members, "notice-bounces.txt.j2", member=member)
+    return member, notice

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from . import relaylimit
 from .config import Home, Settings
 from .digest import Digests
-from .deliver import Deliverer, MaildirTransport, RelayTransport, RetryPolicy, Transport
+from .deliver import Deliverer, MaildirTransport, Outcome, RelayTransport, RetryPolicy, Temporary, Transport
 from .errors import CryptoError, EnvironmentProblem, ListservError, Refusal
 from .keyring import Keyring
 from .pipeline import Accepted, Services, distribute
+from .settle import settle
 from .smtpd import Handler, make_server
 from .spool import KINDS, Job, Outgoing, Spool
 from .store import Store
@@ -60,10 +62,13 @@ def services_for(home: Home) -> Services:
     return Services(Store(home.database), Keyring(home.keys), spool, Store(home.events))
 
 
-def transport_for(options: ServeOptions, settings: Settings) -> Transport:
+def transport_for(options: ServeOptions, settings: Settings,
+                  on_size: Callable[[int | None], None] | None = None,
+                  on_too_large: Callable[[int], None] | None = None) -> Transport:
     if options.relay:
         return RelayTransport(*options.relay, starttls=settings.starttls,
-                              ca_file=settings.tls_ca_file or None)
+                              ca_file=settings.tls_ca_file or None, on_size=on_size,
+                              on_too_large=on_too_large)
     return MaildirTransport(options.outbox)
 
 
@@ -79,10 +84,46 @@ class Service:
         self.outgoing = Outgoing(self.services.spool)
         self.digests = Digests(self.services, self.templates, home.digests)
         retry = RetryPolicy(settings.retry_min, settings.retry_max, settings.lifetime)
-        self.deliverer = Deliverer(self.outgoing, transport_for(options, settings), settings.concurrency, retry)
+        self.relay = f"{options.relay[0]}:{options.relay[1]}" if options.relay else None
+        self.transport = transport_for(options, settings, self._announced, self._refused_size)
+        self.deliverer = Deliverer(self.outgoing, self.transport, settings.concurrency, retry,
+                                   on_final=self._settled)
         self._stop = asyncio.Event()
         self._submissions: asyncio.PriorityQueue[tuple[int, float, int, Job]] = asyncio.PriorityQueue()
         self._order = itertools.count()
+
+    # -- the relay's limit (listserv.relaylimit) ---------------------------------------
+    def _learn(self, limit: relaylimit.RelayLimit) -> None:
+        path = self.services.spool.relay_file
+        old = relaylimit.load(path)
+        if (old.relay, old.size) != (limit.relay, limit.size):
+            relaylimit.save(path, limit)
+            # No host or port here: the log names no address (the startup line says where copies go).
+            log.info("relay-limit size=%s source=%s", limit.size or "none", "relay" if limit.relay else "outbox")
+
+    def _announced(self, size: int | None) -> None:
+        self._learn(relaylimit.learned(relaylimit.load(self.services.spool.relay_file), self.relay or "", size))
+
+    def _refused_size(self, size: int) -> None:
+        self._learn(relaylimit.refused(relaylimit.load(self.services.spool.relay_file), self.relay or "", size))
+
+    async def _probe_relay(self) -> None:
+        """Learn the relay's SIZE before the first post is checked against it."""
+        if not isinstance(self.transport, RelayTransport):
+            self._learn(relaylimit.NONE)  # the outbox takes anything
+            return
+        try:
+            await self.transport.probe()  # its EHLO answer reaches _announced
+        except Temporary as exc:
+            kept = relaylimit.load(self.services.spool.relay_file)
+            log.warning("relay-limit unreachable reason=%s; keeping size=%s", exc, kept.size or "none")
+
+    async def _settled(self, outcome: Outcome) -> None:
+        loop = asyncio.get_running_loop()
+        notices = await loop.run_in_executor(self.executor, settle, outcome, self.services, self.templates,
+                                             self.digests)
+        for notice in notices:
+            self.deliverer.load(notice)
 
     def _enqueue(self, job: Job) -> None:
         self._submissions.put_nowait((KINDS.index(job.kind), job.received, next(self._order), job))
@@ -161,6 +202,7 @@ class Service:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
+        await self._probe_relay()
         handler = Handler(self.services, self.templates, self.executor, self._accepted)
         factory = make_server(handler, "listserv", self.settings.max_data_kb * 1024)
         host, port = self.options.listen
@@ -183,6 +225,9 @@ class Service:
             server.close()  # no new connections; checks under way finish and reply
             if not await handler.drain(DRAIN_TIMEOUT):
                 log.error("stopping with DATA checks still under way")
+            settling = list(self.deliverer.settling.values())
+            if settling:  # a job just delivered is told about now, not at the next start
+                await asyncio.wait(settling, timeout=DRAIN_TIMEOUT)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

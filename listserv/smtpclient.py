@@ -16,9 +16,15 @@ from dataclasses import dataclass
 
 
 class SMTPReplyError(Exception):
-    def __init__(self, code: int, text: str):
+    """A reply the client did not want. `stage` is the command it answered ("connect",
+    "mail", "rcpt", "data"): a refusal at RCPT is about the recipient, one at MAIL or DATA
+    about the message."""
+
+    def __init__(self, code: int, text: str, stage: str = ""):
         super().__init__(f"{code} {text}")
         self.code = code
+        self.text = text
+        self.stage = stage
 
 
 class SMTPConnectionError(Exception):
@@ -42,6 +48,7 @@ class SMTPClient:
         self._reader = reader
         self._writer = writer
         self._timeout = timeout
+        self.extensions: dict[str, str] = {}  # EHLO keyword -> its parameters, from the last EHLO
 
     @classmethod
     async def connect(cls, host: str, port: int, helo: str, starttls: bool | None,
@@ -71,12 +78,26 @@ class SMTPClient:
             raise
         return client
 
-    async def _ehlo(self, helo: str) -> set[str]:
+    async def _ehlo(self, helo: str) -> dict[str, str]:
         reply = await self.command(f"EHLO {helo}".encode())
         if reply.code != 250:
             await self._expect(await self.command(f"HELO {helo}".encode()), 250)
-            return set()
-        return {line.split(" ", 1)[0].upper() for line in reply.lines[1:]}
+            self.extensions = {}
+            return self.extensions
+        self.extensions = {}
+        for line in reply.lines[1:]:
+            keyword, _, params = line.partition(" ")
+            self.extensions[keyword.upper()] = params.strip()
+        return self.extensions
+
+    @property
+    def size(self) -> int | None:
+        """The relay's SIZE (RFC 1870): the largest message it takes, in bytes; 0 when it
+        declares no limit ("SIZE" alone or "SIZE 0"); None when it does not speak of SIZE."""
+        if "SIZE" not in self.extensions:
+            return None
+        value = self.extensions["SIZE"].split(" ", 1)[0]
+        return int(value) if value.isdigit() else 0
 
     async def _reply(self) -> Reply:
         lines = []
@@ -107,18 +128,25 @@ class SMTPClient:
             raise SMTPConnectionError(f"write: {type(exc).__name__}") from None
 
     @staticmethod
-    async def _expect(reply: Reply, *codes: int) -> Reply:
+    async def _expect(reply: Reply, *codes: int, stage: str = "connect") -> Reply:
         if reply.code not in codes:
-            raise SMTPReplyError(reply.code, " ".join(reply.lines))
+            raise SMTPReplyError(reply.code, " ".join(reply.lines), stage)
         return reply
 
     async def send(self, sender: str, recipient: str, *message: bytes) -> Reply:
         """One transaction. `message` is CRLF text whose lines never start with a dot; its
-        chunks are written as they are. A refusal leaves the session ready (RSET)."""
+        chunks are written as they are. A refusal leaves the session ready (RSET).
+        To a relay that announces SIZE the message's size is declared in MAIL FROM, so one
+        that is too large is refused there, before its bytes are sent (RFC 1870)."""
+        declared = ""
+        if "SIZE" in self.extensions:
+            declared = f" SIZE={sum(len(chunk) for chunk in message)}"
         try:
-            await self._expect(await self.command(f"MAIL FROM:<{sender}>".encode()), 250)
-            await self._expect(await self.command(f"RCPT TO:<{recipient}>".encode()), 250, 251)
-            await self._expect(await self.command(b"DATA"), 354)
+            await self._expect(await self.command(f"MAIL FROM:<{sender}>{declared}".encode()), 250,
+                               stage="mail")
+            await self._expect(await self.command(f"RCPT TO:<{recipient}>".encode()), 250, 251,
+                               stage="rcpt")
+            await self._expect(await self.command(b"DATA"), 354, stage="data")
         except SMTPReplyError:
             try:  # start the next transaction clean; any reply will do
                 await self.command(b"RSET")
@@ -127,7 +155,7 @@ class SMTPClient:
             raise
         ending = b".\r\n" if message and message[-1].endswith(b"\r\n") else b"\r\n.\r\n"
         await self._write(*message, ending)
-        return await self._expect(await self._reply(), 250)
+        return await self._expect(await self._reply(), 250, stage="data")
 
     async def quit(self) -> None:
         try:

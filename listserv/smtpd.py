@@ -1,4 +1,8 @@
-"""The SMTP front door (aiosmtpd): RCPT and DATA checks; DATA goes to the pipeline.
+"""The SMTP front door (aiosmtpd): MAIL, RCPT and DATA checks; DATA goes to the pipeline.
+
+A size the client declares (MAIL FROM ... SIZE=n, RFC 1870) is held against the largest any
+list here takes at MAIL, and against the list's own at RCPT: 552 5.3.4 with the limit, before
+the client sends the message (listserv.capacity).
 
 aiosmtpd is imported only here. Slow work (gpg) runs in a thread pool, never on the event
 loop's thread. No header is added to a message (aiosmtpd's X-Peer would leak the sender's IP),
@@ -14,6 +18,7 @@ from typing import Callable
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from . import capacity
 from .errors import ListservError, Refusal, TooLarge
 from .pipeline import Accepted, Services, accept, bounce
 from .stages.route import Route, route
@@ -58,12 +63,49 @@ class Handler:
         lists = {ml.address for ml in self.services.store.read().lists()}
         return route(address, lists)
 
+    def _largest(self) -> capacity.Limit | None:
+        lists = self.services.store.read().lists()
+        return capacity.largest_limit(lists, self.templates, capacity.copy_limit(self.services))
+
+    def _recipient(self, address: str, declared: int | None) -> Route:
+        """Route RCPT TO; a post or alert declared larger than its list takes is refused."""
+        found = self._route(address)
+        if declared is not None and found.kind != "bounce":
+            mailing_list = self.services.store.read().require_list(found.list)
+            limit = capacity.post_limit(mailing_list, self.templates, capacity.copy_limit(self.services))
+            if declared > limit.size:
+                raise limit.refusal()
+        return found
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        declared = _declared_size(mail_options)
+        # A bounce (null sender) may carry a whole copy back: it is never held to a post's limit.
+        if declared is not None and address not in ("", "<>"):
+            try:
+                limit = await asyncio.get_running_loop().run_in_executor(self.executor, self._largest)
+            except ListservError as exc:
+                log.error("error stage=mail %s: %s", type(exc).__name__, exc)
+                return TEMPORARY_FAILURE
+            except Exception:  # a bug must never reach the client as a traceback
+                log.exception("error stage=mail unexpected")
+                return TEMPORARY_FAILURE
+            if limit is not None and declared > limit.size:
+                refusal = limit.refusal()
+                log.info("refused ref=%s stage=mail reason=%s size=%d limit=%d", refusal.ref, refusal.reason,
+                         declared, limit.size)
+                return refusal.smtp_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Sender ok"
+
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         if envelope.rcpt_tos:
             return ONE_LIST_PER_MESSAGE
+        declared = None if envelope.mail_from in ("", "<>") else _declared_size(envelope.mail_options)
         try:
-            await asyncio.get_running_loop().run_in_executor(self.executor, self._route, address)
+            await asyncio.get_running_loop().run_in_executor(self.executor, self._recipient, address, declared)
         except Refusal as refusal:
             log.info("refused ref=%s stage=rcpt reason=%s", refusal.ref, refusal.reason)
             return refusal.smtp_reply
@@ -97,7 +139,8 @@ class Handler:
                                                     self.templates)
                 log.info("bounce list=%s member=%s", route_.list, member or "unknown-token")
                 return "250 2.0.0 Bounce noted"
-            accepted = await loop.run_in_executor(self.executor, accept, raw, route_, self.services)
+            accepted = await loop.run_in_executor(self.executor, accept, raw, route_, self.services,
+                                                  self.templates)
         except Refusal as refusal:
             log.info("refused ref=%s list=%s reason=%s signer=%s reply=%s %s", refusal.ref,
                      route_.list if route_ else "-", refusal.reason,
@@ -113,6 +156,15 @@ class Handler:
                  accepted.kind, accepted.signer)
         self.on_accepted(accepted)
         return f"250 2.0.0 Queued as {accepted.qid}"
+
+
+def _declared_size(mail_options: list[str]) -> int | None:
+    """SIZE=n of MAIL FROM (aiosmtpd checked it is a number)."""
+    for option in mail_options:
+        name, _, value = option.partition("=")
+        if name.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return None
 
 
 def make_server(handler: Handler, hostname: str, data_size_limit: int) -> Callable[[], SMTP]:

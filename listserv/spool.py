@@ -89,6 +89,7 @@ class Spool:
         self.bad = root / "bad"
         self.outgoing = root / "outgoing"
         self.retry_flag = root / "retry-now"
+        self.relay_file = root / "relay.json"  # what the relay takes (listserv.relaylimit)
 
     def prepare(self) -> None:
         """Create the folders and sweep half-written jobs left by a crash."""
@@ -162,6 +163,7 @@ class Recipient:
     token: str  # VERP token: the return path LOCAL-bounces+TOKEN@DOMAIN maps back to the member
     pkesk: bytes  # this member's public-key encrypted session key packet
     batch: int = 0  # which shared packet (one per gpg batch) the PKESK unlocks
+    fingerprint: str = ""  # the member's pinned key, for the log (never the address); "" in old jobs
 
 
 @dataclass
@@ -169,6 +171,7 @@ class Progress:
     state: str = PENDING
     attempts: int = 0
     next_try: float = 0.0
+    reason: str = ""  # of the last failure or deferral: a code such as rcpt-550 (never reply text)
 
 
 @dataclass(frozen=True)
@@ -180,21 +183,33 @@ class OutJob:
     return_path: str  # envelope sender with {token} to fill in
     batches: int  # shared packets: one per gpg batch
     path: Path
+    # Who is told when no copy can be delivered: the fingerprint of the member who signed a
+    # post or alert (None for digests and notices). A fingerprint, like the log's, not an address.
+    poster: str | None = None
+    items: tuple[str, ...] = ()  # a digest part: the backlog items it carries (file names)
 
     def as_dict(self) -> dict[str, Any]:
         return {"qid": self.qid, "list": self.list, "kind": self.kind, "created": self.created}
 
 
 def _encode_recipients(recipients: list[Recipient]) -> bytes:
-    lines = (f"{r.email} {r.token} {r.batch} {base64.b64encode(r.pkesk).decode()}" for r in recipients)
+    lines = (f"{r.email} {r.token} {r.batch} {base64.b64encode(r.pkesk).decode()} {r.fingerprint or '-'}"
+             for r in recipients)
     return ("\n".join(lines) + "\n").encode()
 
 
 def _decode_recipients(data: bytes) -> list[Recipient]:
     result = []
     for line in data.decode().splitlines():
-        email, token, batch, pkesk = line.split(" ")
-        result.append(Recipient(email, token, base64.b64decode(pkesk), int(batch)))
+        fields = line.split(" ")
+        if len(fields) == 4:  # written before records carried the fingerprint
+            fields.append("-")
+        try:
+            email, token, batch, pkesk, fingerprint = fields
+            result.append(Recipient(email, token, base64.b64decode(pkesk, validate=True), int(batch),
+                                    "" if fingerprint == "-" else fingerprint))
+        except ValueError:  # binascii.Error too: one plain error for whatever a disk left
+            raise ValueError("A recipient record is damaged.") from None
     return result
 
 
@@ -206,9 +221,14 @@ class Outgoing:
 
     def write(self, qid: str, list_address: str, kind: str, return_path: str,
               shared: tuple[bytes, ...], prefix: bytes, suffix: bytes,
-              recipients: list[Recipient]) -> OutJob:
+              recipients: list[Recipient], poster: str | None = None,
+              items: tuple[str, ...] = ()) -> OutJob:
         meta = {"qid": qid, "list": list_address, "kind": kind, "created": time.time(),
                 "return_path": return_path, "batches": len(shared)}
+        if poster:
+            meta["poster"] = poster
+        if items:
+            meta["items"] = list(items)
         destination = self.spool.outgoing / qid
         files = {f"{SHARED}.{index}": packet for index, packet in enumerate(shared)}
         self.spool._stage(qid, {**files, PREFIX: prefix, SUFFIX: suffix,
@@ -222,7 +242,8 @@ class Outgoing:
     def _job(self, folder: Path) -> OutJob:
         meta = json.loads((folder / META).read_bytes())
         return OutJob(meta["qid"], meta["list"], meta["kind"], meta["created"],
-                      meta["return_path"], meta["batches"], folder)
+                      meta["return_path"], meta["batches"], folder, meta.get("poster"),
+                      tuple(meta.get("items", ())))
 
     def jobs(self) -> list[OutJob]:
         found = []
@@ -253,16 +274,18 @@ class Outgoing:
                 handle.write(b"\n")
         for line in journal.split(b"\n"):
             parts = line.split()
-            if len(parts) != 4:
+            if len(parts) not in (4, 5):  # 4: written before results carried a reason
                 continue
             index, state, attempts, next_try = int(parts[0]), parts[1].decode(), int(parts[2]), float(parts[3])
+            reason = parts[4].decode() if len(parts) == 5 and parts[4] != b"-" else ""
             if 0 <= index < count:
-                states[index] = Progress(state, attempts, next_try)
+                states[index] = Progress(state, attempts, next_try, reason)
         return states
 
     def record(self, job: OutJob, index: int, progress: Progress) -> None:
         """Append one result and fsync before anything else happens to that member."""
-        line = f"{index} {progress.state} {progress.attempts} {progress.next_try:.3f}\n".encode()
+        line = (f"{index} {progress.state} {progress.attempts} {progress.next_try:.3f} "
+                f"{progress.reason or '-'}\n").encode()
         fd = os.open(job.path / JOURNAL, os.O_WRONLY | os.O_APPEND)
         try:
             os.write(fd, line)

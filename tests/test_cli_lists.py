@@ -81,7 +81,7 @@ def test_list_create_prints_the_fingerprint_and_show_reports_it(cli):
     assert set(shown["options"]) == OPTION_NAMES
     assert shown["options"] == {
         "name": "News", "subject_prefix": "[News]", "require_encryption": True,
-        "alert_senders": "members", "digest_schedule": "daily 18:00", "max_message_size_kb": 10240,
+        "alert_senders": "members", "digest_schedule": "daily 18:00", "max_message_size_kb": 7000,
         "max_signature_age": "7d", "footer": "",
     }
 

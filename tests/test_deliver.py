@@ -79,7 +79,7 @@ def test_a_451_is_retried_and_then_delivered(tmp_path, people):
     with Sink(replies=["451 4.3.0 Greylisted, come back later"]) as sink, \
             ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
         assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
-        proc.wait_log(r"deferred qid=\S+ copy=\d+ attempts=1 reason=reply 451")
+        proc.wait_log(r"deferred qid=\S+ copy=\d+ attempts=1 reason=data-451-4\.3\.0")
         copies = sink.wait_for(len(MEMBERS))
         proc.wait_log(r"delivered qid=\S+ sent=4 failed=0")
     assert sink.refused == 1

@@ -240,9 +240,11 @@ def test_an_unreadable_backlog_entry_is_set_aside_and_does_not_block_the_digest(
     (folder / "00000000000000000001-garbage.pgp").write_bytes(b"not sealed at all")
     assert "queued" in cli.ok("digest", "send", LIST).stdout
     assert (folder / "00000000000000000001-garbage.bad").exists()
-    assert not list(folder.glob("*.pgp"))
-    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}"):
+    assert json.loads(cli.ok("digest", "show", LIST, "--json").stdout)["pending"] == 0  # in the digest
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
         copies = sink.wait_for(2)
+        proc.wait_log(r"delivered qid=\S+ sent=2 failed=0 kind=digest")
+    assert not list(folder.glob("*.pgp"))  # delivered: gone from the backlog
     plain = decrypt(people["bob"], encrypted_part(next(c for c in copies if c.rcpt_tos[0] == people["bob"].email).data),
                     list_key, list_fpr).decode()
     assert "readable post" in plain

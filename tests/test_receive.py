@@ -183,8 +183,9 @@ def test_oversize_is_refused(site, server, people):
     try:
         code, text = refused(site, server, mf.post(people["alice"], list_key, body=base64.b64encode(os.urandom(20000)).decode()))
     finally:
-        cli.ok("list", "set", LIST, "max_message_size_kb", "10240")
+        cli.ok("list", "set", LIST, "max_message_size_kb", "7000")
     assert (code, text.split()[0]) == (552, "5.3.4")
+    assert "larger than this list accepts (at most 8 KB)" in text
 
 
 def test_bare_line_feed_is_malformed(site, server, people):

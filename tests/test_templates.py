@@ -11,6 +11,7 @@ import pytest
 
 from listserv.digest import DigestItem, render_digest
 from listserv.model import MailingList, Member
+from listserv.settle import Failed
 from listserv.templates import TemplateError, Templates, shipped_templates
 
 NEWS = MailingList("news@example.org", "News", "A" * 40, {"subject_prefix": "[News]"}, "2026-01-05T10:00:00Z")
@@ -56,6 +57,42 @@ def test_digest_renders_contents_posts_html_and_attachments():
     assert attachment.get_filename() == "map.pdf"
 
 
+def test_a_digest_part_says_which_part_it_is_and_numbers_on():
+    items = [DigestItem("Bob", "[News] Rain", 1796003600.0, "post", b"Content-Type: text/plain\r\n\r\nWet.\r\n")]
+    raw = render_digest(Templates(), NEWS, 1, 7, items, datetime(2026, 11, 30, tzinfo=timezone.utc),
+                        part=2, parts=3, first=5, html=False)
+    digest = BytesParser(policy=policy.default).parsebytes(raw)
+    assert digest["Subject"] == "News digest, Vol 1, Issue 7, part 2 of 3"
+    assert digest.get_content_type() == "text/plain"  # no HTML alternative in this form
+    assert " 5. [News] Rain" in digest.get_content()
+
+
+UNDELIVERED = dict(qid="0123456789ab", when="2026-11-30 10:00 UTC", copies=4,
+                   failed=[Failed("Rita", "C" * 40, "the relay refused the copy as too large (552-5.3.4)")],
+                   reasons=["4 x the relay refused the copy as too large (552-5.3.4)"])
+
+
+def test_undelivered_notices_render():
+    templates = Templates()
+    admins = templates.render("notice-undelivered.txt.j2", list=NEWS, kind="post", poster=ALICE, posts=0,
+                              set_aside=[], **UNDELIVERED)
+    assert admins.startswith("Subject: Undelivered: a post on News reached no member\n\n")
+    assert ALICE.fingerprint in admins and "4 x the relay refused the copy as too large" in admins
+    assert "The poster was told." in admins
+    digest = templates.render("notice-undelivered.txt.j2", list=NEWS, kind="digest", poster=None, posts=3,
+                              set_aside=[], **UNDELIVERED)
+    assert "Its 3 posts were not marked sent: they wait for the next digest" in digest
+    aside = templates.render("notice-undelivered.txt.j2", list=NEWS, kind="digest", poster=None, posts=1,
+                             set_aside=["Alice"], **UNDELIVERED)
+    assert "The post by Alice" in aside and ".undeliverable" in aside
+    poster = templates.render("notice-undelivered-poster.txt.j2", list=NEWS, kind="alert", digest=False,
+                              **UNDELIVERED)
+    assert poster.startswith("Subject: Your alert to News was not delivered\n\n")
+    assert "reached none of the list's members" in poster and "Rita" not in poster
+    partial = templates.render("notice-copies-failed.txt.j2", list=NEWS, kind="post", sent=3, **UNDELIVERED)
+    assert "3 of 4 copies" in partial and "Rita  key " + "C" * 40 in partial
+
+
 def test_missing_value_is_an_error_not_a_blank():
     with pytest.raises(TemplateError):
         Templates().render("footer.txt.j2", list=NEWS)  # no `footer` value
@@ -69,5 +106,6 @@ def test_operator_templates_come_first(tmp_path):
 
 def test_every_shipped_template_is_exercised_here():
     tested = {"footer.txt.j2", "alert.txt.j2", "welcome.txt.j2", "notice-unusable-keys.txt.j2",
-              "notice-bounces.txt.j2", "notice-key-revoked.txt.j2", "digest.txt.j2", "digest.html.j2", "digest-subject.txt.j2"}
+              "notice-bounces.txt.j2", "notice-key-revoked.txt.j2", "digest.txt.j2", "digest.html.j2", "digest-subject.txt.j2",
+              "notice-undelivered.txt.j2", "notice-undelivered-poster.txt.j2", "notice-copies-failed.txt.j2"}
     assert {p.name for p in shipped_templates().iterdir()} == tested

@@ -1,0 +1,145 @@
+"""When a delivery job is over: what its failed copies mean, and who is told.
+
+    a member refused at RCPT (5xx)     a bounce for that member, as if their server had sent one
+                                       to the VERP address: the admins hear at BOUNCE_NOTICE_AT.
+                                       Not when the relay refused every recipient of a job of
+                                       several at RCPT: that is the relay, not the members.
+    no copy delivered                  the admins get a notice; the poster of a post or alert a
+                                       note, to their pinned key; a digest part's posts wait for
+                                       the next digest (Digests.settle)
+    some copies failed otherwise       the admins get one notice for the job, naming those
+    (at MAIL or DATA, retries expired) members by pseudonym and key, with the reason
+    a notice that reached no one       the log only: a notice about a notice could loop
+
+Notices are encrypted like any mail from the list and go through the same relay; the log
+(`undelivered qid=...`, `failed qid=... member=FPR reason=...`) is the word of last resort.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from .deliver import Failure, Outcome, too_large
+from .digest import Digests
+from .model import MailingList, Member
+from .outbound import notify_admins, send_notice
+from .pipeline import count_bounce
+from .services import Services
+from .spool import OutJob
+from .templates import Templates
+
+log = logging.getLogger("listserv.settle")
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A failed copy as a notice shows it."""
+
+    pseudonym: str
+    fingerprint: str
+    reason: str  # in words
+
+
+def describe(reason: str) -> str:
+    """A reason code (listserv.deliver) in words for a notice."""
+    stage, _, code = reason.partition("-")
+    if stage == "expired":
+        return f"not delivered within the retry lifetime (last: {code or 'no answer'})"
+    if stage == "rcpt":
+        return f"the relay refused the address ({code})"
+    if too_large(reason):
+        return f"the relay refused the copy as too large ({code})"
+    if stage in ("mail", "data"):
+        return f"the relay refused the copy at {stage.upper()} ({code})"
+    return f"refused ({reason or 'no reason recorded'})"
+
+
+def _is_rcpt(failure: Failure) -> bool:
+    return failure.reason.startswith("rcpt-5")
+
+
+def settle(outcome: Outcome, services: Services, templates: Templates, digests: Digests) -> tuple[OutJob, ...]:
+    """Count bounces, tell whoever must be told and settle a digest part; returns the notice
+    jobs written (for the deliverer to take up at once)."""
+    job = outcome.job
+    snapshot = services.store.read()
+    mailing_list = snapshot.get_list(job.list)
+    if mailing_list is None:  # the list was deleted while its mail was out
+        return ()
+    notices: list[OutJob | None] = []
+    refused = [f for f in outcome.failures if _is_rcpt(f)]
+    relay_wide = outcome.sent == 0 and outcome.copies > 1 and len(refused) == outcome.copies
+    counted = set()
+    if not relay_wide:
+        for failure in refused:
+            member, notice = count_bounce(services, templates, job.list, failure.email)
+            if member is not None:
+                counted.add(failure.index)
+                log.info("bounce list=%s member=%s source=rcpt qid=%s", job.list, member.fingerprint, job.qid)
+            notices.append(notice)
+    if job.kind == "digest" and outcome.sent:
+        digests.settle(job, delivered=True, too_large=False)
+    if job.kind == "notice" or not outcome.failures:
+        return tuple(n for n in notices if n)
+    roster = services.store.read().members(job.list)
+    by_email = {m.email: m for m in roster}
+    failed = [_shown(f, by_email) for f in outcome.failures]
+    when = datetime.fromtimestamp(job.created, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    values = dict(qid=job.qid, kind=job.kind, when=when, copies=outcome.copies, failed=failed,
+                  reasons=_summary(outcome.failures))
+    if outcome.sent == 0:
+        notices.extend(_undelivered(outcome, services, templates, digests, mailing_list, roster, values))
+    else:
+        others = [_shown(f, by_email) for f in outcome.failures if f.index not in counted]
+        if others:
+            notices.append(notify_admins(services, templates, mailing_list, roster, "notice-copies-failed.txt.j2",
+                                         **{**values, "failed": others, "sent": outcome.sent}))
+    return tuple(n for n in notices if n)
+
+
+def _undelivered(outcome: Outcome, services: Services, templates: Templates, digests: Digests,
+                 mailing_list: MailingList, roster: list[Member], values: dict) -> list[OutJob | None]:
+    job = outcome.job
+    notices: list[OutJob | None] = []
+    if job.kind == "digest":
+        size = bool(outcome.failures) and all(too_large(f.reason) for f in outcome.failures)
+        settled = digests.settle(job, delivered=False, too_large=size)
+        notices.append(notify_admins(services, templates, mailing_list, roster, "notice-undelivered.txt.j2",
+                                     **values, poster=None, posts=settled.posts,
+                                     set_aside=[item.pseudonym for item in settled.set_aside]))
+        for item in settled.set_aside:
+            poster = _member(roster, item.signer)
+            if poster is not None:
+                notices.append(send_notice(services, templates, mailing_list, [poster],
+                                           "notice-undelivered-poster.txt.j2", **values, digest=True))
+        return notices
+    poster = _member(roster, job.poster)
+    notices.append(notify_admins(services, templates, mailing_list, roster, "notice-undelivered.txt.j2",
+                                 **values, poster=poster, posts=0, set_aside=[]))
+    if poster is not None:
+        notices.append(send_notice(services, templates, mailing_list, [poster],
+                                   "notice-undelivered-poster.txt.j2", **values, digest=False))
+    else:
+        log.info("undelivered qid=%s poster=%s not-told reason=no-longer-a-member", job.qid, job.poster or "-")
+    return notices
+
+
+def _member(roster: list[Member], fingerprint: str | None) -> Member | None:
+    """The poster by their pinned key -- if still a member in good standing."""
+    if not fingerprint:
+        return None
+    return next((m for m in roster if m.fingerprint == fingerprint and m.active), None)
+
+
+def _shown(failure: Failure, by_email: dict[str, Member]) -> Failed:
+    member = by_email.get(failure.email)
+    name = member.name if member else "(no longer a member)"
+    return Failed(name, failure.fingerprint or (member.fingerprint if member else "-"), describe(failure.reason))
+
+
+def _summary(failures: tuple[Failure, ...]) -> list[str]:
+    counts = Counter(describe(f.reason) for f in failures)
+    return [f"{count} x {text}" for text, count in sorted(counts.items())]
