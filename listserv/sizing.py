@@ -34,6 +34,7 @@ PACKETS = 4096  # PKESK (up to RSA-16384), one-pass signature, signature, packet
 GROWTH = 128  # incompressible data grows by at most 1/GROWTH through gpg (measured: < 1/185)
 RELAY_ADDS = 8192  # what a relay counts beyond the message: Received:, envelope records, DKIM
 REBUILD = 8192  # compose's fresh boundaries (34 characters) for up to 100 MIME parts, refolding
+THREADS = 4096  # a reply's In-Reply-To and References: copied outside too (the probe has none)
 # How much compose and a digest can grow a content at most, for a quick look that spares
 # composing a large message to measure it: compose's quoted-printable rewriting of an HTML
 # part (with inline images) makes at most 3.2 bytes of 1; a digest repeats a post's text as
@@ -81,7 +82,7 @@ def largest_post(limit: int | None, overhead: Overhead) -> int | None:
     content in fewer bytes; the content itself is checked after opening (`fits`)."""
     if limit is None:
         return None
-    return max(0, largest_inner(limit, overhead.envelope + REBUILD) - overhead.inner - REBUILD)
+    return max(0, largest_inner(limit, overhead.envelope + THREADS) - overhead.inner - REBUILD)
 
 
 def fits(inner: int, envelope: int, limit: int | None) -> bool:

@@ -1,7 +1,12 @@
 """A real SMTP server on loopback (port 0) standing in for the relay, for tests.
 
 `replies` scripts what it answers to DATA: e.g. ["451 4.3.0 Try later", None] answers 451 once,
-then accepts. A thread runs its own asyncio loop, so tests can use it from synchronous code.
+then accepts. `refuse_rcpt` maps addresses to the reply RCPT TO gets. `size` makes it a relay
+with a message size limit, as Postfix's message_size_limit: it announces `SIZE n` in EHLO,
+refuses MAIL FROM ... SIZE= above it and any message above it at DATA with 552 5.3.4 (set
+`sink.size` to change it for the next connections); with `announce=False` it keeps its limit
+to itself, as a relay that does not speak RFC 1870, and refuses only at DATA. A thread runs its own asyncio loop, so
+tests can use it from synchronous code.
 """
 
 from __future__ import annotations
@@ -33,6 +38,11 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        data = envelope.original_content or envelope.content
+        if self.sink.size is not None and len(data) > self.sink.size:
+            with self.sink.lock:
+                self.sink.oversize.append(len(data))
+            return "552 5.3.4 Message size exceeds fixed limit"
         if self.sink.delay:
             await asyncio.sleep(self.sink.delay)  # a slow relay
         if self.sink.on_data is not None and self.sink.on_data(len(self.sink.messages)):
@@ -51,7 +61,11 @@ class _Handler:
 
 class Sink:
     def __init__(self, replies: list[str | None] | None = None, refuse_rcpt: dict[str, str] | None = None,
-                 on_data=None, delay: float = 0.0, tls_context=None):
+                 on_data=None, delay: float = 0.0, tls_context=None, size: int | None = None,
+                 announce: bool = True):
+        self.size = size
+        self.announce = announce
+        self.oversize: list[int] = []  # sizes of the messages refused at DATA as too large
         self.delay = delay
         self.tls_context = tls_context  # offer STARTTLS, and require it, with this context
         self.on_data = on_data  # called with the count taken so far; True means "don't take it"
@@ -75,7 +89,8 @@ class Sink:
 
         def factory():
             self.connections += 1
-            protocol = SMTP(_Handler(self), hostname="sink.test", decode_data=False, data_size_limit=None,
+            # aiosmtpd announces data_size_limit as SIZE and refuses MAIL FROM SIZE= above it.
+            protocol = SMTP(_Handler(self), hostname="sink.test", decode_data=False, data_size_limit=self.size if self.announce else None,
                         tls_context=self.tls_context, require_starttls=self.tls_context is not None)
             self.sessions.append(protocol)
             return protocol

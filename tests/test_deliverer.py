@@ -7,7 +7,7 @@ import logging
 import threading
 
 from listserv import deliver as deliver_module
-from listserv.deliver import Deliverer, RetryPolicy, Transport
+from listserv.deliver import Deliverer, Outcome, Permanent, RetryPolicy, Transport
 from listserv.spool import Outgoing, OutJob, Recipient, Spool
 
 EMAILS = ("alice@example.org", "bob@example.org", "carol@example.net")
@@ -115,3 +115,52 @@ def test_the_armor_checksum_of_a_post_is_computed_off_the_event_loop(tmp_path, m
     asyncio.run(deliver(deliverer, job, transport, len(EMAILS)))
     assert sorted(transport.sent) == sorted(EMAILS)
     assert threads and threading.main_thread().ident not in threads  # asyncio.run's loop thread
+
+
+class Refusing(Transport):
+    """A relay that refuses every copy for good, at RCPT for one address, at DATA for the rest."""
+
+    def __init__(self):
+        self.sent: list[str] = []
+
+    async def send(self, connection, sender, recipient, message):
+        self.sent.append(recipient)  # tried, at least
+        raise Permanent("rcpt-550-5.1.1" if recipient == EMAILS[0] else "data-552-5.3.4")
+
+
+def test_a_job_that_delivered_nothing_is_undelivered_and_its_outcome_is_settled(tmp_path, caplog):
+    outgoing, job = job_on_disk(tmp_path)
+    outcomes: list[Outcome] = []
+
+    async def settled(outcome: Outcome) -> None:
+        assert job.path.exists()  # settled before the job leaves the spool
+        outcomes.append(outcome)
+
+    transport = Refusing()
+    deliverer = Deliverer(outgoing, transport, concurrency=1, on_final=settled)
+    with caplog.at_level(logging.INFO, logger="listserv.deliver"):
+        asyncio.run(deliver(deliverer, job, transport, len(EMAILS)))
+    [outcome] = outcomes
+    assert (outcome.copies, outcome.sent) == (3, 0)
+    assert [(f.email, f.reason) for f in outcome.failures] == [
+        (EMAILS[0], "rcpt-550-5.1.1"), (EMAILS[1], "data-552-5.3.4"), (EMAILS[2], "data-552-5.3.4")]
+    assert not job.path.exists()
+    assert f"undelivered qid={job.qid} failed=3 kind=post reasons=data-552-5.3.4x2,rcpt-550-5.1.1x1" in caplog.text
+    assert f"delivered qid={job.qid}" not in caplog.text.replace("undelivered", "")
+    assert "example.org" not in caplog.text and "example.net" not in caplog.text
+
+
+def test_a_failed_settle_keeps_the_job_to_settle_again(tmp_path, caplog):
+    outgoing, job = job_on_disk(tmp_path)
+
+    async def broken(outcome: Outcome) -> None:
+        raise OSError("the disk is full")
+
+    transport = Recording(RuntimeError("unused"))
+    transport.first = None
+    deliverer = Deliverer(outgoing, transport, concurrency=1, retry=RetryPolicy(0.05, 0.1, 3600), on_final=broken)
+    with caplog.at_level(logging.INFO, logger="listserv.deliver"):
+        asyncio.run(deliver(deliverer, job, transport, len(EMAILS)))
+    assert job.path.exists()  # taken up again (the server's poller) and settled then
+    assert f"error qid={job.qid} stage=settle OSError" in caplog.text
+    assert [p.state for p in outgoing.progress(job, len(EMAILS))] == ["sent"] * 3

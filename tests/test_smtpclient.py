@@ -38,12 +38,42 @@ def test_a_refused_recipient_leaves_the_session_usable():
             await client.send("s@example.org", "gone@example.net", b"x\r\n")
         await client.send("s@example.org", "here@example.net", b"y\r\n")
         await client.quit()
-        return refused.value.code
+        return refused.value.code, refused.value.stage
 
     with Sink(refuse_rcpt={"gone@example.net": "550 5.1.1 No such user"}) as sink:
-        assert run(go(sink.port)) == 550
+        assert run(go(sink.port)) == (550, "rcpt")
         [received] = sink.wait_for(1)
     assert received.rcpt_tos == ("here@example.net",)
+
+
+def test_the_relays_size_is_read_and_a_copy_declares_its_own():
+    """RFC 1870: the relay announces its limit in EHLO; the client declares each message's
+    size in MAIL FROM, so the relay refuses one that is too large before it is sent."""
+    async def go(port):
+        client = await SMTPClient.connect("127.0.0.1", port, "listserv.test", starttls=False)
+        try:
+            await client.send("s@example.org", "r@example.net", b"x" * 900 + b"\r\n")
+            with pytest.raises(SMTPReplyError) as refused:
+                await client.send("s@example.org", "r@example.net", b"x" * 1100 + b"\r\n")
+            return client.size, refused.value.code, refused.value.stage
+        finally:
+            await client.quit()
+
+    with Sink(size=1000) as sink:
+        assert run(go(sink.port)) == (1000, 552, "mail")
+        [received] = sink.wait_for(1)
+    assert len(received.data) == 902
+    assert sink.oversize == []  # refused at MAIL FROM: the 1,102 bytes never went over the wire
+
+
+def test_a_relay_without_a_size_limit_says_so():
+    async def go(port):
+        client = await SMTPClient.connect("127.0.0.1", port, "listserv.test", starttls=False)
+        await client.quit()
+        return client.size
+
+    with Sink() as sink:
+        assert run(go(sink.port)) is None  # aiosmtpd with no data_size_limit names no SIZE
 
 
 def test_a_temporary_data_refusal_carries_its_code():
