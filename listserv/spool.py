@@ -3,8 +3,12 @@
     data/spool/tmp/QID/        being written; never read; swept at start
     data/spool/incoming/QID/   accepted submissions: meta.json + submission.pgp
     data/spool/outgoing/QID/   fan-out jobs: the shared encrypted packet once, a record per
-                               member, and an append-only journal of delivery results
+                               member (address, VERP token, PKESK, key fingerprint), an
+                               append-only journal of delivery results with reason codes,
+                               and in meta.json who signed a post (a fingerprint, to tell
+                               them if no copy can be delivered) or a digest part's items
     data/spool/bad/QID/        jobs that failed in a way retrying cannot fix
+    data/spool/relay.json      the relay's size limit as last learned (listserv.relaylimit)
 
 A job directory is written in tmp/, every file fsynced, the directory fsynced, then renamed
 into place and the parent fsynced: after a crash a job is either wholly there or absent.

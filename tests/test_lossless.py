@@ -265,6 +265,31 @@ def test_a_digest_whose_copies_failed_is_not_marked_sent_and_goes_out_with_the_n
         assert "Keep this one." in plain_text(people[reader], copy, list_key, list_fpr)
 
 
+def test_a_post_too_large_for_a_digest_after_the_limit_shrank_is_set_aside_and_told(tmp_path, people):
+    """The door made sure each post fits a digest part of its own. If the relay's limit then
+    shrinks, splitting cannot help that post: once refused as too large it is set aside
+    (still sealed), and the admins and the poster hear of it; nothing loops."""
+    cli, list_key, list_fpr = make_site(tmp_path, people, modes=DIGEST_MODES)
+    cli.ok("member", "set", LIST, people["alice"].email, "--role", "admin")
+    with Sink(size=RELAY_SIZE) as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, LIST, mf.post(people["rita"], list_key, body=filler(80_000)))[0] == 250
+        sink.wait_for(2)
+        sink.size = 60_000  # the operator lowered message_size_limit; the next connection says so
+        cli.ok("digest", "send", LIST)
+        proc.wait_log(r"undelivered qid=\S+ failed=2 kind=digest reasons=mail-552x2")
+        proc.wait_log(r"set-aside digest item=\S+ list=news@example.org reason=too-large")
+        notices = sink.wait_for(4)[2:]
+        proc.wait_log(r"relay-limit size=60000 source=relay")
+    folder = cli.home / "data" / "digest" / LIST
+    assert list(folder.glob("*.pgp")) == [] and len(list(folder.glob("*.undeliverable"))) == 1
+    assert json.loads(cli.ok("digest", "show", LIST, "--json").stdout)["pending"] == 0
+    [admin] = by_recipient(people, notices, "alice")
+    assert "The post by Rita it carried is too large for the relay on its own" in \
+        plain_text(people["alice"], admin, list_key, list_fpr)
+    [poster] = by_recipient(people, notices, "rita")
+    assert "could not go out with the digest" in plain_text(people["rita"], poster, list_key, list_fpr)
+
+
 # -- finding 4: a member refused at RCPT is a bounce ------------------------------------------
 
 def test_a_member_refused_at_rcpt_counts_a_bounce_and_admins_hear_at_the_threshold(tmp_path, people):
