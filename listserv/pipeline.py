@@ -22,7 +22,7 @@ from .model import MailingList, Member
 from .outbound import fan_out, notify_admins, render_footer
 from .services import Services
 from .spool import Job, Outgoing, OutJob
-from .stages.authorize import authorize, home_replay_window, option, replayed
+from .stages.authorize import authorize, home_replay_window, replayed
 from .stages.compose import compose, new_message_id
 from .stages.open import open_message
 from .stages.route import Route
