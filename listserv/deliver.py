@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 
+from .config import Settings
 from .openpgp import SharedArmor
 from .smtpclient import SMTPClient, SMTPConnectionError, SMTPReplyError, dot_safe
 from .spool import DEFERRED, FAILED, FINAL, KINDS, SENT, Outgoing, OutJob, Progress, Recipient, make_directories
@@ -37,9 +38,10 @@ log = logging.getLogger("listserv.deliver")
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    minimum: float = 300.0  # Postfix's minimal_backoff_time
-    maximum: float = 4000.0  # maximal_backoff_time
-    lifetime: float = 5 * 86400.0  # maximal_queue_lifetime
+    # The defaults are the settings' (listserv/config.py), written there once.
+    minimum: float = Settings.retry_min
+    maximum: float = Settings.retry_max
+    lifetime: float = Settings.lifetime
 
     def delay(self, attempts: int) -> float:
         return min(self.maximum, self.minimum * (2 ** max(0, attempts - 1)))

@@ -7,6 +7,7 @@
     ├── KeyProblem             exit 5 -- a key is unusable, expired, revoked, too large, unreadable
     ├── EnvironmentProblem     exit 69 -- GnuPG missing or too old, home not initialised
     ├── StoreError             exit 74 -- the database or the spool could not be read or written
+    ├── ConfigProblem          exit 78 -- listserv.toml: unreadable, unknown key or section, wrong type
     ├── CryptoError            exit 1 -- gpg failed (internal detail is logged, never shown to a sender)
     └── Refusal                SMTP -- a submission is refused; carries the reply the sender sees
         ├── Unauthorized       550 5.7.1 -- every authentication or crypto failure, one sentence
@@ -50,6 +51,10 @@ class EnvironmentProblem(ListservError):
 
 class StoreError(ListservError):
     exit_code = 74
+
+
+class ConfigProblem(ListservError):
+    exit_code = 78  # EX_CONFIG: a supervisor should not restart into the same mistake
 
 
 class CryptoError(ListservError):

@@ -38,6 +38,13 @@ def test_options_doc_is_generated_from_the_code():
         "run: python -m listserv.options > docs/options.md"
 
 
+def test_settings_doc_is_generated_from_the_code():
+    generated = subprocess.run([sys.executable, "-m", "listserv.config"], capture_output=True,
+                               text=True, check=True).stdout
+    assert (ROOT / "docs" / "settings.md").read_text() == generated, \
+        "run: python -m listserv.config > docs/settings.md"
+
+
 def commands(group: click.Group, prefix: str = "listserv"):
     for name, command in sorted(group.commands.items()):
         path = f"{prefix} {name}"
