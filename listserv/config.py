@@ -335,6 +335,18 @@ class Home:
             created.append(str(self.config_file))
         return created
 
+    def foreign_part(self) -> tuple[Path, int] | None:
+        """The first part of the home (and its owner's uid) that the user of this process does
+        not own; None when all that exists is theirs, or nothing exists yet."""
+        for path in (self.root, self.keys, self.data, self.config_file):
+            try:
+                owner = path.stat().st_uid
+            except OSError:
+                continue  # missing or unreadable: the command's own checks say so
+            if owner != os.geteuid():
+                return path, owner
+        return None
+
     def require(self) -> None:
         if not self.keys.is_dir() or not self.data.is_dir():
             raise EnvironmentProblem(
