@@ -238,3 +238,10 @@ def test_list_delete_removes_the_list_its_key_and_unused_member_keys(cli, news, 
     cli.ok("list", "create", news, "--name", "News")
     assert cli.json("list", "show", news)["fingerprint"] != news_key
     assert cli.json("member", "list", news) == []
+
+
+def test_init_refuses_a_git_checkout_as_the_home(tmp_path):
+    checkout = tmp_path / "checkout"
+    (checkout / ".git").mkdir(parents=True)
+    assert_refused(Cli(checkout)("init"), 2, "is a git checkout", "git clean -xdf", "--home")
+    assert sorted(p.name for p in checkout.iterdir()) == [".git"]

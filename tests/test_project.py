@@ -31,6 +31,16 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert any(line == command or line.startswith(command + " || ") for line in ci.splitlines()), ci
 
 
+def test_readme_run_it_works_as_root_without_sudo_and_keeps_the_home_out_of_the_checkout():
+    command = readme_block("Run it")
+    # A bare `sudo` is "command not found" for root on a system without it.
+    assert not re.search(r"(^|[;&|]\s*)sudo\b", command, re.M), command
+    assert command.index("apt-get update") < command.index("apt-get install"), command
+    homes = re.findall(r"listserv --home (\S+) (\w+)", command)
+    assert [verb for _, verb in homes] == ["init", "serve"], command
+    assert all(home.startswith(("~/", "/")) for home, _ in homes), "the home must not be the checkout"
+
+
 def test_options_doc_is_generated_from_the_code():
     generated = subprocess.run([sys.executable, "-m", "listserv.options"], capture_output=True,
                                text=True, check=True).stdout

@@ -17,7 +17,7 @@ import click
 from click.core import ParameterSource
 
 from ..config import Home, Settings
-from ..errors import ListservError, WrongUser
+from ..errors import ListservError, UsageError, WrongUser
 from ..keyring import Keyring, require_gnupg
 from ..store import Store
 
@@ -145,6 +145,9 @@ def main(ctx: click.Context, home: Path) -> None:
 @pass_app
 def init(app: App) -> None:
     """Create the home (listserv.toml, keys/, data/). Harmless to run again."""
+    if (app.home.root / ".git").exists():
+        raise UsageError(f"{app.home.root} is a git checkout, where the lists' secret keys would be "
+                         "one 'git clean -xdf' from deletion; give --home a directory outside it.")
     require_gnupg()
     created = app.home.initialise()
     for path in created:
