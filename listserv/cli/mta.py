@@ -1,20 +1,23 @@
-"""`listserv mta postfix`: what the MTA needs, made from the home."""
+"""`listserv mta postfix` and `listserv mta systemd`: what the MTA and the init system need."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from pathlib import Path
 
 import click
 
-from .. import postfix
-from ..errors import StoreError
+from .. import postfix, systemd
+from ..errors import EnvironmentProblem, StoreError
 from ..store import write_atomically
 from . import App, main, pass_app
 
 
 @main.group("mta")
 def mta_group() -> None:
-    """Configuration for Postfix, made from this home."""
+    """Configuration for Postfix and systemd, made from this home."""
 
 
 @mta_group.command("postfix")
@@ -44,3 +47,27 @@ def mta_postfix(app: App, directory: Path | None) -> None:
         click.echo(f"wrote {directory / name}")
     click.echo("Next, as root: postmap each map and apply limits.cf (docs/postfix.md).")
 
+
+def _command() -> list[str]:
+    """How this installation runs listserv, by absolute path: the unit must not rely on PATH."""
+    executable = Path(sys.executable).absolute() if sys.executable else None
+    if executable is not None:
+        script = executable.parent / "listserv"  # a venv's or pip's script beside its python
+        if script.is_file() and os.access(script, os.X_OK):
+            return [str(script)]
+    found = shutil.which("listserv")
+    if found:
+        return [str(Path(found).absolute())]
+    if executable is None:
+        raise EnvironmentProblem("Cannot tell where listserv is installed; run it by its full path.")
+    return [str(executable), "-m", "listserv"]
+
+
+@mta_group.command("systemd")
+@click.option("--user", default="listserv", show_default=True, help="The system user the service runs as.")
+@pass_app
+def mta_systemd(app: App, user: str) -> None:
+    """A hardened systemd unit that runs `listserv serve` on this home as USER."""
+    app.home.require()
+    settings = app.settings
+    click.echo(systemd.unit(_command(), app.home.root, app.home.outbox(settings), settings, user), nl=False)
