@@ -30,13 +30,18 @@ DOC_MAPS = "/etc/postfix/listserv"  # where the recipe installs the maps
 DOC_RETURN = "127.0.0.1:10026"
 
 
+def tool(name: str) -> str | None:
+    """Postfix's commands live in /usr/sbin, which a PATH may lack."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+
+
 def cannot_run() -> str | None:
     """Why this machine cannot run a private Postfix, as a sentence; None when it can."""
     if os.geteuid() != 0:
         return "The Postfix tests must run as root: Postfix's master process starts as root."
-    for tool in ("postfix", "postconf", "postmap"):
-        if shutil.which(tool) is None:
-            return f"The Postfix tests need the postfix package ({tool} is not installed): apt-get install postfix."
+    for name in ("postfix", "postconf", "postmap"):
+        if tool(name) is None:
+            return f"The Postfix tests need the postfix package ({name} is not installed): apt-get install postfix."
     for name in ("postfix", "nobody"):
         try:
             pwd.getpwnam(name)
@@ -97,7 +102,8 @@ class Postfix:
         self.run("postconf", "-c", str(self.conf), "-e", *settings)
 
     def run(self, *command: str) -> str:
-        done = subprocess.run(command, capture_output=True, text=True)
+        """A Postfix command (by name), which must succeed."""
+        done = subprocess.run([tool(command[0]), *command[1:]], capture_output=True, text=True)
         assert done.returncode == 0, (command, done.stdout, done.stderr, self.log)
         return done.stdout
 
@@ -184,7 +190,7 @@ virtual_gid_maps = static:{nobody.pw_gid}
 
     def stop(self) -> None:
         if self.started:
-            subprocess.run(["postfix", "-c", str(self.conf), "stop"], capture_output=True)
+            subprocess.run([tool("postfix"), "-c", str(self.conf), "stop"], capture_output=True)
         deadline = time.monotonic() + 10
         while self._processes() and time.monotonic() < deadline:
             time.sleep(0.1)
