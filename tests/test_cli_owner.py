@@ -98,6 +98,8 @@ def command_lines(key: str) -> dict[str, list[str]]:
         "listserv queue": ["queue"],
         "listserv queue retry": ["queue", "retry"],
         "listserv rejections": ["rejections", LIST],
+        "listserv mta postfix": ["mta", "postfix"],
+        "listserv mta systemd": ["mta", "systemd"],
     }
 
 
