@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from .config import Settings
-from .errors import UsageError
+from .errors import ConfigProblem, UsageError, WrongUser
 
 _PLAIN = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
 _HOMES = (Path("/home"), Path("/root"), Path("/run/user"))  # what ProtectHome= hides
@@ -69,6 +69,9 @@ def unit(command: list[str], home: Path, outbox: Path, settings: Settings, user:
         "# SIGTERM is a clean stop: the listener closes, checks under way reply, workers stop.",
         "Restart=on-failure",
         "RestartSec=5s",
+        # A home of another user or a wrong listserv.toml does not mend itself: stop rather than
+        # fail every 5 s (a port in use, 69, may free up, so that one is retried).
+        f"RestartPreventExitStatus={WrongUser.exit_code} {ConfigProblem.exit_code}",
         "UMask=0077",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",

@@ -66,7 +66,7 @@ def test_the_unit_runs_the_installed_listserv_on_this_home_as_its_user(home_outs
     assert "ProtectHome=read-only" in text  # the home is under /root or /home here
     for setting in ("ProtectSystem=strict", "PrivateTmp=yes", "NoNewPrivileges=yes", "Restart=on-failure",
                     "MemoryDenyWriteExecute=yes", "CapabilityBoundingSet=\n", "SystemCallFilter=@system-service",
-                    "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX"):
+                    "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "RestartPreventExitStatus=77 78\n"):
         assert setting in text, setting
     verify(tmp_path, text)
     assert "User=lists\n" in cli.ok("mta", "systemd", "--user", "lists").stdout
