@@ -10,7 +10,7 @@ from email import policy
 import pytest
 
 from listserv.model import MailingList, Member
-from listserv.stages.compose import compose
+from listserv.stages.compose import compose, normalise_subject
 
 NEWS = MailingList("news@example.org", "News", "A" * 40, {"subject_prefix": "[News]"})
 ALICE = Member(NEWS.address, "alice@home.example", "B" * 40, "Alice")
@@ -153,3 +153,38 @@ def test_attachment_metadata_of_the_submitters_client_does_not_survive():
     assert (pdf.get_content_type(), pdf.get_filename(), pdf.get_content_disposition()) == \
         ("application/pdf", "plan.pdf", "attachment")
     assert pdf.get_param("name") == "plan.pdf" and pdf.get_content() == b"%PDF"
+
+
+# -- the Subject: the prefix first, a reply's Re: once after it ------------------------------
+
+@pytest.mark.parametrize("written, expected", [
+    ("Plans", "[News] Plans"),
+    ("Re: [News] Plans", "[News] Re: Plans"),
+    ("[News] Re: Plans", "[News] Re: Plans"),
+    ("RE: Re: [News] Plans", "[News] Re: Plans"),
+    ("Re: [News] Re: [News] Plans", "[News] Re: Plans"),
+    ("Aw: [News] Plans", "[News] Re: Plans"),  # German clients
+    ("SV: [news] Plans", "[News] Re: Plans"),  # Scandinavian; the prefix in any case
+    ("Re[2]: Plans", "[News] Re: Plans"),  # Outlook's count
+    ("Re:[News]Plans", "[News] Re: Plans"),
+    ("Re: URGENT: [News] Leave now", "[News] Re: Leave now"),  # a reply to an alert is a post
+    ("Fwd: [News] Plans", "[News] Fwd: Plans"),  # a forward is no reply
+    ("Remarks: Plans", "[News] Remarks: Plans"),  # a word that begins with Re
+    ("[News]", "[News] (no subject)"),
+])
+def test_the_subject_prefix_goes_first_and_a_reply_reads_re_once(written, expected):
+    assert normalise_subject(written, "[News]", urgent=False) == expected
+
+
+def test_a_reply_sent_as_an_alert_is_marked_urgent_before_the_prefix():
+    assert normalise_subject("Re: URGENT: [News] Leave now", "[News]", urgent=True) == \
+        "URGENT: [News] Re: Leave now"
+
+
+def test_the_composed_message_carries_the_normalised_subject():
+    composed = compose(b"Subject: RE: Re: [News] Plans for Friday\r\n\r\nYes.\r\n", in_reply_to=None,
+                       references=None, sender=ALICE, mailing_list=NEWS, kind="post", footer="f\n",
+                       now=datetime.now(timezone.utc), message_id="<x@example.org>")
+    assert email.message_from_bytes(composed.inner, policy=policy.default)["Subject"] == \
+        "[News] Re: Plans for Friday"
+    assert composed.subject == "[News] Re: Plans for Friday"

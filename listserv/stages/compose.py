@@ -164,16 +164,43 @@ def _text_part(text: str) -> EmailMessage:
     return part
 
 
+# What clients put before the Subject of a reply: Re, and in other languages Aw (German), Sv
+# (Scandinavian), Vs (Finnish) and Antw (Dutch), with Outlook's count as in "Re[2]:" -- Mailman's
+# set (handlers/subject_prefix.py) and Antw. Fwd and the like stay: a forward is not a reply.
+_REPLY_MARK = re.compile(r"(?:re|aw|sv|vs|antw)(?:\[\d+\])?\s*:\s*", re.IGNORECASE)
+URGENT_MARK = "URGENT:"  # the list's own mark of an alert, put first
+
+
+def normalise_subject(subject: str, prefix: str, urgent: bool) -> str:
+    """The list's Subject for `subject`: "PREFIX Re: text", whatever way the member's client
+    wrote it ("Re: PREFIX text", "RE: Re: PREFIX text", "Aw: ..."), "URGENT: " first for an alert.
+
+    Mailman's rule: every copy of the prefix goes, then the reply marks at the front, which
+    come back as one "Re:" after the prefix -- so a thread reads the same in every member's
+    list. The list's URGENT: mark at the front goes too: a reply to an alert is an ordinary
+    post unless it was itself sent as one, and only alerts are marked."""
+    text = " ".join(subject.split())
+    if prefix:
+        text = re.sub(rf"\s*{re.escape(prefix)}\s*", " ", text, flags=re.IGNORECASE).strip()
+    reply = False
+    while True:
+        if text.startswith(URGENT_MARK):
+            text = text[len(URGENT_MARK):].lstrip()
+        elif mark := _REPLY_MARK.match(text):
+            text, reply = text[mark.end():], True
+        else:
+            break
+    subject = f"Re: {text or NO_SUBJECT}" if reply else (text or NO_SUBJECT)
+    if prefix:
+        subject = f"{prefix} {subject}"
+    return f"{URGENT_MARK} {subject}" if urgent else subject
+
+
 def _subject(content: Message, mailing_list: MailingList, urgent: bool) -> str:
     # Only the signed content's own Subject: the submission's outer one is not signed, and
     # anyone on the way could put words in a member's mouth with it.
-    subject = str(content.get("Subject") or "").strip() or NO_SUBJECT
     prefix = str(mailing_list.options.get("subject_prefix", "")).strip()
-    if prefix and prefix.lower() not in subject.lower():
-        subject = f"{prefix} {subject}"
-    if urgent:
-        subject = f"URGENT: {subject}"
-    return subject
+    return normalise_subject(str(content.get("Subject") or ""), prefix, urgent)
 
 
 def compose(
