@@ -376,3 +376,44 @@ def test_a_list_key_cannot_be_pinned_to_a_member(cli, news, tmp_path):
         result = cli("member", "add", news, "x@example.org", "--key", "-", input=armored)
         assert_refused(result, 4, "is a list's own key")
     assert state(cli) == before
+
+
+# -- the list's own addresses are no member's ------------------------------------------------
+
+@pytest.mark.parametrize("address", [
+    "news@example.org", "NEWS@example.org", "news+urgent@example.org", "news+anything@example.org",
+    "news-bounces+abc123@example.org", "news-bounces@example.org", "news-owner@example.org",
+    "news-request@example.org", "news-sendkey@example.org",
+    "team@lists.example.net", "team+urgent@lists.example.net",  # another list of this home
+])
+def test_member_add_refuses_an_address_of_a_list_in_this_home(cli, news, people, tmp_path, address):
+    """Its copy would come back to the list: as a post refused over and over, or as a bounce."""
+    cli.ok("list", "create", "team@lists.example.net", "--name", "Team")
+    before = state(cli)
+    result = add(cli, tmp_path, people["alice"], email=address)
+    owner = "team@lists.example.net" if "team" in address else news
+    assert_refused(result, 2, f"is an address of the list {owner}")
+    assert state(cli) == before
+
+
+@pytest.mark.parametrize("address", ["newsdesk@example.org", "news-desk@example.org", "news@example.net"])
+def test_addresses_that_only_look_like_the_lists_are_members_like_any(cli, news, people, tmp_path, address):
+    assert add(cli, tmp_path, people["alice"], email=address).exit_code == 0
+
+
+def test_member_import_refuses_a_key_whose_address_is_the_lists(cli, news, people, tmp_path):
+    home = tmp_path / "g"
+    home.mkdir(mode=0o700)
+    gpg = [*GPG_BATCH, "--homedir", str(home)]
+    run([*gpg, "--quick-gen-key", "Loop <news-owner@example.org>", "ed25519", "sign", "never"])
+    fingerprint = run([*gpg, "--with-colons", "--list-keys"]).stdout.decode().split("fpr:::::::::")[1].split(":")[0]
+    run([*gpg, "--quick-add-key", fingerprint, "cv25519", "encr", "never"])
+    run([*gpg, "--import"], input=people["bob"].public_key)
+    keyring = tmp_path / "two.gpg"
+    keyring.write_bytes(run([*gpg, "--export"]).stdout)
+    result = cli("member", "import", news, str(keyring))
+    assert result.exit_code == 0, result.output
+    assert "refused Loop <news-owner@example.org>: news-owner@example.org is an address of the list " \
+           "news@example.org" in result.stdout
+    assert result.stdout.splitlines()[-1] == "1 added, 1 refused"
+    assert [m["email"] for m in member_list(cli)] == [people["bob"].email]

@@ -12,8 +12,8 @@ import click
 from ..errors import Conflict, KeyProblem, ListservError, UsageError
 from ..keyring import MAX_KEY_BYTES, MAX_KEYRING_BYTES, KeyInfo, StagedKeys
 from ..model import (
-    ACTIVE, KEY_REVOKED, MODES, ROLES, Member, check_pseudonym, fingerprint_format, normalise_address,
-    normalise_list_address, split_user_id,
+    ACTIVE, KEY_REVOKED, MODES, ROLES, Member, check_pseudonym, fingerprint_format, list_of_address,
+    normalise_address, normalise_list_address, split_user_id,
 )
 from ..revocation import Revocation, take_in, tell_admins
 from ..store import Transaction
@@ -63,6 +63,13 @@ def _single_key(staged: StagedKeys, revoked: set[str], pinned: str | None = None
     if problem:
         raise KeyProblem(f"Refused: {problem} ({key.fingerprint}).")
     return key
+
+
+def _list_address_problem(email: str, list_addresses: list[str]) -> str | None:
+    owner = list_of_address(email, list_addresses)
+    if owner is None:
+        return None
+    return f"{email} is an address of the list {owner}; a member there would get every copy back at the list"
 
 
 def _describe(revocation: Revocation) -> str:
@@ -151,7 +158,11 @@ def member_add(app: App, list_address: str, email: str, key_file: Path, name: st
     list_address = normalise_list_address(list_address)
     email = normalise_address(email, "member address")
     data = _read_key(key_file, MAX_KEY_BYTES)
-    app.store.read().require_list(list_address)
+    snapshot = app.store.read()
+    snapshot.require_list(list_address)
+    problem = _list_address_problem(email, [ml.address for ml in snapshot.lists()])
+    if problem:
+        raise UsageError(f"{problem}.")
     with app.keyring.stage(data) as staged:
         revoked = _take_in_revocations(app, staged)
         key = _single_key(staged, revoked)
@@ -184,6 +195,7 @@ def _import_keys(tx: Transaction, list_address: str, keys: list[KeyInfo], revoke
     current = tx.members(list_address)
     taken = {m.name.lower() for m in current}
     emails = {m.email for m in current}
+    list_addresses = [ml.address for ml in tx.lists()]
     candidates: list[tuple[str, Member]] = []
     for key in keys:
         progress.update(1)
@@ -197,6 +209,9 @@ def _import_keys(tx: Transaction, list_address: str, keys: list[KeyInfo], revoke
             email = normalise_address(address, "address in the key's user id")
             if email in emails:
                 raise Conflict(f"{email} is already a member of {list_address}.")
+            problem = _list_address_problem(email, list_addresses)
+            if problem:
+                raise UsageError(f"{problem}.")
             name = _unique_pseudonym(tx, list_address, display or None, email, taken)
         except ListservError as exc:
             outcome.refused.append((label, str(exc).rstrip(".")))
