@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from listserv.cli.members import EXPIRY_WARNING_DAYS
+
 from .conftest import Cli, write_key
-from .support import GPG_BATCH, fingerprints_in, keyring_listing, run
+from .support import GPG_BATCH, fingerprints_in, keyring_listing, make_gpg_user, run
 
 MEMBER_FIELDS = {"email", "name", "fingerprint", "mode", "role", "state", "key_expires", "bounces", "added"}
 
@@ -378,7 +380,7 @@ def test_a_list_key_cannot_be_pinned_to_a_member(cli, news, tmp_path):
     assert state(cli) == before
 
 
-# -- the list's own addresses are no member's ------------------------------------------------
+# -- the list's own addresses are no member's, and a key about to expire is pointed out ------
 
 @pytest.mark.parametrize("address", [
     "news@example.org", "NEWS@example.org", "news+urgent@example.org", "news+anything@example.org",
@@ -417,3 +419,34 @@ def test_member_import_refuses_a_key_whose_address_is_the_lists(cli, news, peopl
            "news@example.org" in result.stdout
     assert result.stdout.splitlines()[-1] == "1 added, 1 refused"
     assert [m["email"] for m in member_list(cli)] == [people["bob"].email]
+
+
+def expiry_warnings(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("listserv: warning:")]
+
+
+def test_a_key_that_expires_soon_is_pinned_with_a_warning_saying_when(
+        cli, news, people, tmp_path, tmp_path_factory):
+    soon = make_gpg_user(tmp_path_factory.mktemp("x"), "Soon", "soon@example.org", expire="2d")
+    result = add(cli, tmp_path, soon)
+    assert result.exit_code == 0, result.output
+    [member] = member_list(cli)
+    [warning] = expiry_warnings(result)  # one line, on stderr; stdout says what was done
+    assert f"the key pinned to soon@example.org stops working at {member['key_expires']}" in warning
+    assert f"within {EXPIRY_WARNING_DAYS} days" in warning and warning.endswith(".")
+    assert "warning" not in result.stdout
+    # The same key pinned by `member set --key`, and met in `member import`.
+    cli.ok("member", "remove", news, soon.email)
+    add(cli, tmp_path, people["alice"])
+    [warning] = expiry_warnings(cli.ok("member", "set", news, people["alice"].email, "--key", write_key(tmp_path, soon)))
+    assert "stops working at" in warning and people["alice"].email in warning
+    cli.ok("member", "remove", news, people["alice"].email)
+    [warning] = expiry_warnings(cli.ok("member", "import", news, write_key(tmp_path, soon)))
+    assert "soon@example.org stops working at" in warning
+
+
+def test_a_key_with_a_long_life_left_gets_no_warning(cli, news, people, tmp_path, tmp_path_factory):
+    later = make_gpg_user(tmp_path_factory.mktemp("y"), "Later", "later@example.org", expire="1y")
+    result = add(cli, tmp_path, later)
+    assert result.exit_code == 0 and expiry_warnings(result) == [] and result.stderr == ""
+    assert add(cli, tmp_path, people["bob"]).stderr == ""  # no expiry at all

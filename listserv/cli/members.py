@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import sys
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import click
@@ -19,6 +20,11 @@ from ..revocation import Revocation, take_in, tell_admins
 from ..store import Transaction
 from . import App, echo_json, main, pass_app
 from .lists import now_iso
+
+# A key whose usable life ends within this many days is pinned with a warning: a month leaves
+# the member time to extend it (or make a new one) and an admin time to pin that before the
+# copies stop -- nothing is sent to a key once it has expired.
+EXPIRY_WARNING_DAYS = 30
 
 MEMBER_FIELDS = ("email", "name", "fingerprint", "mode", "role", "state", "key_expires", "bounces", "added")
 
@@ -63,6 +69,17 @@ def _single_key(staged: StagedKeys, revoked: set[str], pinned: str | None = None
     if problem:
         raise KeyProblem(f"Refused: {problem} ({key.fingerprint}).")
     return key
+
+
+def _warn_if_expiring(email: str, expires: str | None) -> None:
+    """One line on stderr when the key pinned to `email` stops working within
+    EXPIRY_WARNING_DAYS; `expires` is KeyInfo.expires (the end of its usable life)."""
+    if expires is None:
+        return
+    ends = datetime.strptime(expires, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    if ends - datetime.now(timezone.utc) <= timedelta(days=EXPIRY_WARNING_DAYS):
+        click.echo(f"listserv: warning: the key pinned to {email} stops working at {expires} "
+                   f"(within {EXPIRY_WARNING_DAYS} days); ask the member for an extended key.", err=True)
 
 
 def _list_address_problem(email: str, list_addresses: list[str]) -> str | None:
@@ -179,6 +196,7 @@ def member_add(app: App, list_address: str, email: str, key_file: Path, name: st
             staged.adopt([key.fingerprint])
     click.echo(f"added {email} to {list_address} as '{member.name}'")
     click.echo(f"pinned key {fingerprint_format(key.fingerprint)}")
+    _warn_if_expiring(email, key.expires)
     if welcome:
         _welcome(app, list_address, [member])
 
@@ -254,6 +272,8 @@ def member_import(app: App, list_address: str, keyring_file: Path, mode: str, ro
     for label, why in outcome.refused:
         click.echo(f"refused {label}: {why}")
     click.echo(f"{len(outcome.added)} added, {len(outcome.refused)} refused")
+    for member in outcome.added:
+        _warn_if_expiring(member.email, member.key_expires)
     if welcome:
         _welcome(app, list_address, outcome.added)
 
@@ -329,6 +349,8 @@ def member_set(app: App, list_address: str, email: str, mode: str | None, role: 
                    "the member can post and receive again")
     elif pinning or any(v is not None for v in (mode, role, name)):
         click.echo(f"updated {email} on {list_address}")
+    if pinning:
+        _warn_if_expiring(email, changed.key_expires)
 
 
 @member_group.command("list")
