@@ -23,7 +23,7 @@ def test_footer_alert_welcome_and_notices_render():
     assert "news+urgent@example.org" in footer and "Meetings: first Monday." in footer
     assert "Alice" in templates.render("alert.txt.j2", list=NEWS, sender="Alice")
     welcome = templates.render("welcome.txt.j2", list=NEWS, member=ALICE, fingerprint=NEWS.fingerprint,
-                               schedule="daily 18:00")
+                               schedule="daily 18:00", require_encryption=True)
     assert welcome.startswith("Subject: Welcome to News\n\n") and "daily 18:00" in welcome
     unusable = templates.render("notice-unusable-keys.txt.j2", list=NEWS, members=[ALICE])
     assert ALICE.fingerprint in unusable
@@ -54,6 +54,27 @@ def test_digest_renders_contents_posts_html_and_attachments():
     assert "Bring &lt;water&gt; &amp; snacks." in html  # autoescaped
     [attachment] = list(digest.iter_attachments())
     assert attachment.get_filename() == "map.pdf"
+
+
+def welcome(require_encryption: bool) -> str:
+    text = Templates().render("welcome.txt.j2", list=NEWS, member=ALICE, fingerprint=NEWS.fingerprint,
+                              schedule="daily 18:00", require_encryption=require_encryption)
+    return " ".join(text.split())  # the sentences, whatever the line breaks
+
+
+def test_the_welcome_says_posts_must_be_encrypted_when_the_list_requires_it():
+    text = welcome(require_encryption=True)
+    assert "must be signed with your key" in text and "must be encrypted to the list's key" in text
+    assert "a post that is not encrypted is refused" in text and "should" not in text
+    assert "signed with your key and encrypted to the list." in text
+
+
+def test_the_welcome_says_encryption_is_up_to_the_member_when_the_list_takes_signed_posts():
+    text = welcome(require_encryption=False)
+    assert "must be signed with your key" in text and "must be encrypted" not in text
+    assert "Encrypting it to the list's key is up to you" in text
+    assert "anyone who handles it on its way to the list can read it" in text
+    assert "To post: write to news@example.org, signed with your key." in text
 
 
 def test_missing_value_is_an_error_not_a_blank():
