@@ -274,3 +274,17 @@ def test_a_digest_entry_shows_a_post_as_an_rfc_9788_client_does(tmp_path):
     inner = email.message_from_bytes(digest_composed.inner, policy=policy.default)
     shown = inner.get_body(("plain",)).get_content().replace("\r\n", "\n")
     assert shown.startswith("Subject: [News] News digest, Vol 1, Issue 1\n\nNews digest, Volume 1")
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_digest_commands_count_posts_in_the_singular_and_the_plural(tmp_path, people, count):
+    cli, _, _ = make_site(tmp_path, people)
+    digests = digests_for(App(cli.home))
+    mailing_list = digests.services.store.read().require_list(LIST)
+    for n in range(count):
+        digests.add(mailing_list, f"{n:012d}", DigestItem("Alice", f"Topic {n}", 0.0, "post",
+                                                          b"Content-Type: text/plain\r\n\r\nText.\r\n"))
+    posts = "1 post waits" if count == 1 else "2 posts wait"
+    assert cli.ok("digest", "show", LIST).stdout.startswith(f"{posts} for the next {LIST} digest.\n")
+    digest = "1 post" if count == 1 else "2 posts"
+    assert cli.ok("digest", "send", LIST).stdout.startswith(f"Digest of {digest} queued as ")

@@ -77,6 +77,26 @@ def test_the_welcome_says_encryption_is_up_to_the_member_when_the_list_takes_sig
     assert "To post: write to news@example.org, signed with your key." in text
 
 
+@pytest.mark.parametrize("count, words", [(1, ["1 message since", "1 message.", "bounced 1 time."]),
+                                          (2, ["2 messages since", "2 messages.", "bounced 2 times."])])
+def test_counts_read_right_in_the_singular_and_the_plural(count, words):
+    items = [DigestItem("Alice", f"[News] Topic {n}", 1796000000.0, "post",
+                        b"Content-Type: text/plain\r\n\r\nText.\r\n") for n in range(count)]
+    raw = render_digest(Templates(), NEWS, 1, 1, items, datetime(2026, 11, 30, tzinfo=timezone.utc))
+    digest = BytesParser(policy=policy.default).parsebytes(raw)
+    bounces = Templates().render("notice-bounces.txt.j2", list=NEWS, member=Member(
+        NEWS.address, "a@example.org", "B" * 40, "Alice", bounces=count))
+    shown = " ".join([digest.get_body(("plain",)).get_content(), digest.get_body(("html",)).get_content(), bounces])
+    for word in words:
+        assert word in shown, word
+    unusable = Templates().render("notice-unusable-keys.txt.j2", list=NEWS, members=[ALICE] * count)
+    subject, _, body = unusable.partition("\n\n")
+    if count == 1:
+        assert subject == "Subject: A member without a usable key on News" and body.startswith("This member of")
+    else:
+        assert subject == "Subject: Members without a usable key on News" and body.startswith("These members of")
+
+
 def test_missing_value_is_an_error_not_a_blank():
     with pytest.raises(TemplateError):
         Templates().render("footer.txt.j2", list=NEWS)  # no `footer` value
