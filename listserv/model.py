@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,6 +22,17 @@ _LOCAL_NO_PLUS = r"[A-Za-z0-9!#$%&'*/=?^_`{|}~.-]+"
 _DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
 _ADDRESS = re.compile(rf"^({_LOCAL}(?:\+{_LOCAL})*)@({_DOMAIN})$")
 _LIST_ADDRESS = re.compile(rf"^({_LOCAL_NO_PLUS})@({_DOMAIN})$")
+
+
+def shown(text: str) -> str:
+    """`text` safe to print on an admin's terminal: control characters (C0, C1, DEL), line and
+    paragraph separators and bidirectional overrides written as escapes. A key's user id is
+    whatever its maker typed, terminal escape sequences included."""
+    return "".join(
+        ch if ch.isprintable() and not unicodedata.category(ch).startswith(("C", "Z")) or ch == " "
+        else ch.encode("unicode_escape").decode("ascii") if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}"
+        for ch in text
+    )
 
 
 def normalise_address(text: str, what: str = "address") -> str:

@@ -10,6 +10,7 @@ import pytest
 
 from listserv.cli.members import EXPIRY_WARNING_DAYS
 
+from . import forge
 from .conftest import Cli, write_key
 from .support import GPG_BATCH, fingerprints_in, keyring_listing, make_gpg_user, run
 
@@ -450,3 +451,16 @@ def test_a_key_with_a_long_life_left_gets_no_warning(cli, news, people, tmp_path
     result = add(cli, tmp_path, later)
     assert result.exit_code == 0 and expiry_warnings(result) == [] and result.stderr == ""
     assert add(cli, tmp_path, people["bob"]).stderr == ""  # no expiry at all
+
+
+def test_member_import_prints_a_hostile_user_id_as_escapes(cli, news, tmp_path):
+    """A key's user id is what its maker typed: terminal escape sequences, line separators and
+    bidi overrides reach the admin's terminal only as visible escapes."""
+    hostile = forge.ForgedKey("Eve\x1b]0;pwned\x07\x1b[2J\u2028\u202e <eve@example.com>".encode())
+    keyfile = tmp_path / "eve.pgp"
+    keyfile.write_bytes(hostile.certificate())  # sign-only: refused, and so named in the output
+    result = cli("member", "import", news, str(keyfile))
+    assert result.exit_code == 0, result.output
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("refused ")]
+    assert "\x1b" not in result.stdout and "\u2028" not in result.stdout and "\u202e" not in result.stdout
+    assert line.startswith("refused Eve\\x1b]0;pwned\\x07\\x1b[2J\\u2028\\u202e <eve@example.com>: ")

@@ -46,7 +46,7 @@ def commands(group: click.Group, prefix: str = "listserv"):
             yield from commands(command, path)
 
 
-FOUNDATION = ("listserv init", "listserv list", "listserv lists", "listserv member")
+FOUNDATION = ("listserv init", "listserv list", "listserv lists", "listserv member", "listserv mta")
 
 
 def test_cli_doc_names_every_command_option_and_exit_status():

@@ -107,7 +107,7 @@ def init(app: App) -> None:
 
 
 def _register() -> None:
-    from . import digests, lists, members, serve  # noqa: F401  (the modules attach their commands)
+    from . import digests, lists, members, mta, serve  # noqa: F401  (the modules attach their commands)
 
 
 _register()

@@ -14,7 +14,7 @@ from ..errors import Conflict, KeyProblem, ListservError, UsageError
 from ..keyring import MAX_KEY_BYTES, MAX_KEYRING_BYTES, KeyInfo, StagedKeys
 from ..model import (
     ACTIVE, KEY_REVOKED, MODES, ROLES, Member, check_pseudonym, fingerprint_format, list_of_address,
-    normalise_address, normalise_list_address, split_user_id,
+    normalise_address, normalise_list_address, shown, split_user_id,
 )
 from ..revocation import Revocation, take_in, tell_admins
 from ..store import Transaction
@@ -217,7 +217,7 @@ def _import_keys(tx: Transaction, list_address: str, keys: list[KeyInfo], revoke
     candidates: list[tuple[str, Member]] = []
     for key in keys:
         progress.update(1)
-        label = key.primary_uid or key.fingerprint
+        label = shown(key.primary_uid) or key.fingerprint
         problem = _problem(key, revoked)
         if problem:
             outcome.refused.append((label, problem))
