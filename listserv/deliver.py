@@ -98,7 +98,7 @@ class RelayTransport(Transport):
             return await SMTPClient.connect(self.host, self.port, self.helo, self.start_tls,
                                             ca_file=self.ca_file)
         except (SMTPConnectionError, SMTPReplyError, ssl.SSLError) as exc:
-            raise Temporary(f"connect: {exc}") from None
+            raise Temporary(str(exc) if isinstance(exc, SMTPConnectionError) else f"connect: {exc}") from None
 
     async def send(self, connection: object, sender: str, recipient: str, message: bytes) -> None:
         assert isinstance(connection, SMTPClient)

@@ -20,6 +20,7 @@ from ..config import Home, Settings
 from ..errors import ListservError, UsageError, WrongUser
 from ..keyring import Keyring, require_gnupg
 from ..store import Store
+from .agent import stop_agent_after_command
 
 INTERNAL_ERROR_EXIT = 70
 
@@ -80,7 +81,9 @@ class App:
     def keyring(self) -> Keyring:
         self.home.require()
         require_gnupg()
-        return Keyring(self.home.keys)
+        keyring = Keyring(self.home.keys)
+        stop_agent_after_command(self.home, keyring)
+        return keyring
 
 
 class _Group(click.Group):

@@ -51,7 +51,11 @@ def serve(app: App, listen: str | None, relay: str | None, outbox: Path | None) 
     def ready(host: str, port: int) -> None:
         click.echo(f"listserv listening on {format_hostport(host, port)}; copies go to {where}", err=True)
 
-    asyncio.run(Service(app.home, settings, options).run(ready))
+    service = Service(app.home, settings, options)  # holds data/serve.lock, or refuses
+    try:
+        asyncio.run(service.run(ready))
+    finally:
+        app.keyring.stop_agent()  # the agent this server used: no one else serves this home now
 
 
 def _age(seconds: float) -> str:
