@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Awaitable, Callable
 
 
+from .config import Settings
 from .openpgp import SharedArmor
 from .smtpclient import SMTPClient, SMTPConnectionError, SMTPReplyError, dot_safe
 from .spool import DEFERRED, FAILED, FINAL, KINDS, SENT, Outgoing, OutJob, Progress, Recipient, make_directories
@@ -48,9 +49,10 @@ log = logging.getLogger("listserv.deliver")
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    minimum: float = 300.0  # Postfix's minimal_backoff_time
-    maximum: float = 4000.0  # maximal_backoff_time
-    lifetime: float = 5 * 86400.0  # maximal_queue_lifetime
+    # The defaults are the settings' (listserv/config.py), written there once.
+    minimum: float = Settings.retry_min
+    maximum: float = Settings.retry_max
+    lifetime: float = Settings.lifetime
 
     def delay(self, attempts: int) -> float:
         return min(self.maximum, self.minimum * (2 ** max(0, attempts - 1)))
@@ -65,6 +67,13 @@ class Permanent(Exception):
 
 
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
+_NOT_CODE = re.compile(r"[^A-Za-z0-9.]+")
+
+
+def code(text: str) -> str:
+    """A reason as one word for the journal and the log: "connect: ConnectionRefusedError"
+    becomes connect-ConnectionRefusedError."""
+    return _NOT_CODE.sub("-", text).strip("-") or "unknown"
 
 
 def reply_reason(exc: SMTPReplyError) -> str:
@@ -150,8 +159,10 @@ class RelayTransport(Transport):
                                               timeout=timeout, ca_file=self.ca_file)
         except SMTPReplyError as exc:
             raise Temporary(reply_reason(exc)) from None
-        except (SMTPConnectionError, ssl.SSLError):
-            raise Temporary("connect") from None
+        except SMTPConnectionError as exc:  # says which step failed: "connect: ConnectionRefusedError"
+            raise Temporary(code(str(exc))) from None
+        except ssl.SSLError as exc:
+            raise Temporary(code(f"starttls: {type(exc).__name__}")) from None
         if self.on_size is not None:
             self.on_size(client.size)
         return client
@@ -173,9 +184,9 @@ class RelayTransport(Transport):
                     self.on_too_large(len(message))
                 raise Permanent(reason) from None
             raise Temporary(reason) from None
-        except SMTPConnectionError:
+        except SMTPConnectionError as exc:
             connection.abort()
-            raise Temporary("connection") from None
+            raise Temporary(code(str(exc))) from None
 
     def usable(self, connection: object) -> bool:
         return isinstance(connection, SMTPClient) and connection.open

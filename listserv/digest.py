@@ -37,6 +37,7 @@ from typing import Iterator
 
 from . import relaylimit, sizing
 from .errors import CryptoError
+from .legacy_display import shown_text
 from .model import MailingList, Member
 from .outbound import fan_out, render_footer
 from .services import Services
@@ -450,10 +451,11 @@ def _split(message: bytes) -> tuple[str, list[Message]]:
             if leaf.is_multipart():
                 continue
             if leaf.get_content_type() == "text/plain" and not leaf.get_filename():
-                texts.append(leaf.get_content())
+                # Read as an RFC 9788 client reads it: the entry names sender and Subject already.
+                texts.append(shown_text(leaf))
             elif leaf.get_content_type() != "text/html" or leaf.get_filename():
                 attachments.append(leaf)
-    return "\n".join(t.strip("\n") for t in texts), attachments
+    return "\n".join(t.strip("\n") for t in texts if t.strip()), attachments
 
 
 def render_digest(templates: Templates, mailing_list: MailingList, volume: int, issue: int,

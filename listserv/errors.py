@@ -5,8 +5,10 @@
     ├── NotFound               exit 3 -- no such list, member or queue entry
     ├── Conflict               exit 4 -- it exists already (list, member, pinned fingerprint)
     ├── KeyProblem             exit 5 -- a key is unusable, expired, revoked, too large, unreadable
-    ├── EnvironmentProblem     exit 69 -- GnuPG missing or too old, home not initialised
+    ├── EnvironmentProblem     exit 69 -- GnuPG missing or too old, home not initialised, port taken
     ├── StoreError             exit 74 -- the database or the spool could not be read or written
+    ├── WrongUser              exit 77 -- the home belongs to another user (the command says whose)
+    ├── ConfigProblem          exit 78 -- listserv.toml: unreadable, unknown key or section, wrong type
     ├── CryptoError            exit 1 -- gpg failed (internal detail is logged, never shown to a sender)
     └── Refusal                SMTP -- a submission is refused; carries the reply the sender sees
         ├── Unauthorized       550 5.7.1 -- every authentication or crypto failure, one sentence
@@ -50,6 +52,16 @@ class EnvironmentProblem(ListservError):
 
 class StoreError(ListservError):
     exit_code = 74
+
+
+class WrongUser(ListservError):
+    # Files a command writes belong to whoever runs it: run as root on the service user's home
+    # they would be root's, mode 0600, and the server could no longer read them.
+    exit_code = 77  # EX_NOPERM
+
+
+class ConfigProblem(ListservError):
+    exit_code = 78  # EX_CONFIG: a supervisor should not restart into the same mistake
 
 
 class CryptoError(ListservError):

@@ -54,6 +54,27 @@ def normalise_list_address(text: str) -> str:
     return address
 
 
+# The addresses a list answers besides LOCAL@DOMAIN itself: LOCAL+anything (+urgent, and any
+# other tag a relay with recipient_delimiter "+" hands to LOCAL) and these LOCAL-SUFFIX ones
+# (-bounces+TOKEN for VERP). An address the list gains later joins this tuple, so that no
+# member can be given it.
+LIST_SUFFIXES = ("-bounces", "-owner", "-request", "-sendkey")
+
+
+def list_of_address(address: str, list_addresses: list[str]) -> str | None:
+    """The list (of `list_addresses`) that `address` is one of the addresses of, or None. A
+    member with such an address would get their copies back at the list, as a post or a
+    bounce, on every post."""
+    local, _, domain = address.lower().rpartition("@")
+    base = local.split("+", 1)[0]
+    for list_address in list_addresses:
+        list_local, _, list_domain = list_address.rpartition("@")
+        if domain == list_domain and (
+                base == list_local or (base.startswith(list_local) and base[len(list_local):] in LIST_SUFFIXES)):
+            return list_address
+    return None
+
+
 # An OpenPGP user id is "Name (comment) <address>" by convention, not an RFC 5322 address:
 # "Doe, John <john@example.org>" is a common one that email.utils.parseaddr gets wrong.
 _USER_ID = re.compile(r"^\s*(?P<name>[^<>()]*?)\s*(?:\([^()]*\)\s*)?<(?P<address>[^<>]*)>\s*$")

@@ -86,4 +86,5 @@ def send_welcome(services: Services, templates: Templates, mailing_list: Mailing
         attachments=(("list-key.asc", "application/pgp-keys", key),),
         member=member, fingerprint=mailing_list.fingerprint,
         schedule=option(mailing_list, "digest_schedule"),
+        require_encryption=option(mailing_list, "require_encryption"),
     )

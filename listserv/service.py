@@ -12,13 +12,14 @@ import itertools
 import logging
 import os
 import signal
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from . import relaylimit
-from .config import Home, Settings
+from .config import Home, Settings, format_hostport
 from .digest import Digests
 from .deliver import Deliverer, MaildirTransport, Outcome, RelayTransport, RetryPolicy, Temporary, Transport
 from .errors import CryptoError, EnvironmentProblem, ListservError, Refusal
@@ -56,6 +57,16 @@ def lock_home(home: Home) -> int:
     return fd  # released when the process ends
 
 
+def _why(exc: OSError) -> str:
+    """'address already in use': asyncio wraps the bind error's text in its own words, and a
+    name that does not resolve has only the resolver's text."""
+    if exc.errno and exc.errno > 0 and not isinstance(exc, socket.gaierror):
+        text = os.strerror(exc.errno)
+    else:
+        text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
+
+
 def services_for(home: Home) -> Services:
     spool = Spool(home.spool)
     spool.prepare()
@@ -84,7 +95,7 @@ class Service:
         self.outgoing = Outgoing(self.services.spool)
         self.digests = Digests(self.services, self.templates, home.digests)
         retry = RetryPolicy(settings.retry_min, settings.retry_max, settings.lifetime)
-        self.relay = f"{options.relay[0]}:{options.relay[1]}" if options.relay else None
+        self.relay = format_hostport(*options.relay) if options.relay else None
         self.transport = transport_for(options, settings, self._announced, self._refused_size)
         self.deliverer = Deliverer(self.outgoing, self.transport, settings.concurrency, retry,
                                    on_final=self._settled)
@@ -206,7 +217,10 @@ class Service:
         handler = Handler(self.services, self.templates, self.executor, self._accepted)
         factory = make_server(handler, "listserv", self.settings.max_data_kb * 1024)
         host, port = self.options.listen
-        server = await loop.create_server(factory, host=host, port=port)
+        try:
+            server = await loop.create_server(factory, host=host, port=port)
+        except OSError as exc:
+            raise EnvironmentProblem(f"cannot listen on {format_hostport(host, port)}: {_why(exc)}.") from None
         bound = server.sockets[0].getsockname()
         for out in self.outgoing.jobs():
             self.deliverer.load(out)

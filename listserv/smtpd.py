@@ -67,15 +67,9 @@ class Handler:
         lists = self.services.store.read().lists()
         return capacity.largest_limit(lists, self.templates, capacity.copy_limit(self.services))
 
-    def _recipient(self, address: str, declared: int | None) -> Route:
-        """Route RCPT TO; a post or alert declared larger than its list takes is refused."""
-        found = self._route(address)
-        if declared is not None and found.kind != "bounce":
-            mailing_list = self.services.store.read().require_list(found.list)
-            limit = capacity.post_limit(mailing_list, self.templates, capacity.copy_limit(self.services))
-            if declared > limit.size:
-                raise limit.refusal()
-        return found
+    def _limit(self, list_address: str) -> capacity.Limit:
+        mailing_list = self.services.store.read().require_list(list_address)
+        return capacity.post_limit(mailing_list, self.templates, capacity.copy_limit(self.services))
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
@@ -104,8 +98,16 @@ class Handler:
         if envelope.rcpt_tos:
             return ONE_LIST_PER_MESSAGE
         declared = None if envelope.mail_from in ("", "<>") else _declared_size(envelope.mail_options)
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.get_running_loop().run_in_executor(self.executor, self._recipient, address, declared)
+            found = await loop.run_in_executor(self.executor, self._route, address)
+            if declared is not None and found.kind != "bounce":  # a post declared too large for its list
+                limit = await loop.run_in_executor(self.executor, self._limit, found.list)
+                if declared > limit.size:
+                    refusal = limit.refusal()
+                    log.info("refused ref=%s list=%s reason=%s stage=rcpt size=%d limit=%d", refusal.ref,
+                             found.list, refusal.reason, declared, limit.size)
+                    return refusal.smtp_reply
         except Refusal as refusal:
             log.info("refused ref=%s stage=rcpt reason=%s", refusal.ref, refusal.reason)
             return refusal.smtp_reply

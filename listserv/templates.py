@@ -2,6 +2,9 @@
 
 StrictUndefined everywhere, so a missing value is an error (and a failing test), never a blank
 in a mail. HTML templates (*.html.j2) are autoescaped. jinja2 is imported only here.
+
+`counted` ("1 post", "3 posts") is here for templates (the filter `counted`) and for the CLI's
+own sentences alike, so no count anywhere reads "1 posts".
 """
 
 from __future__ import annotations
@@ -28,9 +31,14 @@ def shipped_templates() -> Path:
     raise TemplateError("The shipped templates are missing from this installation.")
 
 
+def counted(number: int, singular: str, plural: str | None = None) -> str:
+    """'1 post', '2 posts'; `plural` for the words that do not just add an s ('1 copy', '2 copies')."""
+    return f"{number} {singular if number == 1 else plural or singular + 's'}"
+
+
 def environment(overrides: Path | None = None) -> jinja2.Environment:
     search = [str(p) for p in (overrides, shipped_templates()) if p is not None and p.is_dir()]
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(search),
         undefined=jinja2.StrictUndefined,
         autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"), default=False),
@@ -38,6 +46,8 @@ def environment(overrides: Path | None = None) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["counted"] = counted
+    return env
 
 
 class Templates:

@@ -15,17 +15,20 @@ _LISTENING = re.compile(r"listserv listening on (\S+):(\d+)")
 
 
 class ServeProcess:
-    def __init__(self, home: Path, *args: str):
+    def __init__(self, home: Path, *args: str, listen: str = "127.0.0.1:0", wrapper: tuple[str, ...] = ()):
+        """`wrapper` goes before the command (e.g. tests/sandbox.py); `listen` is HOST:PORT."""
         self.home = home
         self.args = args
+        self.listen = listen
+        self.wrapper = wrapper
         self.lines: list[str] = []
         self.port = 0
         self._ready = threading.Event()
 
     def start(self) -> "ServeProcess":
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "listserv", "--home", str(self.home), "serve",
-             "--listen", "127.0.0.1:0", *self.args],
+            [*self.wrapper, sys.executable, "-m", "listserv", "--home", str(self.home), "serve",
+             "--listen", self.listen, *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import re
 import stat
+import time
+from pathlib import Path
 
 import pytest
 
-from .conftest import Cli, write_key
+from . import mail_factory as mf
+from .conftest import Cli, make_site, write_key
+from .server import ServeProcess
+from .smtp_client import submit
 from .support import fingerprints_in, run
 from .test_cli_members import assert_refused, state
 
@@ -238,3 +243,55 @@ def test_list_delete_removes_the_list_its_key_and_unused_member_keys(cli, news, 
     cli.ok("list", "create", news, "--name", "News")
     assert cli.json("list", "show", news)["fingerprint"] != news_key
     assert cli.json("member", "list", news) == []
+
+
+def test_init_refuses_a_git_checkout_as_the_home(tmp_path):
+    checkout = tmp_path / "checkout"
+    (checkout / ".git").mkdir(parents=True)
+    assert_refused(Cli(checkout)("init"), 2, "is a git checkout", "git clean -xdf", "--home")
+    assert sorted(p.name for p in checkout.iterdir()) == [".git"]
+
+
+# -- the gpg-agent a command needed is gone when it ends -----------------------------------------
+
+def agents(keys) -> set[int]:
+    """The gpg-agent processes serving the keyring `keys` (what `ps` shows an operator)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # not a process, or gone meanwhile
+            continue
+        if argv and argv[0].endswith(b"gpg-agent") and str(keys).encode() in argv:
+            found.add(int(entry.name))
+    return found
+
+
+def no_agents(keys, wait: float = 10.0) -> bool:
+    # An agent told to stop answers first and exits a moment later.
+    deadline = time.monotonic() + wait
+    while agents(keys) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not agents(keys)
+
+
+def test_no_gpg_agent_is_left_running_after_a_command(cli, people, tmp_path):
+    keys = cli.home / "keys"
+    cli.ok("list", "create", "news@example.org", "--name", "News")  # generates a key: needs the agent
+    assert no_agents(keys)
+    cli.ok("member", "add", "news@example.org", people["alice"].email,
+           "--key", write_key(tmp_path, people["alice"]), "--welcome")  # signs the welcome
+    assert no_agents(keys)
+
+
+def test_the_agent_of_a_running_server_is_left_alone(tmp_path, people):
+    cli, list_key, _ = make_site(tmp_path, people, {"alice": "immediate"})
+    keys = cli.home / "keys"
+    with ServeProcess(cli.home) as proc:
+        assert submit(proc.port, "news@example.org", mf.post(people["alice"], list_key))[0] == 250
+        proc.wait_log(r"delivered qid=\S+ sent=1")  # the server decrypted and signed: its agent runs
+        serving = agents(keys)
+        assert serving
+        cli.ok("list", "create", "team@example.org", "--name", "Team")
+        assert agents(keys) == serving
+    assert no_agents(keys)  # the server stopped its own when it ended

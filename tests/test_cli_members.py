@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from listserv.cli.members import EXPIRY_WARNING_DAYS
+
 from . import forge
 from .conftest import Cli, write_key
-from .support import GPG_BATCH, fingerprints_in, keyring_listing, run
+from .support import GPG_BATCH, fingerprints_in, keyring_listing, make_gpg_user, run
 
 MEMBER_FIELDS = {"email", "name", "fingerprint", "mode", "role", "state", "key_expires", "bounces", "added"}
 
@@ -377,6 +379,78 @@ def test_a_list_key_cannot_be_pinned_to_a_member(cli, news, tmp_path):
         result = cli("member", "add", news, "x@example.org", "--key", "-", input=armored)
         assert_refused(result, 4, "is a list's own key")
     assert state(cli) == before
+
+
+# -- the list's own addresses are no member's, and a key about to expire is pointed out ------
+
+@pytest.mark.parametrize("address", [
+    "news@example.org", "NEWS@example.org", "news+urgent@example.org", "news+anything@example.org",
+    "news-bounces+abc123@example.org", "news-bounces@example.org", "news-owner@example.org",
+    "news-request@example.org", "news-sendkey@example.org",
+    "team@lists.example.net", "team+urgent@lists.example.net",  # another list of this home
+])
+def test_member_add_refuses_an_address_of_a_list_in_this_home(cli, news, people, tmp_path, address):
+    """Its copy would come back to the list: as a post refused over and over, or as a bounce."""
+    cli.ok("list", "create", "team@lists.example.net", "--name", "Team")
+    before = state(cli)
+    result = add(cli, tmp_path, people["alice"], email=address)
+    owner = "team@lists.example.net" if "team" in address else news
+    assert_refused(result, 2, f"is an address of the list {owner}")
+    assert state(cli) == before
+
+
+@pytest.mark.parametrize("address", ["newsdesk@example.org", "news-desk@example.org", "news@example.net"])
+def test_addresses_that_only_look_like_the_lists_are_members_like_any(cli, news, people, tmp_path, address):
+    assert add(cli, tmp_path, people["alice"], email=address).exit_code == 0
+
+
+def test_member_import_refuses_a_key_whose_address_is_the_lists(cli, news, people, tmp_path):
+    home = tmp_path / "g"
+    home.mkdir(mode=0o700)
+    gpg = [*GPG_BATCH, "--homedir", str(home)]
+    run([*gpg, "--quick-gen-key", "Loop <news-owner@example.org>", "ed25519", "sign", "never"])
+    fingerprint = run([*gpg, "--with-colons", "--list-keys"]).stdout.decode().split("fpr:::::::::")[1].split(":")[0]
+    run([*gpg, "--quick-add-key", fingerprint, "cv25519", "encr", "never"])
+    run([*gpg, "--import"], input=people["bob"].public_key)
+    keyring = tmp_path / "two.gpg"
+    keyring.write_bytes(run([*gpg, "--export"]).stdout)
+    result = cli("member", "import", news, str(keyring))
+    assert result.exit_code == 0, result.output
+    assert "refused Loop <news-owner@example.org>: news-owner@example.org is an address of the list " \
+           "news@example.org" in result.stdout
+    assert result.stdout.splitlines()[-1] == "1 added, 1 refused"
+    assert [m["email"] for m in member_list(cli)] == [people["bob"].email]
+
+
+def expiry_warnings(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("listserv: warning:")]
+
+
+def test_a_key_that_expires_soon_is_pinned_with_a_warning_saying_when(
+        cli, news, people, tmp_path, tmp_path_factory):
+    soon = make_gpg_user(tmp_path_factory.mktemp("x"), "Soon", "soon@example.org", expire="2d")
+    result = add(cli, tmp_path, soon)
+    assert result.exit_code == 0, result.output
+    [member] = member_list(cli)
+    [warning] = expiry_warnings(result)  # one line, on stderr; stdout says what was done
+    assert f"the key pinned to soon@example.org stops working at {member['key_expires']}" in warning
+    assert f"within {EXPIRY_WARNING_DAYS} days" in warning and warning.endswith(".")
+    assert "warning" not in result.stdout
+    # The same key pinned by `member set --key`, and met in `member import`.
+    cli.ok("member", "remove", news, soon.email)
+    add(cli, tmp_path, people["alice"])
+    [warning] = expiry_warnings(cli.ok("member", "set", news, people["alice"].email, "--key", write_key(tmp_path, soon)))
+    assert "stops working at" in warning and people["alice"].email in warning
+    cli.ok("member", "remove", news, people["alice"].email)
+    [warning] = expiry_warnings(cli.ok("member", "import", news, write_key(tmp_path, soon)))
+    assert "soon@example.org stops working at" in warning
+
+
+def test_a_key_with_a_long_life_left_gets_no_warning(cli, news, people, tmp_path, tmp_path_factory):
+    later = make_gpg_user(tmp_path_factory.mktemp("y"), "Later", "later@example.org", expire="1y")
+    result = add(cli, tmp_path, later)
+    assert result.exit_code == 0 and expiry_warnings(result) == [] and result.stderr == ""
+    assert add(cli, tmp_path, people["bob"]).stderr == ""  # no expiry at all
 
 
 def test_member_import_prints_a_hostile_user_id_as_escapes(cli, news, tmp_path):

@@ -9,8 +9,9 @@ from email import policy
 
 import pytest
 
+from listserv.legacy_display import shown_text
 from listserv.model import MailingList, Member
-from listserv.stages.compose import compose
+from listserv.stages.compose import compose, normalise_subject
 
 NEWS = MailingList("news@example.org", "News", "A" * 40, {"subject_prefix": "[News]"})
 ALICE = Member(NEWS.address, "alice@home.example", "B" * 40, "Alice")
@@ -93,12 +94,13 @@ def test_content_html_alternative_and_attachment_kept_with_fresh_content_ids():
     parts = list(inner.iter_parts())
     alternative, image, footer = parts
     assert alternative.get_content_type() == "multipart/alternative"
-    assert alternative.get_body(("plain",)).get_content().strip() == "Meet at the usual place."
+    # As a client that reads protected headers shows it: the legacy display hidden.
+    assert shown_text(alternative.get_body(("plain",))).strip() == "Meet at the usual place."
     html = alternative.get_body(("html",)).get_content()
     new_cid = str(image["Content-ID"]).strip("<>")
     assert new_cid.endswith("@example.org") and f"cid:{new_cid}" in html
     assert image.get_filename() == "map.png" and image.get_content() == b"\x89PNG\r\n\x1a\n"
-    assert footer.get_content().replace("\r\n", "\n") == "-- \nNews footer\n"
+    assert text_of(footer) == "-- \nNews footer\n"
 
 
 def test_threads_keep_only_the_lists_own_ids():
@@ -153,3 +155,143 @@ def test_attachment_metadata_of_the_submitters_client_does_not_survive():
     assert (pdf.get_content_type(), pdf.get_filename(), pdf.get_content_disposition()) == \
         ("application/pdf", "plan.pdf", "attachment")
     assert pdf.get_param("name") == "plan.pdf" and pdf.get_content() == b"%PDF"
+
+
+# -- the legacy display (RFC 9788): the pseudonym and Subject for clients that read no
+# protected headers (Mutt shows the outer "From: News", Thunderbird the outer From too) -------
+
+LEGACY = "From: Alice via News <news@example.org>\nSubject: [News] Plans for Friday\n\n"
+
+
+def text_of(part: email.message.EmailMessage) -> str:
+    return part.get_content().replace("\r\n", "\n")
+
+
+def first_text(message: email.message.EmailMessage) -> email.message.EmailMessage:
+    """The part a client that ignores protected headers shows first: the first text/plain."""
+    return next(p for p in message.walk() if p.get_content_type() == "text/plain")
+
+
+def post(content: bytes, kind="post", sender=ALICE):
+    return compose(content, in_reply_to=None, references=None, sender=sender, mailing_list=NEWS,
+                   kind=kind, footer="-- \nNews footer\n", now=datetime.now(timezone.utc),
+                   message_id="<x@example.org>",
+                   banner="*** URGENT ALERT ***\n" if kind == "alert" else None)
+
+
+def test_a_client_that_ignores_protected_headers_reads_the_pseudonym_and_subject_first():
+    composed = make()
+    inner = email.message_from_bytes(composed.inner, policy=policy.default)
+    text = first_text(inner)
+    assert text_of(text) == LEGACY + "Meet at the usual place.\n"
+    assert text.get_param("hp-legacy-display") == "1"  # so an RFC 9788 client hides it
+    # The HTML alternative carries the same element; either alternative shows it once.
+    html = inner.get_body(("html",))
+    assert html.get_param("hp-legacy-display") == "1"
+    assert ('<div class="header-protection-legacy-display"><pre>From: Alice via News '
+            '&lt;news@example.org&gt;\nSubject: [News] Plans for Friday</pre></div>') in text_of(html)
+    assert shown_text(html).strip().startswith("<p>Meet at the")
+    # Attachments and the footer are no main body part: nothing is added to them.
+    _, image, footer = inner.iter_parts()
+    assert image.get_param("hp-legacy-display") is None and footer.get_param("hp-legacy-display") is None
+    # Nothing of it outside: the copy's own header is still the placeholder and the list.
+    outer = email.message_from_bytes(composed.copy(b"ARMOR"), policy=policy.default)
+    assert (outer["Subject"], str(outer["From"])) == ("[...]", "News <news@example.org>")
+    assert b"Alice" not in composed.outer_prefix + composed.outer_suffix
+    assert b"Plans" not in composed.outer_prefix + composed.outer_suffix
+
+
+def test_an_html_only_post_gets_the_element_at_the_top_of_its_body():
+    html_only = (b"Subject: Plans for Friday\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+                 b"<html><head><title>t</title></head><body><p>Meet.</p></body></html>\r\n")
+    inner = email.message_from_bytes(post(html_only).inner, policy=policy.default)
+    html, footer = inner.iter_parts()
+    content = html.get_content()
+    assert content.index("<body>") < content.index("header-protection-legacy-display") < content.index("<p>Meet.")
+    assert "Subject: [News] Plans for Friday</pre>" in content and html.get_param("hp-legacy-display") == "1"
+    assert "header-protection-legacy-display" not in shown_text(html)
+
+
+@pytest.mark.parametrize("content", [
+    b"Subject: Plans for Friday\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    b"iVBORw0KGgo=\r\n",
+    b'Subject: Plans for Friday\r\nContent-Type: multipart/mixed; boundary="B"\r\n\r\n'
+    b'--B\r\nContent-Type: text/plain\r\nContent-Disposition: attachment; filename="notes.txt"\r\n\r\n'
+    b"file\r\n--B\r\nContent-Type: text/plain\r\n\r\nSee the file.\r\n--B--\r\n",
+    b"Subject: Plans for Friday\r\nContent-Type: text/plain; charset=x-no-such-charset\r\n\r\nMeet.\r\n",
+], ids=["image-only", "attachment-first", "unknown-charset"])
+def test_without_a_readable_text_main_part_a_leading_part_carries_the_element(content):
+    inner = email.message_from_bytes(post(content).inner, policy=policy.default)
+    leading, *rest = inner.iter_parts()
+    assert leading.get_content_type() == "text/plain" and leading.get_param("hp-legacy-display") == "1"
+    assert text_of(leading) == LEGACY
+    assert shown_text(leading) == ""  # an RFC 9788 client shows nothing for it
+    assert all(part.get_param("hp-legacy-display") is None for part in rest)
+
+
+def test_an_alert_carries_the_element_in_its_banner_the_first_part():
+    inner = email.message_from_bytes(post(b"Subject: Go\r\n\r\nNow.\r\n", kind="alert").inner,
+                                     policy=policy.default)
+    banner, text, _ = inner.iter_parts()
+    assert text_of(banner).startswith(
+        "From: Alice via News <news@example.org>\nSubject: URGENT: [News] Go\n\n*** URGENT ALERT ***")
+    assert text.get_content().strip() == "Now." and text.get_param("hp-legacy-display") is None
+
+
+def test_the_list_speaking_itself_repeats_only_the_subject():
+    """Digests and notices come From the list, as their outer header says: only the Subject
+    differs inside and out."""
+    inner = email.message_from_bytes(post(b"Subject: Welcome\r\n\r\nHello.\r\n", sender=None).inner,
+                                     policy=policy.default)
+    assert text_of(first_text(inner)) == "Subject: [News] Welcome\n\nHello.\n"
+
+
+def test_a_members_own_legacy_display_is_replaced_by_the_lists():
+    """A client implementing RFC 9788 repeats its own protected fields; they may name the
+    member (real name, address): the list's element replaces it, nothing of it survives."""
+    theirs = (b'Subject: Plans for Friday\r\nContent-Type: multipart/alternative; boundary="A"\r\n\r\n'
+              b'--A\r\nContent-Type: text/plain; charset=utf-8; hp-legacy-display="1"; hp="cipher"\r\n\r\n'
+              b"Subject: Plans for Friday\r\nCc: Alice Realname <alice@home.example>\r\n\r\nMeet.\r\n"
+              b'--A\r\nContent-Type: text/html; charset=utf-8; hp-legacy-display="1"\r\n\r\n'
+              b'<html><body><div class="header-protection-legacy-display"><pre>Cc: Alice Realname'
+              b" &lt;alice@home.example&gt;</pre></div><p>Meet.</p></body></html>\r\n--A--\r\n")
+    composed = post(theirs)
+    assert b"Realname" not in composed.inner and b"alice@home.example" not in composed.inner
+    inner = email.message_from_bytes(composed.inner, policy=policy.default)
+    assert text_of(first_text(inner)) == LEGACY + "Meet.\n"
+    assert first_text(inner).get_param("hp") is None  # the client's payload marking stays behind
+    html = inner.get_body(("html",)).get_content()
+    assert html.count("header-protection-legacy-display") == 1 and "<p>Meet.</p>" in html
+
+
+# -- the Subject: the prefix first, a reply's Re: once after it ------------------------------
+
+@pytest.mark.parametrize("written, expected", [
+    ("Plans", "[News] Plans"),
+    ("Re: [News] Plans", "[News] Re: Plans"),
+    ("[News] Re: Plans", "[News] Re: Plans"),
+    ("RE: Re: [News] Plans", "[News] Re: Plans"),
+    ("Re: [News] Re: [News] Plans", "[News] Re: Plans"),
+    ("Aw: [News] Plans", "[News] Re: Plans"),  # German clients
+    ("SV: [news] Plans", "[News] Re: Plans"),  # Scandinavian; the prefix in any case
+    ("Re[2]: Plans", "[News] Re: Plans"),  # Outlook's count
+    ("Re:[News]Plans", "[News] Re: Plans"),
+    ("Re: URGENT: [News] Leave now", "[News] Re: Leave now"),  # a reply to an alert is a post
+    ("Fwd: [News] Plans", "[News] Fwd: Plans"),  # a forward is no reply
+    ("Remarks: Plans", "[News] Remarks: Plans"),  # a word that begins with Re
+    ("[News]", "[News] (no subject)"),
+])
+def test_the_subject_prefix_goes_first_and_a_reply_reads_re_once(written, expected):
+    assert normalise_subject(written, "[News]", urgent=False) == expected
+
+
+def test_a_reply_sent_as_an_alert_is_marked_urgent_before_the_prefix():
+    assert normalise_subject("Re: URGENT: [News] Leave now", "[News]", urgent=True) == \
+        "URGENT: [News] Re: Leave now"
+
+
+def test_the_composed_message_carries_the_normalised_subject():
+    composed = post(b"Subject: RE: Re: [News] Plans for Friday\r\n\r\nYes.\r\n")
+    assert email.message_from_bytes(composed.inner, policy=policy.default)["Subject"] == \
+        "[News] Re: Plans for Friday"
+    assert composed.subject == "[News] Re: Plans for Friday"

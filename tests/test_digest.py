@@ -14,7 +14,10 @@ import pytest
 
 from listserv.cli import App
 from listserv.cli.digests import digests_for
-from listserv.digest import DigestItem, Digests
+from listserv.digest import DigestItem, Digests, render_digest
+from listserv.model import MailingList, Member
+from listserv.stages.compose import compose
+from listserv.templates import Templates
 
 from . import mail_factory as mf
 from .conftest import Cli, write_key
@@ -248,3 +251,42 @@ def test_an_unreadable_backlog_entry_is_set_aside_and_does_not_block_the_digest(
     plain = decrypt(people["bob"], encrypted_part(next(c for c in copies if c.rcpt_tos[0] == people["bob"].email).data),
                     list_key, list_fpr).decode()
     assert "readable post" in plain
+
+
+def test_a_digest_entry_shows_a_post_as_an_rfc_9788_client_does(tmp_path):
+    """The posts' legacy display (their From and Subject repeated for old clients) is not
+    repeated in each entry, which names sender and Subject itself; the digest has its own."""
+    news = MailingList(LIST, "News", "A" * 40, {"subject_prefix": "[News]"})
+    alice = Member(LIST, "alice@example.org", "B" * 40, "Alice")
+    now = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
+    items = []
+    for content in (b"Subject: Plans\r\n\r\nMeet at noon.\r\n",
+                    b"Subject: Map\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+                    b"iVBORw0KGgo=\r\n"):
+        composed = compose(content, in_reply_to=None, references=None, sender=alice, mailing_list=news,
+                           kind="post", footer="-- \nfooter\n", now=now, message_id="<x@example.org>")
+        items.append(DigestItem("Alice", composed.subject, now.timestamp(), "post", composed.inner))
+    digest = email.message_from_bytes(render_digest(Templates(), news, 1, 1, items, now), policy=policy.default)
+    text = digest.get_body(("plain",)).get_content()
+    assert "via News" not in text and "Subject: [News]" not in text
+    assert text.count("Meet at noon.") == 1 and "[News] Map" in text
+    digest_composed = compose(render_digest(Templates(), news, 1, 1, items, now), in_reply_to=None,
+                              references=None, sender=None, mailing_list=news, kind="digest",
+                              footer="-- \nfooter\n", now=now, message_id="<d@example.org>")
+    inner = email.message_from_bytes(digest_composed.inner, policy=policy.default)
+    shown = inner.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert shown.startswith("Subject: [News] News digest, Vol 1, Issue 1\n\nNews digest, Volume 1")
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_digest_commands_count_posts_in_the_singular_and_the_plural(tmp_path, people, count):
+    cli, _, _ = make_site(tmp_path, people)
+    digests = digests_for(App(cli.home))
+    mailing_list = digests.services.store.read().require_list(LIST)
+    for n in range(count):
+        digests.add(mailing_list, f"{n:012d}", DigestItem("Alice", f"Topic {n}", 0.0, "post",
+                                                          b"Content-Type: text/plain\r\n\r\nText.\r\n"))
+    posts = "1 post waits" if count == 1 else "2 posts wait"
+    assert cli.ok("digest", "show", LIST).stdout.startswith(f"{posts} for the next {LIST} digest.\n")
+    digest = "1 post" if count == 1 else "2 posts"
+    assert cli.ok("digest", "send", LIST).stdout.startswith(f"Digest of {digest} queued as ")

@@ -31,11 +31,28 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert any(line == command or line.startswith(command + " || ") for line in ci.splitlines()), ci
 
 
+def test_readme_run_it_works_as_root_without_sudo_and_keeps_the_home_out_of_the_checkout():
+    command = readme_block("Run it")
+    # A bare `sudo` is "command not found" for root on a system without it.
+    assert not re.search(r"(^|[;&|]\s*)sudo\b", command, re.M), command
+    assert command.index("apt-get update") < command.index("apt-get install"), command
+    homes = re.findall(r"listserv --home (\S+) (\w+)", command)
+    assert [verb for _, verb in homes] == ["init", "serve"], command
+    assert all(home.startswith(("~/", "/")) for home, _ in homes), "the home must not be the checkout"
+
+
 def test_options_doc_is_generated_from_the_code():
     generated = subprocess.run([sys.executable, "-m", "listserv.options"], capture_output=True,
                                text=True, check=True).stdout
     assert (ROOT / "docs" / "options.md").read_text() == generated, \
         "run: python -m listserv.options > docs/options.md"
+
+
+def test_settings_doc_is_generated_from_the_code():
+    generated = subprocess.run([sys.executable, "-m", "listserv.config"], capture_output=True,
+                               text=True, check=True).stdout
+    assert (ROOT / "docs" / "settings.md").read_text() == generated, \
+        "run: python -m listserv.config > docs/settings.md"
 
 
 def commands(group: click.Group, prefix: str = "listserv"):
@@ -46,7 +63,7 @@ def commands(group: click.Group, prefix: str = "listserv"):
             yield from commands(command, path)
 
 
-FOUNDATION = ("listserv init", "listserv list", "listserv lists", "listserv member")
+FOUNDATION = ("listserv init", "listserv list", "listserv lists", "listserv member", "listserv mta")
 
 
 def test_cli_doc_names_every_command_option_and_exit_status():

@@ -24,7 +24,7 @@ def test_footer_alert_welcome_and_notices_render():
     assert "news+urgent@example.org" in footer and "Meetings: first Monday." in footer
     assert "Alice" in templates.render("alert.txt.j2", list=NEWS, sender="Alice")
     welcome = templates.render("welcome.txt.j2", list=NEWS, member=ALICE, fingerprint=NEWS.fingerprint,
-                               schedule="daily 18:00")
+                               schedule="daily 18:00", require_encryption=True)
     assert welcome.startswith("Subject: Welcome to News\n\n") and "daily 18:00" in welcome
     unusable = templates.render("notice-unusable-keys.txt.j2", list=NEWS, members=[ALICE])
     assert ALICE.fingerprint in unusable
@@ -81,7 +81,7 @@ def test_undelivered_notices_render():
     assert "The poster was told." in admins
     digest = templates.render("notice-undelivered.txt.j2", list=NEWS, kind="digest", poster=None, posts=3,
                               set_aside=[], **UNDELIVERED)
-    assert "Its 3 posts were not marked sent: they wait for the next digest" in digest
+    assert "It was not marked sent: its posts (3) wait for the next digest" in digest
     aside = templates.render("notice-undelivered.txt.j2", list=NEWS, kind="digest", poster=None, posts=1,
                              set_aside=["Alice"], **UNDELIVERED)
     assert "The post by Alice" in aside and ".undeliverable" in aside
@@ -91,6 +91,47 @@ def test_undelivered_notices_render():
     assert "reached none of the list's members" in poster and "Rita" not in poster
     partial = templates.render("notice-copies-failed.txt.j2", list=NEWS, kind="post", sent=3, **UNDELIVERED)
     assert "3 of 4 copies" in partial and "Rita  key " + "C" * 40 in partial
+
+
+def welcome(require_encryption: bool) -> str:
+    text = Templates().render("welcome.txt.j2", list=NEWS, member=ALICE, fingerprint=NEWS.fingerprint,
+                              schedule="daily 18:00", require_encryption=require_encryption)
+    return " ".join(text.split())  # the sentences, whatever the line breaks
+
+
+def test_the_welcome_says_posts_must_be_encrypted_when_the_list_requires_it():
+    text = welcome(require_encryption=True)
+    assert "must be signed with your key" in text and "must be encrypted to the list's key" in text
+    assert "a post that is not encrypted is refused" in text and "should" not in text
+    assert "signed with your key and encrypted to the list." in text
+
+
+def test_the_welcome_says_encryption_is_up_to_the_member_when_the_list_takes_signed_posts():
+    text = welcome(require_encryption=False)
+    assert "must be signed with your key" in text and "must be encrypted" not in text
+    assert "Encrypting it to the list's key is up to you" in text
+    assert "anyone who handles it on its way to the list can read it" in text
+    assert "To post: write to news@example.org, signed with your key." in text
+
+
+@pytest.mark.parametrize("count, words", [(1, ["1 message since", "1 message.", "bounced 1 time."]),
+                                          (2, ["2 messages since", "2 messages.", "bounced 2 times."])])
+def test_counts_read_right_in_the_singular_and_the_plural(count, words):
+    items = [DigestItem("Alice", f"[News] Topic {n}", 1796000000.0, "post",
+                        b"Content-Type: text/plain\r\n\r\nText.\r\n") for n in range(count)]
+    raw = render_digest(Templates(), NEWS, 1, 1, items, datetime(2026, 11, 30, tzinfo=timezone.utc))
+    digest = BytesParser(policy=policy.default).parsebytes(raw)
+    bounces = Templates().render("notice-bounces.txt.j2", list=NEWS, member=Member(
+        NEWS.address, "a@example.org", "B" * 40, "Alice", bounces=count))
+    shown = " ".join([digest.get_body(("plain",)).get_content(), digest.get_body(("html",)).get_content(), bounces])
+    for word in words:
+        assert word in shown, word
+    unusable = Templates().render("notice-unusable-keys.txt.j2", list=NEWS, members=[ALICE] * count)
+    subject, _, body = unusable.partition("\n\n")
+    if count == 1:
+        assert subject == "Subject: A member without a usable key on News" and body.startswith("This member of")
+    else:
+        assert subject == "Subject: Members without a usable key on News" and body.startswith("These members of")
 
 
 def test_missing_value_is_an_error_not_a_blank():

@@ -5,25 +5,68 @@ from __future__ import annotations
 import functools
 import json
 import os
+import pwd
+import shlex
+import shutil
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from ..config import Home, Settings
-from ..errors import ListservError
+from ..errors import ListservError, UsageError, WrongUser
 from ..keyring import Keyring, require_gnupg
 from ..store import Store
+from .agent import stop_agent_after_command
 
 INTERNAL_ERROR_EXIT = 70
+
+
+_ARGV = "listserv.argv"  # ctx.meta key: the arguments as typed, before click parsed them
+
+
+def _program() -> list[str]:
+    """The listserv this process is, as another user would start it: the script's path as
+    the shell found it, or this interpreter with -m."""
+    if not sys.argv or not sys.argv[0] or sys.argv[0].endswith("__main__.py"):
+        return [sys.executable, "-m", "listserv"]
+    return [sys.argv[0]]
+
+
+def _as_owner(uid: int, command_line: list[str]) -> tuple[str, str]:
+    """The owner's name and the command line that runs `command_line` as them."""
+    try:
+        name = user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name, user = f"uid {uid}", f"#{uid}"  # sudo's way to name a user id without a name
+    if os.geteuid() == 0 and not shutil.which("sudo") and not user.startswith("#"):
+        prefix = ["runuser", "-u", user, "--"]  # root on a system without sudo (minimal Debian)
+    else:
+        prefix = ["sudo", "-u", user]
+    return name, shlex.join([*prefix, *command_line])
 
 
 class App:
     """What every command needs, opened lazily: the home, its settings, store and keyring."""
 
-    def __init__(self, home: Path):
-        self.home = Home(home)
+    def __init__(self, home: Path, command_line: list[str] | None = None):
+        self._home = Home(home)
+        self.command_line = command_line or [*_program(), "--home", str(home)]
+
+    @functools.cached_property
+    def home(self) -> Home:
+        """The home, once it is known to belong to the user running this command. Every
+        command reaches the home through here, so none writes a file another user's server
+        then cannot read; `--help` never gets here."""
+        foreign = self._home.foreign_part()
+        if foreign is not None:
+            path, uid = foreign
+            name, command = _as_owner(uid, self.command_line)
+            raise WrongUser(f"{path} belongs to {name}; run: {command}")
+        return self._home
 
     @functools.cached_property
     def settings(self) -> Settings:
@@ -38,11 +81,18 @@ class App:
     def keyring(self) -> Keyring:
         self.home.require()
         require_gnupg()
-        return Keyring(self.home.keys)
+        keyring = Keyring(self.home.keys)
+        stop_agent_after_command(self.home, keyring)
+        return keyring
 
 
 class _Group(click.Group):
     """Turns listserv's errors into one plain sentence and the error's exit code."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:
+            ctx.meta[_ARGV] = list(args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -88,13 +138,19 @@ def main(ctx: click.Context, home: Path) -> None:
     Start with `listserv init`, create a list with `listserv list create`, add members
     with `listserv member add`, then run `listserv serve`.
     """
-    ctx.obj = App(home.absolute())
+    typed = ctx.meta.get(_ARGV, [])
+    if ctx.get_parameter_source("home") is not ParameterSource.COMMANDLINE:
+        typed = ["--home", str(home.absolute()), *typed]  # sudo clears the environment, LISTSERV_HOME too
+    ctx.obj = App(home.absolute(), [*_program(), *typed])
 
 
 @main.command()
 @pass_app
 def init(app: App) -> None:
     """Create the home (listserv.toml, keys/, data/). Harmless to run again."""
+    if (app.home.root / ".git").exists():
+        raise UsageError(f"{app.home.root} is a git checkout, where the lists' secret keys would be "
+                         "one 'git clean -xdf' from deletion; give --home a directory outside it.")
     require_gnupg()
     created = app.home.initialise()
     for path in created:
@@ -104,7 +160,7 @@ def init(app: App) -> None:
 
 
 def _register() -> None:
-    from . import digests, lists, members, serve  # noqa: F401  (the modules attach their commands)
+    from . import digests, lists, members, mta, serve  # noqa: F401  (the modules attach their commands)
 
 
 _register()

@@ -8,7 +8,7 @@ from ..model import normalise_list_address
 from ..services import Services
 from ..spool import Spool
 from ..store import Store
-from ..templates import Templates
+from ..templates import Templates, counted
 from . import App, echo_json, main, pass_app
 
 
@@ -43,9 +43,9 @@ def digest_send(app: App, list_address: str) -> None:
     if pending == 0:
         click.echo(f"Nothing is waiting for the {address} digest; none was sent.")
     elif job is None:
-        click.echo(f"{pending} posts cleared from the backlog; no member of {address} takes digests.")
+        click.echo(f"{counted(pending, 'post')} cleared from the backlog; no member of {address} takes digests.")
     else:
-        click.echo(f"Digest of {pending} posts queued as {job.qid}.")
+        click.echo(f"Digest of {counted(pending, 'post')} queued as {job.qid}.")
 
 
 @digest_group.command("show")
@@ -66,6 +66,7 @@ def digest_show(app: App, list_address: str, as_json: bool) -> None:
     if as_json:
         echo_json(shown)
         return
-    click.echo(f"{shown['pending']} posts wait for the next {address} digest.")
+    waits = "waits" if outlook.pending == 1 else "wait"
+    click.echo(f"{counted(outlook.pending, 'post')} {waits} for the next {address} digest.")
     click.echo(f"next due   {shown['next_due']} (UTC; sent then only if posts wait)")
     click.echo(f"last sent  {shown['last_sent'] or 'never'} (volume {outlook.volume}, issue {outlook.issue})")

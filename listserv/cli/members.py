@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import sys
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import click
@@ -12,13 +13,18 @@ import click
 from ..errors import Conflict, KeyProblem, ListservError, UsageError
 from ..keyring import MAX_KEY_BYTES, MAX_KEYRING_BYTES, KeyInfo, StagedKeys
 from ..model import (
-    ACTIVE, KEY_REVOKED, MODES, ROLES, Member, check_pseudonym, fingerprint_format, normalise_address,
-    normalise_list_address, shown, split_user_id,
+    ACTIVE, KEY_REVOKED, MODES, ROLES, Member, check_pseudonym, fingerprint_format, list_of_address,
+    normalise_address, normalise_list_address, shown, split_user_id,
 )
 from ..revocation import Revocation, take_in, tell_admins
 from ..store import Transaction
 from . import App, echo_json, main, pass_app
 from .lists import now_iso
+
+# A key whose usable life ends within this many days is pinned with a warning: a month leaves
+# the member time to extend it (or make a new one) and an admin time to pin that before the
+# copies stop -- nothing is sent to a key once it has expired.
+EXPIRY_WARNING_DAYS = 30
 
 MEMBER_FIELDS = ("email", "name", "fingerprint", "mode", "role", "state", "key_expires", "bounces", "added")
 
@@ -63,6 +69,24 @@ def _single_key(staged: StagedKeys, revoked: set[str], pinned: str | None = None
     if problem:
         raise KeyProblem(f"Refused: {problem} ({key.fingerprint}).")
     return key
+
+
+def _warn_if_expiring(email: str, expires: str | None) -> None:
+    """One line on stderr when the key pinned to `email` stops working within
+    EXPIRY_WARNING_DAYS; `expires` is KeyInfo.expires (the end of its usable life)."""
+    if expires is None:
+        return
+    ends = datetime.strptime(expires, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    if ends - datetime.now(timezone.utc) <= timedelta(days=EXPIRY_WARNING_DAYS):
+        click.echo(f"listserv: warning: the key pinned to {email} stops working at {expires} "
+                   f"(within {EXPIRY_WARNING_DAYS} days); ask the member for an extended key.", err=True)
+
+
+def _list_address_problem(email: str, list_addresses: list[str]) -> str | None:
+    owner = list_of_address(email, list_addresses)
+    if owner is None:
+        return None
+    return f"{email} is an address of the list {owner}; a member there would get every copy back at the list"
 
 
 def _describe(revocation: Revocation) -> str:
@@ -151,7 +175,11 @@ def member_add(app: App, list_address: str, email: str, key_file: Path, name: st
     list_address = normalise_list_address(list_address)
     email = normalise_address(email, "member address")
     data = _read_key(key_file, MAX_KEY_BYTES)
-    app.store.read().require_list(list_address)
+    snapshot = app.store.read()
+    snapshot.require_list(list_address)
+    problem = _list_address_problem(email, [ml.address for ml in snapshot.lists()])
+    if problem:
+        raise UsageError(f"{problem}.")
     with app.keyring.stage(data) as staged:
         revoked = _take_in_revocations(app, staged)
         key = _single_key(staged, revoked)
@@ -168,6 +196,7 @@ def member_add(app: App, list_address: str, email: str, key_file: Path, name: st
             staged.adopt([key.fingerprint])
     click.echo(f"added {email} to {list_address} as '{member.name}'")
     click.echo(f"pinned key {fingerprint_format(key.fingerprint)}")
+    _warn_if_expiring(email, key.expires)
     if welcome:
         _welcome(app, list_address, [member])
 
@@ -184,6 +213,7 @@ def _import_keys(tx: Transaction, list_address: str, keys: list[KeyInfo], revoke
     current = tx.members(list_address)
     taken = {m.name.lower() for m in current}
     emails = {m.email for m in current}
+    list_addresses = [ml.address for ml in tx.lists()]
     candidates: list[tuple[str, Member]] = []
     for key in keys:
         progress.update(1)
@@ -197,6 +227,9 @@ def _import_keys(tx: Transaction, list_address: str, keys: list[KeyInfo], revoke
             email = normalise_address(address, "address in the key's user id")
             if email in emails:
                 raise Conflict(f"{email} is already a member of {list_address}.")
+            problem = _list_address_problem(email, list_addresses)
+            if problem:
+                raise UsageError(f"{problem}.")
             name = _unique_pseudonym(tx, list_address, display or None, email, taken)
         except ListservError as exc:
             outcome.refused.append((label, str(exc).rstrip(".")))
@@ -239,6 +272,8 @@ def member_import(app: App, list_address: str, keyring_file: Path, mode: str, ro
     for label, why in outcome.refused:
         click.echo(f"refused {label}: {why}")
     click.echo(f"{len(outcome.added)} added, {len(outcome.refused)} refused")
+    for member in outcome.added:
+        _warn_if_expiring(member.email, member.key_expires)
     if welcome:
         _welcome(app, list_address, outcome.added)
 
@@ -314,6 +349,8 @@ def member_set(app: App, list_address: str, email: str, mode: str | None, role: 
                    "the member can post and receive again")
     elif pinning or any(v is not None for v in (mode, role, name)):
         click.echo(f"updated {email} on {list_address}")
+    if pinning:
+        _warn_if_expiring(email, changed.key_expires)
 
 
 @member_group.command("list")

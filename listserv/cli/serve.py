@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ..config import parse_hostport
+from ..config import Settings, format_hostport, parse_hostport
 from ..errors import UsageError
 from ..model import normalise_list_address
 from ..store import Store
@@ -20,7 +20,8 @@ from . import App, echo_json, main, pass_app
 
 
 @main.command()
-@click.option("--listen", metavar="HOST:PORT", help="Where to accept SMTP [listserv.toml, else 127.0.0.1:8025]. Port 0 picks a free port.")
+@click.option("--listen", metavar="HOST:PORT", help=f"Where to accept SMTP [listserv.toml, else "
+              f"{format_hostport(*Settings.listen)}]. Port 0 picks a free port.")
 @click.option("--relay", metavar="HOST:PORT", help="Deliver outgoing copies through this SMTP relay.")
 @click.option("--outbox", type=click.Path(file_okay=False, path_type=Path),
               help="Write outgoing copies to this maildir instead of a relay [data/outbox].")
@@ -43,10 +44,18 @@ def serve(app: App, listen: str | None, relay: str | None, outbox: Path | None) 
     # aiosmtpd's own log names every client's IP address and port: never let it through.
     logging.getLogger("mail.log").disabled = True
 
-    def ready(host: str, port: int) -> None:
-        click.echo(f"listserv listening on {host}:{port}", err=True)
+    # The first line says where copies go: a relay misspelt in listserv.toml would otherwise
+    # send every copy to the outbox without a word.
+    where = f"relay {format_hostport(*options.relay)}" if options.relay else f"the outbox {options.outbox}"
 
-    asyncio.run(Service(app.home, settings, options).run(ready))
+    def ready(host: str, port: int) -> None:
+        click.echo(f"listserv listening on {format_hostport(host, port)}; copies go to {where}", err=True)
+
+    service = Service(app.home, settings, options)  # holds data/serve.lock, or refuses
+    try:
+        asyncio.run(service.run(ready))
+    finally:
+        app.keyring.stop_agent()  # the agent this server used: no one else serves this home now
 
 
 def _age(seconds: float) -> str:

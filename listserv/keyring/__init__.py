@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -182,6 +183,18 @@ class Keyring:
             raise
         except CryptoError as exc:
             raise CryptoError(f"GnuPG could not {what} ({exc}).") from None
+
+    def stop_agent(self) -> None:
+        """Stop the gpg-agent that gpg starts for this keyring (key generation, signing and
+        decryption need one) and leaves running; gpg starts it again when it needs it."""
+        gpgconf = shutil.which("gpgconf")
+        if gpgconf is None:
+            return
+        try:
+            subprocess.run([gpgconf, "--homedir", str(self.home), "--kill", "gpg-agent"],
+                           capture_output=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            pass  # a stray agent costs memory, not correctness
 
     # -- list keys -----------------------------------------------------------
     def generate_list_key(self, address: str, name: str) -> str:

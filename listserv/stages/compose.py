@@ -8,7 +8,9 @@ Autocrypt, DKIM-Signature, the client's own protected headers -- is dropped.
 The result has two halves:
   * `inner`: the cryptographic payload (RFC 9788, hp="cipher"; also marked with the older
     protected-headers="v1" that Thunderbird reads) holding the real Subject, the pseudonymous
-    From, the content and the footer. This is what fan-out encrypts.
+    From, the content and the footer, with the From and Subject repeated at the top of the
+    text for clients that read only the outer header (a Legacy Display Element, see
+    listserv.legacy_display). This is what fan-out encrypts.
   * `outer_prefix` / `outer_suffix`: the RFC 3156 multipart/encrypted envelope that every
     member's copy shares, with placeholder Subject and the list's headers only; a copy is
     prefix + that member's armored ciphertext + suffix.
@@ -26,6 +28,7 @@ from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import format_datetime
 
+from .. import legacy_display
 from ..model import MailingList, Member
 
 PLACEHOLDER_SUBJECT = "[...]"  # the outer Subject of every copy; the real one is inside
@@ -122,6 +125,7 @@ class _Rebuilder:
             self._rewrite_cid_references(part, new)
         else:
             new.set_payload(part.get_payload(decode=False))
+        legacy_display.strip(new)
         return new
 
     def _rewrite_cid_references(self, part: Message, new: EmailMessage) -> None:
@@ -139,7 +143,9 @@ class _Rebuilder:
 
 def _drop_client_params(part: EmailMessage) -> None:
     for key, _ in (part.get_params(header="content-type") or [])[1:]:
-        if key.lower().startswith("x-"):
+        # hp and protected-headers on a single-part post mark the client's payload, which this
+        # part no longer is: inside the list's payload they would mark a part as a second one.
+        if key.lower().startswith("x-") or key.lower() in ("hp", "protected-headers"):
             part.del_param(key, header="content-type")
     for key in DROPPED_DISPOSITION_PARAMS:
         if part.get_param(key, header="content-disposition") is not None:
@@ -164,16 +170,53 @@ def _text_part(text: str) -> EmailMessage:
     return part
 
 
+# What clients put before the Subject of a reply: Re, and in other languages Aw (German), Sv
+# (Scandinavian), Vs (Finnish) and Antw (Dutch), with Outlook's count as in "Re[2]:" -- Mailman's
+# set (handlers/subject_prefix.py) and Antw. Fwd and the like stay: a forward is not a reply.
+_REPLY_MARK = re.compile(r"(?:re|aw|sv|vs|antw)(?:\[\d+\])?\s*:\s*", re.IGNORECASE)
+URGENT_MARK = "URGENT:"  # the list's own mark of an alert, put first
+
+
+def normalise_subject(subject: str, prefix: str, urgent: bool) -> str:
+    """The list's Subject for `subject`: "PREFIX Re: text", whatever way the member's client
+    wrote it ("Re: PREFIX text", "RE: Re: PREFIX text", "Aw: ..."), "URGENT: " first for an alert.
+
+    Mailman's rule: every copy of the prefix goes, then the reply marks at the front, which
+    come back as one "Re:" after the prefix -- so a thread reads the same in every member's
+    list. The list's URGENT: mark at the front goes too: a reply to an alert is an ordinary
+    post unless it was itself sent as one, and only alerts are marked."""
+    text = " ".join(subject.split())
+    if prefix:
+        text = re.sub(rf"\s*{re.escape(prefix)}\s*", " ", text, flags=re.IGNORECASE).strip()
+    reply = False
+    while True:
+        if text.startswith(URGENT_MARK):
+            text = text[len(URGENT_MARK):].lstrip()
+        elif mark := _REPLY_MARK.match(text):
+            text, reply = text[mark.end():], True
+        else:
+            break
+    subject = f"Re: {text or NO_SUBJECT}" if reply else (text or NO_SUBJECT)
+    if prefix:
+        subject = f"{prefix} {subject}"
+    return f"{URGENT_MARK} {subject}" if urgent else subject
+
+
 def _subject(content: Message, mailing_list: MailingList, urgent: bool) -> str:
     # Only the signed content's own Subject: the submission's outer one is not signed, and
     # anyone on the way could put words in a member's mouth with it.
-    subject = str(content.get("Subject") or "").strip() or NO_SUBJECT
     prefix = str(mailing_list.options.get("subject_prefix", "")).strip()
-    if prefix and prefix.lower() not in subject.lower():
-        subject = f"{prefix} {subject}"
-    if urgent:
-        subject = f"URGENT: {subject}"
-    return subject
+    return normalise_subject(str(content.get("Subject") or ""), prefix, urgent)
+
+
+def _shown_wrongly_outside(inner: EmailMessage, outer_from: Address) -> list[tuple[str, str]]:
+    """The user-facing fields a client reading only the outer header would show wrongly: the
+    Subject (outside it is PLACEHOLDER_SUBJECT) and the From when it carries a pseudonym."""
+    fields = []
+    if str(inner["From"]) != str(outer_from):
+        fields.append(("From", str(inner["From"])))
+    fields.append(("Subject", str(inner["Subject"])))
+    return fields
 
 
 def compose(
@@ -190,6 +233,7 @@ def compose(
     subject = _subject(original, mailing_list, urgent)
     date = format_datetime(now.astimezone(timezone.utc))
     display = f"{sender.name} via {mailing_list.name}" if sender else mailing_list.name
+    outer_from = Address(display_name=mailing_list.name, addr_spec=mailing_list.address)
     parents = own_thread_ids(in_reply_to, mailing_list)
     thread = own_thread_ids(references, mailing_list)
 
@@ -210,19 +254,20 @@ def compose(
         for name, value in ALERT_HEADERS:
             inner[name] = value
     inner["HP-Outer"] = f"Subject: {PLACEHOLDER_SUBJECT}"
-    inner["HP-Outer"] = f"From: {Address(display_name=mailing_list.name, addr_spec=mailing_list.address)}"
+    inner["HP-Outer"] = f"From: {outer_from}"
     inner["MIME-Version"] = "1.0"
     inner["Content-Type"] = "multipart/mixed"
     inner.set_param("protected-headers", "v1")
     inner.set_param("hp", "cipher")
     inner.set_boundary(_boundary())
     leading = [_text_part(banner)] if banner else []
-    inner.set_payload([*leading, *_body_parts(original, mailing_list), _text_part(footer)])
+    parts = [*leading, *_body_parts(original, mailing_list), _text_part(footer)]
+    inner.set_payload(legacy_display.add(parts, _shown_wrongly_outside(inner, outer_from)))
 
     outer_boundary = _boundary()
     outer = EmailMessage(policy=policy.SMTP)
     for name in ("From", "To"):
-        outer[name] = Address(display_name=mailing_list.name, addr_spec=mailing_list.address)
+        outer[name] = outer_from
     outer["Subject"] = PLACEHOLDER_SUBJECT
     for name in ("Date", "Message-ID", "In-Reply-To", "References"):
         if name in inner:

@@ -1,0 +1,182 @@
+"""A home belongs to the user the server runs as: any other user's command changes nothing.
+
+Run as root on a home owned by the service user, a command would leave root-owned 0600 files
+that the server cannot read (every later post answered 451). These tests make a real second
+user, give it a home, and run every command as root against it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from listserv.cli import main
+
+from .conftest import Cli, write_key
+
+LIST = "news@example.org"
+
+
+class Stranger:
+    """A throwaway system user; homes given to it are given back to root afterwards."""
+
+    def __init__(self) -> None:
+        self.name = f"lstest-{secrets.token_hex(4)}"
+        self.given: list[Path] = []
+
+    def take(self, path: Path) -> None:
+        self.given.append(path)
+        subprocess.run(["chown", "-R", f"{self.name}:", str(path)], check=True)
+
+
+@pytest.fixture
+def stranger():
+    if os.geteuid() != 0:
+        pytest.fail("this test gives a home to a throwaway second user, which needs root "
+                    "(useradd, chown); run the suite as root, as .ci/run does in CI")
+    user = Stranger()
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user.name],
+                   check=True, capture_output=True)
+    try:
+        yield user
+    finally:
+        for path in user.given:
+            subprocess.run(["chown", "-R", "0:0", str(path)], check=True)
+        subprocess.run(["userdel", user.name], check=True, capture_output=True)
+
+
+def snapshot(home: Path) -> dict[str, tuple]:
+    """Every file and folder of the home with its owner, mode, size and modification time."""
+    found = {}
+    for folder, dirs, files in os.walk(home):
+        for name in ["", *dirs, *files]:
+            path = Path(folder, name)
+            st = path.lstat()
+            found[str(path.relative_to(home))] = (st.st_uid, st.st_gid, st.st_mode, st.st_size, st.st_mtime_ns)
+    return found
+
+
+def the_runner() -> list[str]:
+    """How the refusal says to run a command as the owner, on this machine."""
+    return ["sudo", "-u"] if shutil.which("sudo") else ["runuser", "-u"]
+
+
+@pytest.fixture
+def foreign_home(cli, news, people, tmp_path, stranger):
+    """A home with a list and a member, owned by `stranger`; returns (home, user name, key file)."""
+    key = write_key(tmp_path, people["alice"])
+    cli.ok("member", "add", news, "alice@example.org", "--key", key, "--name", "Alice")
+    stranger.take(cli.home)
+    return cli, stranger.name, write_key(tmp_path, people["bob"])
+
+
+def command_lines(key: str) -> dict[str, list[str]]:
+    """A valid command line for every command that reaches the home (serve: see below)."""
+    return {
+        "listserv init": ["init"],
+        "listserv lists": ["lists"],
+        "listserv list create": ["list", "create", "other@example.org", "--name", "Other"],
+        "listserv list show": ["list", "show", LIST],
+        "listserv list key": ["list", "key", LIST],
+        "listserv list set": ["list", "set", LIST, "footer", "Bye"],
+        "listserv list delete": ["list", "delete", LIST, "--yes"],
+        "listserv member add": ["member", "add", LIST, "bob@example.org", "--key", key],
+        "listserv member import": ["member", "import", LIST, key],
+        "listserv member set": ["member", "set", LIST, "alice@example.org", "--mode", "digest"],
+        "listserv member remove": ["member", "remove", LIST, "alice@example.org"],
+        "listserv member list": ["member", "list", LIST],
+        "listserv digest send": ["digest", "send", LIST],
+        "listserv digest show": ["digest", "show", LIST],
+        "listserv queue": ["queue"],
+        "listserv queue retry": ["queue", "retry"],
+        "listserv rejections": ["rejections", LIST],
+        "listserv mta postfix": ["mta", "postfix"],
+        "listserv mta systemd": ["mta", "systemd"],
+    }
+
+
+def runnable_commands(group: click.Group, prefix: str = "listserv"):
+    """Every command a user can run: the leaves, and groups that do something on their own."""
+    for name, command in sorted(group.commands.items()):
+        path = f"{prefix} {name}"
+        if not isinstance(command, click.Group) or command.invoke_without_command:
+            yield path
+        if isinstance(command, click.Group):
+            yield from runnable_commands(command, path)
+
+
+def test_every_command_is_refused_on_another_users_home_and_changes_nothing(foreign_home):
+    cli, owner, key = foreign_home
+    lines = command_lines(key)
+    assert set(runnable_commands(main)) == {*lines, "listserv serve"}, \
+        "a new command: add it to command_lines() (or to the serve test if it cannot run in-process)"
+    before = snapshot(cli.home)
+    for path, args in lines.items():
+        result = cli(*args)
+        assert result.exit_code == 77, (path, result.exit_code, result.output)
+        assert result.stdout == "" and "Traceback" not in result.output, (path, result.output)
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"listserv: {cli.home} belongs to {owner}; run: "), (path, line)
+        suggested = shlex.split(line.split("; run: ", 1)[1])
+        assert suggested[:3] == [*the_runner(), owner], (path, line)
+        assert suggested[-len(args) - 2:] == ["--home", str(cli.home), *args], (path, line)
+    assert snapshot(cli.home) == before
+
+
+def test_help_is_free_on_another_users_home(foreign_home):
+    cli, _, _ = foreign_home
+    before = snapshot(cli.home)
+    for args in (["--help"], ["--version"], ["member", "add", "--help"], ["serve", "--help"]):
+        assert cli(*args).exit_code == 0, args
+    assert snapshot(cli.home) == before
+
+
+def test_root_typing_a_command_is_told_the_command_to_type_as_the_owner(foreign_home):
+    """As a shell runs it: a real process, the home from LISTSERV_HOME (which sudo drops)."""
+    cli, owner, _ = foreign_home
+    before = snapshot(cli.home)
+    result = subprocess.run([sys.executable, "-m", "listserv", "member", "list", LIST],
+                            env={**os.environ, "LISTSERV_HOME": str(cli.home)},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 77 and result.stdout == ""
+    runner = [*the_runner(), owner] + (["--"] if the_runner()[0] == "runuser" else [])
+    expected = shlex.join([*runner, sys.executable, "-m", "listserv", "--home", str(cli.home),
+                           "member", "list", LIST])
+    assert result.stderr == f"listserv: {cli.home} belongs to {owner}; run: {expected}\n"
+    assert snapshot(cli.home) == before
+
+
+def test_serve_on_another_users_home_refuses_before_it_locks_or_listens(foreign_home):
+    cli, owner, _ = foreign_home
+    before = snapshot(cli.home)
+    result = subprocess.run([sys.executable, "-m", "listserv", "--home", str(cli.home), "serve",
+                             "--listen", "127.0.0.1:0"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 77, result.stderr
+    assert f"belongs to {owner}; run: " in result.stderr and "listening" not in result.stderr
+    assert result.stderr.rstrip("\n").endswith(f"--home {cli.home} serve --listen 127.0.0.1:0")
+    assert snapshot(cli.home) == before
+
+
+def test_a_part_of_the_home_owned_by_another_user_is_named(cli, stranger):
+    stranger.take(cli.home / "data")
+    result = cli("lists")
+    assert result.exit_code == 77
+    assert result.stderr.startswith(f"listserv: {cli.home / 'data'} belongs to {stranger.name}; run: ")
+
+
+def test_init_of_an_existing_home_of_another_user_is_refused(tmp_path, stranger):
+    home = tmp_path / "empty"
+    home.mkdir()
+    stranger.take(home)
+    result = Cli(home)("init")
+    assert result.exit_code == 77
+    assert list(home.iterdir()) == []
+

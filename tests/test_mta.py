@@ -1,0 +1,136 @@
+"""`listserv mta postfix`: the maps for every list, printed or written. (A real Postfix reads
+them in tests/test_postfix.py; this file checks what they say.)"""
+
+from __future__ import annotations
+
+import re
+import stat
+
+import pytest
+
+from listserv.errors import UnknownRecipient
+from listserv.postfix import FILES, POST_HEADROOM
+from listserv.stages.route import route
+
+from .conftest import Cli, write_key
+from .test_cli_members import assert_refused
+
+TEAM, NEWS = "team@lists.example.org", "news@example.net"
+
+
+def entries(text: str) -> list[tuple[str, str]]:
+    """A Postfix table's lookup keys and values, comments and blank lines left out."""
+    return [tuple(line.split(None, 1)) for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def files(cli: Cli, tmp_path) -> dict[str, str]:
+    out = tmp_path / "maps"
+    cli.ok("mta", "postfix", "--write", str(out))
+    return {name: (out / name).read_text() for name in FILES}
+
+
+@pytest.fixture
+def site(cli: Cli, tmp_path, people) -> Cli:
+    (cli.home / "listserv.toml").write_text('[server]\nlisten = "127.0.0.1:8125"\n')
+    for address, name in ((TEAM, "Team"), (NEWS, "News")):
+        cli.ok("list", "create", address, "--name", name)
+    for key in ("alice", "bob", "sally"):
+        cli.ok("member", "add", TEAM, people[key].email, "--key", write_key(tmp_path, people[key]))
+    cli.ok("member", "set", TEAM, people["bob"].email, "--role", "admin")
+    cli.ok("member", "set", TEAM, people["sally"].email, "--role", "admin")
+    return cli
+
+
+def test_the_transport_map_sends_every_address_of_every_list_to_listserv(site, tmp_path):
+    transport = entries(files(site, tmp_path)["transport"])
+    assert transport == [(a, "smtp:[127.0.0.1]:8125") for a in (
+        "news@example.net", "news+urgent@example.net", "news-bounces@example.net",
+        "team@lists.example.org", "team+urgent@lists.example.org", "team-bounces@lists.example.org")]
+
+
+def test_every_address_in_the_maps_is_one_listserv_takes_and_no_other(site, tmp_path):
+    maps = files(site, tmp_path)
+    lists = {TEAM, NEWS}
+    recipients = [key for key, value in entries(maps["relay_recipients"])]
+    assert recipients == [key for key, _ in entries(maps["transport"])]
+    taken = set()
+    for address in recipients:
+        # LIST-bounces@ stands for LIST-bounces+TOKEN@, as Postfix's recipient_delimiter reads it.
+        local, domain = address.split("@")
+        probe = f"{local}+abcdefghijklmnop@{domain}" if local.endswith("-bounces") else address
+        taken.add((route(probe, lists).list, route(probe, lists).kind))
+    assert taken == {(ml, kind) for ml in lists for kind in ("post", "alert", "bounce")}
+    for later in ("team-request@lists.example.org", "team-sendkey@lists.example.org"):
+        assert later not in recipients
+        with pytest.raises(UnknownRecipient):
+            route(later, lists)  # when listserv takes them, the maps must list them
+
+
+def test_relay_domains_names_each_list_domain_once(site, tmp_path):
+    assert entries(files(site, tmp_path)["relay_domains"]) == [("example.net", "OK"), ("lists.example.org", "OK")]
+
+
+def test_list_owner_goes_to_the_active_admins_and_a_list_without_admins_has_no_entry(site, tmp_path, people):
+    virtual = entries(files(site, tmp_path)["virtual"])
+    assert virtual == [("team-owner@lists.example.org", f"{people['bob'].email}, {people['sally'].email}")]
+
+
+def test_the_size_limits_follow_the_largest_list_limit(site, tmp_path):
+    site.ok("list", "set", TEAM, "max_message_size_kb", "2048")
+    site.ok("list", "set", NEWS, "max_message_size_kb", "512")
+    limits = dict(line.split("=") for line in files(site, tmp_path)["limits.cf"].splitlines()
+                  if line and not line.startswith("#"))
+    assert limits == {"message_size_limit": str(2 * 2048 * 1024),
+                      "listserv_post_size_limit": str(2048 * 1024 - POST_HEADROOM)}
+
+
+def test_the_size_limits_stop_at_the_servers_own_data_limit(site, tmp_path):
+    config = site.home / "listserv.toml"
+    config.write_text(config.read_text() + "max_data_kb = 1000\n")
+    limits = files(site, tmp_path)["limits.cf"]
+    assert f"listserv_post_size_limit={1000 * 1024 - POST_HEADROOM}\n" in limits
+
+
+def test_printing_shows_the_same_files_as_writing(site, tmp_path):
+    written = files(site, tmp_path)
+    printed = site.ok("mta", "postfix").stdout
+    for name in FILES:
+        assert f"# ==> {name} <==\n{written[name]}" in printed
+
+
+def test_writing_replaces_each_file_whole_and_leaves_nothing_else(site, tmp_path):
+    out = tmp_path / "maps"
+    out.mkdir()
+    (out / "transport").write_text("stale@example.org smtp:[192.0.2.1]:25\n")
+    result = site.ok("mta", "postfix", "--write", str(out))
+    assert sorted(p.name for p in out.iterdir()) == sorted(FILES)  # no temporary file left
+    assert "stale@" not in (out / "transport").read_text()
+    for name in FILES:
+        assert f"wrote {out / name}" in result.stdout
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o600  # virtual names the admins
+    site.ok("list", "delete", NEWS, "--yes")
+    site.ok("mta", "postfix", "--write", str(out))
+    assert "news@" not in (out / "transport").read_text()
+
+
+def test_a_wildcard_listen_address_is_reached_on_loopback(cli, tmp_path):
+    (cli.home / "listserv.toml").write_text('[server]\nlisten = "0.0.0.0:2525"\n')
+    cli.ok("list", "create", TEAM, "--name", "Team")
+    assert entries(files(cli, tmp_path)["transport"])[0] == (TEAM, "smtp:[127.0.0.1]:2525")
+
+
+def test_refusals(cli, tmp_path):
+    (cli.home / "listserv.toml").write_text('[server]\nlisten = "127.0.0.1:0"\n')
+    assert_refused(cli("mta", "postfix"), 2, "port 0")
+    (cli.home / "listserv.toml").write_text("")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert_refused(cli("mta", "postfix", "--write", str(blocker / "maps")), 74, str(blocker / "maps"))
+    assert_refused(Cli(tmp_path / "nowhere")("mta", "postfix"), 69, "listserv home")
+
+
+def test_a_home_with_no_lists_gives_empty_maps(cli, tmp_path):
+    maps = files(cli, tmp_path)
+    for name in ("transport", "relay_domains", "relay_recipients", "virtual"):
+        assert entries(maps[name]) == []
+        assert re.search(r"do not edit", maps[name])
