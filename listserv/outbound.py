@@ -10,7 +10,7 @@ from email.message import EmailMessage
 from . import verp
 from .model import MailingList, Member
 from .services import Services
-from .spool import Outgoing, OutJob, Recipient, new_queue_id
+from .spool import Job, Outgoing, OutJob, Recipient, new_queue_id
 from .stages.authorize import option
 from .stages.compose import Composed, compose, new_message_id
 from .stages.fanout import encrypt_for
@@ -88,3 +88,13 @@ def send_welcome(services: Services, templates: Templates, mailing_list: Mailing
         schedule=option(mailing_list, "digest_schedule"),
         require_encryption=option(mailing_list, "require_encryption"),
     )
+
+
+def tell_quarantined(services: Services, templates: Templates, job: Job, reason: str) -> OutJob | None:
+    """The admins of the job's list hear that an accepted post was set aside (no content)."""
+    snapshot = services.store.read()
+    mailing_list = snapshot.get_list(job.list)
+    if mailing_list is None:
+        return None
+    return notify_admins(services, templates, mailing_list, snapshot.members(job.list),
+                         "notice-quarantined.txt.j2", qid=job.qid, reason=reason)

@@ -24,6 +24,7 @@ from .digest import Digests
 from .deliver import Deliverer, MaildirTransport, Outcome, RelayTransport, RetryPolicy, Temporary, Transport
 from .errors import CryptoError, EnvironmentProblem, ListservError, Refusal
 from .keyring import Keyring
+from .outbound import tell_quarantined
 from .pipeline import Accepted, Services, distribute
 from .settle import settle
 from .smtpd import Handler, make_server
@@ -156,23 +157,35 @@ class Service:
             result = await loop.run_in_executor(self.executor, distribute, job, self.services,
                                                 self.templates, self.digests.add)
         except (Refusal, CryptoError) as exc:
-            reason = getattr(exc, "reason", type(exc).__name__)
-            log.error("quarantined qid=%s reason=%s", job.qid, reason)
-            self.services.spool.quarantine(job)
+            await self._quarantine(job, getattr(exc, "reason", type(exc).__name__))
             return
         except (ListservError, OSError) as exc:  # a passing problem (disk full, database busy)
             log.error("deferred qid=%s stage=distribute %s", job.qid, type(exc).__name__)
             loop.call_later(REDISTRIBUTE_AFTER, self._enqueue, job)
             return
         except Exception:
-            log.exception("quarantined qid=%s reason=internal-error", job.qid)
-            self.services.spool.quarantine(job)
+            log.exception("error qid=%s stage=distribute unexpected", job.qid)
+            await self._quarantine(job, "internal-error")
             return
         for out in (result.job, *result.notices):
             if out is not None:
                 self.deliverer.load(out)
         log.info("fanned-out qid=%s copies=%d unusable=%s", job.qid, result.copies,
                  ",".join(result.unusable) or "-")
+
+    async def _quarantine(self, job: Job, reason: str) -> None:
+        """Set a submission aside that was answered 250 but cannot be sent, and tell the
+        list's admins: accepted and then dropped must never be silent."""
+        log.error("quarantined qid=%s reason=%s", job.qid, reason)
+        self.services.spool.quarantine(job)
+        try:
+            notice = await asyncio.get_running_loop().run_in_executor(
+                self.executor, tell_quarantined, self.services, self.templates, job, reason)
+        except Exception as exc:  # the log line above is then all that is left
+            log.error("error qid=%s stage=quarantine-notice %s", job.qid, type(exc).__name__)
+            return
+        if notice is not None:
+            self.deliverer.load(notice)
 
     async def _poller(self) -> None:
         """Picks up what other processes left in the spool: `queue retry`'s flag, and delivery

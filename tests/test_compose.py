@@ -295,3 +295,24 @@ def test_the_composed_message_carries_the_normalised_subject():
     assert email.message_from_bytes(composed.inner, policy=policy.default)["Subject"] == \
         "[News] Re: Plans for Friday"
     assert composed.subject == "[News] Re: Plans for Friday"
+
+
+@pytest.mark.parametrize("kind,body", [
+    ("text/plain; charset=utf-8", "Ärger über Öl\r\nZweite Zeile\r\n".encode()),
+    ("application/octet-stream", bytes(range(256))),
+])
+def test_an_8bit_attachment_is_kept_byte_for_byte(kind, body):
+    """Mutt sends UTF-8 text attachments as 8bit: such a post was accepted (250), then crashed
+    compose and was quarantined. Its bytes come through, re-encoded 7-bit safe."""
+    content = (b"Content-Type: multipart/mixed; boundary=BB\r\n\r\n--BB\r\n"
+               b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+               + "Grüße\r\n".encode() + b"--BB\r\nContent-Type: " + kind.encode()
+               + b"\r\nContent-Transfer-Encoding: 8bit\r\nContent-Disposition: attachment; filename=notes\r\n\r\n"
+               + body + b"\r\n--BB--\r\n")
+    composed = compose(content, in_reply_to=None, references=None, sender=ALICE, mailing_list=NEWS,
+                       kind="post", footer="-- \nNews\n", now=datetime.now(timezone.utc),
+                       message_id="<fresh-id@example.org>")
+    assert composed.inner.isascii()
+    inner = email.message_from_bytes(composed.inner, policy=policy.default)
+    [attachment] = [part for part in inner.walk() if part.get_filename() == "notes"]
+    assert attachment.get_payload(decode=True) == body

@@ -18,6 +18,11 @@ import time
 from email import policy
 from pathlib import Path
 
+from listserv.config import Home
+from listserv.pipeline import accept
+from listserv.service import services_for
+from listserv.stages.route import route
+
 from . import mail_factory as mf
 from .conftest import Cli
 from .conftest import make_site as site_with
@@ -336,3 +341,23 @@ def test_a_relay_refusing_every_recipient_is_the_relay_not_the_members(tmp_path,
     # bounce. (A notice has one recipient: its refusal counts, as nothing tells it apart.)
     assert bounces[people["sally"].email] == bounces[people["rita"].email] == 0
     assert sink.messages == []
+
+
+def test_a_post_accepted_then_set_aside_at_fan_out_is_told_to_the_admins(tmp_path, people):
+    """Accepted (250) and spooled, then its sender was removed before the worker reached it:
+    the post is quarantined -- and the admins hear of it, where there was only a log line."""
+    cli, list_key, list_fpr = make_site(tmp_path, people)
+    cli.ok("member", "set", LIST, people["bob"].email, "--role", "admin")
+    home = Home(cli.home)
+    accepted = accept(mf.post(people["alice"], list_key, body="hello"), route(LIST, [LIST]),
+                      services_for(home))  # what the listener does before its 250
+    cli.ok("member", "remove", LIST, people["alice"].email)
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        proc.wait_log(rf"quarantined qid={accepted.job.qid} reason=unknown-key")  # her key left with her
+        [notice] = sink.wait_for(1)
+        proc.wait_log(r"delivered qid=\S+ sent=1 failed=0 kind=notice")
+    [admin] = by_recipient(people, [notice], "bob")
+    text = plain_text(people["bob"], admin, list_key, list_fpr)
+    assert f"(queue id {accepted.job.qid})" in text and "nobody" in text
+    assert "removed from the list after the post arrived" in text
+    assert (cli.home / "data" / "spool" / "bad" / accepted.job.qid).exists()

@@ -34,6 +34,11 @@ def test_footer_alert_welcome_and_notices_render():
     assert revoked.startswith("Subject: A member's key was revoked on News\n\n")
     assert ALICE.fingerprint in revoked and "can no longer post" in revoked
     assert f"listserv member set {NEWS.address} {ALICE.email} --key FILE" in revoked
+    removed = templates.render("notice-quarantined.txt.j2", list=NEWS, qid="abc123", reason="unknown-key")
+    assert removed.startswith("Subject: A post to News was accepted but could not be sent\n\n")
+    assert "(queue id abc123)" in removed and "removed from the list" in removed
+    broken = templates.render("notice-quarantined.txt.j2", list=NEWS, qid="abc123", reason="internal-error")
+    assert "qid=abc123" in broken and "removed" not in broken
 
 
 def test_digest_renders_contents_posts_html_and_attachments():
@@ -148,5 +153,6 @@ def test_operator_templates_come_first(tmp_path):
 def test_every_shipped_template_is_exercised_here():
     tested = {"footer.txt.j2", "alert.txt.j2", "welcome.txt.j2", "notice-unusable-keys.txt.j2",
               "notice-bounces.txt.j2", "notice-key-revoked.txt.j2", "digest.txt.j2", "digest.html.j2", "digest-subject.txt.j2",
-              "notice-undelivered.txt.j2", "notice-undelivered-poster.txt.j2", "notice-copies-failed.txt.j2"}
+              "notice-undelivered.txt.j2", "notice-undelivered-poster.txt.j2", "notice-copies-failed.txt.j2",
+              "notice-quarantined.txt.j2"}
     assert {p.name for p in shipped_templates().iterdir()} == tested

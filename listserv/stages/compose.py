@@ -18,6 +18,8 @@ The result has two halves:
 
 from __future__ import annotations
 
+import base64
+import quopri
 import re
 import secrets
 from dataclasses import dataclass
@@ -124,7 +126,7 @@ class _Rebuilder:
         if part.get_content_type() == "text/html" and self.cids:
             self._rewrite_cid_references(part, new)
         else:
-            new.set_payload(part.get_payload(decode=False))
+            _copy_body(part, new)
         legacy_display.strip(new)
         return new
 
@@ -139,6 +141,27 @@ class _Rebuilder:
         del new["MIME-Version"]
         if disposition and "Content-Disposition" not in new:
             new["Content-Disposition"] = disposition
+
+
+def _copy_body(part: Message, new: EmailMessage) -> None:
+    """The part's body, byte for byte once decoded. An 8bit or binary body (Mutt sends UTF-8
+    text attachments so) is re-encoded quoted-printable or base64: the email package hands
+    such a body back as decoded text, which it then cannot write out again."""
+    encoding = str(part.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+    if encoding in ("base64", "quoted-printable"):
+        new.set_payload(part.get_payload(decode=False))
+        return
+    data = part.get_payload(decode=True) or b""
+    if data.isascii():
+        new.set_payload(data.decode("ascii"))
+        return
+    del new["Content-Transfer-Encoding"]
+    if part.get_content_maintype() == "text":
+        new.set_payload(quopri.encodestring(data).decode("ascii").replace("\r\n", "\n"))
+        new["Content-Transfer-Encoding"] = "quoted-printable"
+    else:
+        new.set_payload(base64.encodebytes(data).decode("ascii"))
+        new["Content-Transfer-Encoding"] = "base64"
 
 
 def _drop_client_params(part: EmailMessage) -> None:
