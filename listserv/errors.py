@@ -1,6 +1,6 @@
 """Every error listserv raises on purpose, in one tree.
 
-    ListservError              exit 1 -- base; `str(err)` is one plain sentence
+    ListservError              exit 1 -- base; `str(err)` is one plain sentence on one line
     ├── UsageError             exit 2 -- a value the user typed is not acceptable
     ├── NotFound               exit 3 -- no such list, member or queue entry
     ├── Conflict               exit 4 -- it exists already (list, member, pinned fingerprint)
@@ -8,6 +8,7 @@
     ├── EnvironmentProblem     exit 69 -- GnuPG missing or too old, home not initialised
     ├── StoreError             exit 74 -- the database or the spool could not be read or written
     ├── CryptoError            exit 1 -- gpg failed (internal detail is logged, never shown to a sender)
+    ├── Abandoned              exit 1 -- a DATA check ran out of time: it may no longer write anything
     └── Refusal                SMTP -- a submission is refused; carries the reply the sender sees
         ├── Unauthorized       550 5.7.1 -- every authentication or crypto failure, one sentence
         ├── UnknownRecipient   550 5.1.1
@@ -16,7 +17,10 @@
 
 The CLI prints `str(err)` and exits with `err.exit_code`; the SMTP listener replies with
 `err.smtp_reply`. A `Refusal` also carries `reason`, a short code for logs and for
-`listserv rejections` that the sender never sees.
+`listserv rejections` that the sender never sees. Both are one line whatever the sentence
+quotes: a control character (CR, LF, NUL, ESC, U+2028...) in a value the user typed or sent
+is written as an escape such as `\\r`, so it can neither start a line of its own on a
+terminal nor a second reply line in SMTP.
 """
 
 from __future__ import annotations
@@ -24,8 +28,18 @@ from __future__ import annotations
 import secrets
 
 
+def one_line(text: str) -> str:
+    """`text` with each character that is not printable written as a Python escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 class ListservError(Exception):
     exit_code = 1
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
 
 
 class UsageError(ListservError):
@@ -56,6 +70,10 @@ class CryptoError(ListservError):
     exit_code = 1
 
 
+class Abandoned(ListservError):
+    """Raised in a DATA check's thread when it tries to write after its client heard 451."""
+
+
 class Refusal(ListservError):
     """A submission refused with an SMTP reply; `reason` is for the log only."""
 
@@ -74,7 +92,7 @@ class Refusal(ListservError):
 
     @property
     def smtp_reply(self) -> str:
-        return f"{self.code} {self.status} {self.text}"
+        return f"{self.code} {self.status} {one_line(self.text)}"
 
 
 class Unauthorized(Refusal):
