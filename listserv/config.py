@@ -23,6 +23,12 @@ DEFAULT_TOML = """\
 listen = "127.0.0.1:8025"
 # Largest SMTP DATA accepted before any list is known, in KiB (lists may set less).
 max_data_kb = 51200
+# Threads that check DATA (MIME, decryption, signature), apart from those answering RCPT,
+# so that slow messages never hold up other clients' conversations.
+data_threads = 4
+# Seconds a DATA check may take, from the end of DATA to the reply. Past it the client
+# hears 451 (and sends the message again later); nothing of the message is kept.
+data_timeout = 60
 
 [delivery]
 # Relay that delivers the outgoing copies, "host:port". Empty: write them to the outbox.
@@ -50,6 +56,13 @@ def _starttls(value: str) -> str:
     return value
 
 
+def _positive(value: object, what: str) -> float:
+    number = float(value)  # type: ignore[arg-type]
+    if not number > 0:  # NaN too
+        raise UsageError(f"[server] {what} must be more than 0.")
+    return number
+
+
 def parse_hostport(value: str, what: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
@@ -61,6 +74,8 @@ def parse_hostport(value: str, what: str) -> tuple[str, int]:
 class Settings:
     listen: tuple[str, int] = ("127.0.0.1", 8025)
     max_data_kb: int = 51200
+    data_threads: int = 4
+    data_timeout: float = 60.0
     relay: tuple[str, int] | None = None
     outbox: str = "data/outbox"
     concurrency: int = 4
@@ -146,6 +161,8 @@ class Home:
             return Settings(
                 listen=parse_hostport(str(server.get("listen", "127.0.0.1:8025")), "listen"),
                 max_data_kb=int(server.get("max_data_kb", defaults.max_data_kb)),
+                data_threads=max(1, int(server.get("data_threads", defaults.data_threads))),
+                data_timeout=_positive(server.get("data_timeout", defaults.data_timeout), "data_timeout"),
                 relay=parse_hostport(relay, "relay") if relay else None,
                 outbox=str(delivery.get("outbox", defaults.outbox)),
                 concurrency=max(1, int(delivery.get("concurrency", defaults.concurrency))),

@@ -1,7 +1,12 @@
 """`listserv serve`: the SMTP listener and the workers, on one asyncio loop.
 
     SMTP DATA --accept()--> spool/incoming --distribute()--> spool/outgoing --Deliverer--> relay
-                (thread)                      (thread, alerts first)         (async workers)
+             (checks pool)                  (work pool, alerts first)       (async workers)
+
+Three thread pools, so that no kind of work can take the threads another needs: `checks`
+([server] data_threads) for DATA checks, each within [server] data_timeout; `lookups` for
+RCPT routing and bounces, which must answer at once whatever DATA checks are under way; and
+`work` for fan-out and digests.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ log = logging.getLogger("listserv.service")
 DRAIN_TIMEOUT = 60.0  # a stop waits this long for DATA checks under way to reply
 POLL = 1.0  # seconds between looks at the spool for work other processes left there
 REDISTRIBUTE_AFTER = 60.0  # a submission that hit a passing problem is tried again after this
+LOOKUP_THREADS = 2  # RCPT routing and bounces: short store reads, one per client command
+WORK_THREADS = 2  # the distributor and the digest scheduler each wait for one job at a time
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,9 @@ class Service:
         self._home_lock = lock_home(home)  # before services_for(), which sweeps the spool
         self.services = services_for(home)
         self.templates = Templates(home.templates)
-        self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="listserv")
+        self.checks = ThreadPoolExecutor(max_workers=settings.data_threads, thread_name_prefix="listserv-check")
+        self.lookups = ThreadPoolExecutor(max_workers=LOOKUP_THREADS, thread_name_prefix="listserv-lookup")
+        self.work = ThreadPoolExecutor(max_workers=WORK_THREADS, thread_name_prefix="listserv-work")
         self.outgoing = Outgoing(self.services.spool)
         self.digests = Digests(self.services, self.templates, home.digests)
         retry = RetryPolicy(settings.retry_min, settings.retry_max, settings.lifetime)
@@ -101,7 +110,7 @@ class Service:
     async def _distribute(self, job: Job) -> None:
         loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(self.executor, distribute, job, self.services,
+            result = await loop.run_in_executor(self.work, distribute, job, self.services,
                                                 self.templates, self.digests.add)
         except (Refusal, CryptoError) as exc:
             reason = getattr(exc, "reason", type(exc).__name__)
@@ -150,7 +159,7 @@ class Service:
                 continue
             for address in lists:
                 try:
-                    job = await loop.run_in_executor(self.executor, self.digests.send_if_due, address)
+                    job = await loop.run_in_executor(self.work, self.digests.send_if_due, address)
                     if job is not None:
                         self.deliverer.load(job)
                         log.info("digest qid=%s list=%s", job.qid, address)
@@ -161,7 +170,8 @@ class Service:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
-        handler = Handler(self.services, self.templates, self.executor, self._accepted)
+        handler = Handler(self.services, self.templates, checks=self.checks, lookups=self.lookups,
+                          budget=self.settings.data_timeout, on_accepted=self._accepted)
         factory = make_server(handler, "listserv", self.settings.max_data_kb * 1024)
         host, port = self.options.listen
         server = await loop.create_server(factory, host=host, port=port)
@@ -187,4 +197,5 @@ class Service:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await server.wait_closed()
-            self.executor.shutdown(wait=True)
+            for pool in (self.checks, self.lookups, self.work):
+                pool.shutdown(wait=True)  # a check abandoned after its 451 finishes here

@@ -1,20 +1,27 @@
 """The SMTP front door (aiosmtpd): RCPT and DATA checks; DATA goes to the pipeline.
 
-aiosmtpd is imported only here. Slow work (gpg) runs in a thread pool, never on the event
-loop's thread. No header is added to a message (aiosmtpd's X-Peer would leak the sender's IP),
-and the log carries queue ids, reason codes and fingerprints only.
+aiosmtpd is imported only here. Slow work runs in thread pools, never on the event loop's
+thread: RCPT routing and bounces in one (`lookups`), DATA checks (gpg, MIME) in another
+(`checks`), so however long a few messages take to check, other clients' EHLO, RCPT and
+replies are not held up. Each DATA check has a time budget; past it the client hears 451
+and the check may no longer write anything (`_Deadline`). No header is added to a message
+(aiosmtpd's X-Peer would leak the sender's IP), and the log carries queue ids, reason codes
+and fingerprints only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from concurrent.futures import Executor
-from typing import Callable
+import secrets
+import threading
+from concurrent.futures import Executor, Future
+from typing import Any, Callable
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
-from .errors import ListservError, Refusal, TooLarge
+from .errors import Abandoned, ListservError, Refusal, TooLarge
 from .pipeline import Accepted, Services, accept, bounce
 from .stages.route import Route, route
 from .templates import Templates
@@ -23,24 +30,97 @@ log = logging.getLogger("listserv.smtpd")
 
 TEMPORARY_FAILURE = "451 4.3.0 A temporary problem on this server; please try again later."
 ONE_LIST_PER_MESSAGE = "452 4.5.3 One list per message; send it again for the other recipients."
+TOO_SLOW = "451 4.3.0 The message took too long to check; please try again later."
 OVERSIZE = TooLarge("too-large", "The message is larger than this server accepts.").smtp_reply
+LINE_TOO_LONG = "500 5.5.2 A line of the message is longer than SMTP allows (1000 characters)."
+NO_STARTTLS = "502 5.5.1 STARTTLS is not offered here."
 
 
 class ListservSMTP(SMTP):
-    """aiosmtpd's protocol engine with enhanced status codes on its own size refusals."""
+    """aiosmtpd's protocol engine with enhanced status codes and a sentence on its own
+    refusals, and a permanent refusal of STARTTLS where it is not offered (aiosmtpd's 454
+    would have the client try again, and again)."""
 
     async def push(self, status: str) -> None:
         if status.startswith("552 Error"):
             status = OVERSIZE
+        elif status.startswith("500 Line too long"):
+            status = LINE_TOO_LONG
         await super().push(status)
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if not self.tls_context:
+            await self.push(NO_STARTTLS)
+            return
+        await super().smtp_STARTTLS(arg)
+
+
+class _Deadline:
+    """Decides, once, between a DATA check that runs out of time and the 451 its client hears.
+
+    The check's first write (to the spool or a database) and the 451 race for it under a
+    lock. A check that has begun to write is waited for, however late, and its own reply
+    stands: half of it may be on disk. A check that has not is abandoned: the client hears
+    451 and will send the message again, and every write the check tries later raises
+    Abandoned, so nothing of it is kept (no queued copy, no claimed signature that would make
+    the client's retry a replay, no rejection it never heard of)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = "checking"
+
+    def write(self) -> None:
+        """Called in the check's thread before each write."""
+        with self._lock:
+            if self._state == "abandoned":
+                raise Abandoned("The DATA check ran out of time; its client heard 451.")
+            self._state = "writing"
+
+    def abandon(self) -> bool:
+        """Called on the event loop when the time is up: True if the check may write no more."""
+        with self._lock:
+            if self._state == "writing":
+                return False
+            self._state = "abandoned"
+            return True
+
+    def guard(self, services: Services) -> Services:
+        return dataclasses.replace(
+            services,
+            store=_Guarded(services.store, self, reads=("read",)),
+            events=_Guarded(services.events, self, reads=("read",)),
+            spool=_Guarded(services.spool, self, reads=("read_submission", "submissions")),
+        )
+
+
+class _Guarded:
+    """`target`, whose every method except `reads` first asks the deadline for leave to write.
+    Guarding all but the reads keeps a write that `pipeline.accept` may make in future covered."""
+
+    def __init__(self, target: Any, deadline: _Deadline, reads: tuple[str, ...]):
+        self._target, self._deadline, self._reads = target, deadline, reads
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        if not callable(value) or name in self._reads:
+            return value
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            self._deadline.write()
+            return value(*args, **kwargs)
+        return guarded
 
 
 class Handler:
-    def __init__(self, services: Services, templates: Templates, executor: Executor,
+    def __init__(self, services: Services, templates: Templates, *, checks: Executor,
+                 lookups: Executor, budget: float,
                  on_accepted: Callable[[Accepted], None] = lambda accepted: None):
         self.services = services
         self.templates = templates
-        self.executor = executor
+        self.checks = checks  # DATA checks: pipeline.accept
+        self.lookups = lookups  # RCPT routing and bounces: short reads and writes of the store
+        self.budget = budget  # seconds from the end of DATA to the reply
         self.on_accepted = on_accepted
         self._checking = 0  # DATA checks under way: a stop waits for their replies
         self._idle = asyncio.Event()
@@ -63,7 +143,7 @@ class Handler:
         if envelope.rcpt_tos:
             return ONE_LIST_PER_MESSAGE
         try:
-            await asyncio.get_running_loop().run_in_executor(self.executor, self._route, address)
+            await asyncio.get_running_loop().run_in_executor(self.lookups, self._route, address)
         except Refusal as refusal:
             log.info("refused ref=%s stage=rcpt reason=%s", refusal.ref, refusal.reason)
             return refusal.smtp_reply
@@ -88,21 +168,26 @@ class Handler:
 
     async def _data(self, envelope: Envelope) -> str:
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.budget
         raw = envelope.original_content or envelope.content or b""
         route_: Route | None = None
         try:
-            route_ = await loop.run_in_executor(self.executor, self._route, envelope.rcpt_tos[0])
+            route_ = await loop.run_in_executor(self.lookups, self._route, envelope.rcpt_tos[0])
             if route_.kind == "bounce":
-                member = await loop.run_in_executor(self.executor, bounce, route_, self.services,
+                member = await loop.run_in_executor(self.lookups, bounce, route_, self.services,
                                                     self.templates)
                 log.info("bounce list=%s member=%s", route_.list, member or "unknown-token")
                 return "250 2.0.0 Bounce noted"
-            accepted = await loop.run_in_executor(self.executor, accept, raw, route_, self.services)
+            accepted = await self._check(raw, route_, deadline - loop.time())
         except Refusal as refusal:
             log.info("refused ref=%s list=%s reason=%s signer=%s reply=%s %s", refusal.ref,
                      route_.list if route_ else "-", refusal.reason,
                      refusal.signer or "-", refusal.code, refusal.status)
             return refusal.smtp_reply
+        except _TimeUp as late:
+            log.warning("timeout ref=%s list=%s stage=data budget=%gs", late.ref,
+                        route_.list if route_ else "-", self.budget)
+            return TOO_SLOW
         except ListservError as exc:
             log.error("error stage=data %s: %s", type(exc).__name__, exc)
             return TEMPORARY_FAILURE
@@ -113,6 +198,48 @@ class Handler:
                  accepted.kind, accepted.signer)
         self.on_accepted(accepted)
         return f"250 2.0.0 Queued as {accepted.qid}"
+
+    async def _check(self, raw: bytes, route_: Route, budget: float) -> Accepted:
+        """pipeline.accept in the checks pool within `budget` seconds, else _TimeUp."""
+        deadline = _Deadline()
+        future = self.checks.submit(accept, raw, route_, deadline.guard(self.services))
+        waiter = asyncio.wrap_future(future)
+        try:
+            done, _ = await asyncio.wait({waiter}, timeout=max(0.0, budget))
+        except asyncio.CancelledError:  # the client hung up: it will send the message again
+            if future.cancel() or deadline.abandon():
+                waiter.cancel()
+            raise
+        if not done and (future.cancel() or deadline.abandon()):
+            waiter.cancel()  # its outcome, when it comes, is the log's alone
+            late = _TimeUp()
+            future.add_done_callback(late.log)
+            raise late
+        return await waiter  # done, or writing: its reply stands however late
+
+
+class _TimeUp(Exception):
+    """A DATA check ran past its budget and was abandoned (or never started)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ref = secrets.token_hex(4)
+
+    def log(self, future: Future) -> None:
+        """The abandoned check's own end (in its thread): by design it kept nothing."""
+        error = None if future.cancelled() else future.exception()
+        if future.cancelled():
+            outcome = "never-started"
+        elif isinstance(error, Abandoned):
+            outcome = "abandoned"
+        elif isinstance(error, Refusal):
+            outcome = f"refused reason={error.reason}"
+        elif error is not None:
+            outcome = f"failed {type(error).__name__}"
+        else:  # cannot happen: accepting writes to the spool, which the deadline refuses
+            log.error("late ref=%s stage=data outcome=accepted-after-451", self.ref)
+            return
+        log.info("late ref=%s stage=data outcome=%s", self.ref, outcome)
 
 
 def make_server(handler: Handler, hostname: str, data_size_limit: int) -> Callable[[], SMTP]:
