@@ -420,3 +420,29 @@ def test_mutations_of_real_client_messages_raise_only_refusals():
                 mime.parse(garbled)
             except Refusal:
                 pass
+
+
+def test_the_receiving_doc_states_every_cap_as_the_code_has_it():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "receiving.md").read_text()
+
+    def shown(value: int) -> str:
+        for unit, size in (("MiB", 1024 * 1024), ("KiB", 1024)):
+            if value >= size and value % size == 0 and value != MAX_TOKENS:
+                return f"{value // size} {unit}"
+        return f"{value:,}"
+    refusals = {
+        "MAX_LINE": mimescan.line_too_long, "MAX_HEADER": mimescan.header_too_long,
+        "MAX_HEADER_SECTION": mimescan.section_too_large, "MAX_HEADER_TOTAL": mimescan.headers_too_large,
+        "MAX_STRUCTURED": mimescan.structured_too_large, "MAX_HEADERS": mimescan.too_many_headers,
+        "MAX_PARAMS": mimescan.too_many_params, "MAX_TOKENS": mimescan.too_many_tokens,
+        "MAX_COMMENTS": mimescan.too_many_comments, "MAX_DEPTH": mimescan.too_deep,
+        "MAX_PARTS": mimescan.too_many_parts,
+    }
+    for name, make in refusals.items():
+        row = next((line for line in doc.splitlines() if line.startswith(f"| `{name}` |")), None)
+        assert row is not None, f"docs/receiving.md has no row for {name}"
+        cells = [cell.strip() for cell in row.split("|")]
+        assert cells[2].startswith(shown(getattr(mimescan, name)) + " "), row
+        assert (cells[3], cells[4]) == (f"`{make().smtp_reply}`", f"`{make().reason}`"), row
