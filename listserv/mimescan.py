@@ -151,7 +151,7 @@ def scan(data: bytes) -> Shape:
     return _Walk(data).run()
 
 
-def check_lines(data: bytes, limit: int) -> None:
+def check_lines(data: bytes | bytearray, limit: int) -> None:
     """TooLarge if a line (CRLF not counted) is longer than `limit`.
 
     Looks only around every (limit // 2)-th byte: any longer line contains one of them, and

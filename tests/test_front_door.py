@@ -219,3 +219,51 @@ def test_either_the_first_write_or_the_451_wins_never_both():
     assert late.abandon()
     with pytest.raises(Abandoned):
         late.write()
+
+
+# -- DATA read in blocks: what aiosmtpd did line by line still holds ------------------------------
+
+def test_dot_stuffed_lines_arrive_as_signed(site, server, people):
+    """Lines that begin with a dot travel with a second one (RFC 5321 §4.5.2); the signature
+    of a signed-only post covers them byte for byte, so a wrong unstuffing is a 550."""
+    cli, _ = site
+    cli.ok("list", "set", LIST, "require_encryption", "false")
+    try:
+        raw = mf.post(people["alice"], None, body=".leading dot\n..two dots\n.\nlast", style="signed")
+        assert b"\r\n.leading dot\r\n" in raw
+        code, text = submit(server.port, LIST, raw)
+    finally:
+        cli.ok("list", "set", LIST, "require_encryption", "true")
+    assert code == 250, text
+
+
+def raw_session(port: int, *chunks: bytes) -> list[bytes]:
+    """Sends `chunks` as they are after EHLO, MAIL and RCPT; the reply lines, in order."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        stream = sock.makefile("rb")
+        stream.readline()
+        sock.sendall(b"EHLO client.test\r\n")
+        while not stream.readline().startswith(b"250 "):
+            pass
+        sock.sendall(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<news@example.org>\r\n")
+        replies = [stream.readline(), stream.readline()]
+        for chunk in chunks:
+            sock.sendall(chunk)
+        while not replies[-1].startswith(b"221"):
+            replies.append(stream.readline())
+        return replies
+
+
+def test_empty_data_and_commands_sent_right_after_the_end_line(server):
+    replies = raw_session(server.port, b"DATA\r\n", b".\r\nNOOP\r\nQUIT\r\n")
+    assert [line[:3] for line in replies] == [b"250", b"250", b"354", b"554", b"250", b"221"], replies
+
+
+def test_data_over_the_servers_limit_is_read_to_its_end_and_refused(tmp_path, people):
+    cli, _, _ = make_site(tmp_path, people, {"alice": "immediate"}, settings="[server]\nmax_data_kb = 64\n")
+    with ServeProcess(cli.home) as proc:
+        big = b"Subject: big\r\n\r\n" + (b"y" * 98 + b"\r\n") * 5000  # 500 KB, sent in one go
+        replies = raw_session(proc.port, b"DATA\r\n", big + b".\r\nQUIT\r\n")
+    assert replies[3].decode().strip() == "552 5.3.4 The message is larger than this server accepts."
+    assert replies[4].startswith(b"221")
