@@ -54,17 +54,22 @@ MAX_HEADERS = 500
 # parameters is quadratic in their number in the email package.
 MAX_PARAMS = 100
 # Structured fields (_STRUCTURED: addresses, Content-*, Date, Message-ID) are parsed token
-# by token, and slowly: ~100 microseconds per address or word in a list of invalid ones,
-# growing with the square of their number in one field, against ~3 microseconds a byte for
-# real address lists. Three caps bound that work:
-# their bytes in one message, unfolded (100 parts with their Content-Type, -Disposition and
-# -Transfer-Encoding take ~15 KiB, a Cc of 300 named people ~16 KiB);
+# by token, and slowly: ~30 microseconds a token in Content-* fields, ~150 in address lists
+# (bare "a@b," ones), growing with the square of their number in one field; real address
+# lists cost ~3 microseconds a byte. The four caps below hold the costliest message they let
+# through to about half a second of parsing (bench/hostile.py).
+# Their bytes in one message, unfolded: 100 parts with their Content-Type, -Disposition and
+# -Transfer-Encoding take under 20 KiB, long filenames included.
 MAX_STRUCTURED = 32 * 1024
-# their tokens in one message: the separators (_SEPARATORS) between words, addresses and
-# parameters; a named recipient has about 10, a MIME part's three fields about 12;
+# Their tokens in one message, the separators (_SEPARATORS) between words, addresses and
+# parameters: a MIME part's fields have about 8, an attachment's 16 to 30 (each word of
+# its name counts twice), so 100 attachments stay under 3,000.
 MAX_TOKENS = 4096
-# and their comments and quoted pairs ('(' and '\\'), in one field: honest fields hold a
-# few at most, and the package's work on them is quadratic in their number.
+# Of those, the tokens in address fields: a named recipient has about 10, so this is about
+# 100 people, those named in attached messages included.
+MAX_ADDRESS_TOKENS = 1024
+# Comments and quoted pairs ('(' and '\\') in one structured field: honest fields hold a
+# few at most, and the email package's work on them is quadratic in their number.
 MAX_COMMENTS = 64
 MAX_DEPTH = 8  # a top-level entity is depth 1; real clients stay below 5
 MAX_PARTS = 100  # entities in one message, counting the top level and every container
@@ -116,6 +121,11 @@ def structured_too_large() -> TooLarge:
 
 def too_many_tokens() -> Malformed:
     return Malformed("too-many-tokens", "The address and MIME headers of the message hold more words than this list accepts.")
+
+
+def too_many_address_tokens() -> Malformed:
+    return Malformed("too-many-address-tokens",
+                     "The address headers of the message hold more words than this list accepts.")
 
 
 def too_many_comments() -> Malformed:
@@ -195,6 +205,7 @@ class _Walk:
         self.header_bytes = 0
         self.structured = 0
         self.tokens = 0
+        self.address_tokens = 0
 
     def run(self) -> Shape:
         at, depth, digest = 0, 1, False
@@ -284,10 +295,15 @@ class _Walk:
         if name in _STRUCTURED:
             if header.count(b"(", start, end) + header.count(b"\\", start, end) > MAX_COMMENTS:
                 raise too_many_comments()
+            tokens = len(header[start:end].translate(None, _NOT_SEPARATORS))
             self.structured += size
-            self.tokens += len(header[start:end].translate(None, _NOT_SEPARATORS))
+            self.tokens += tokens
+            if name in _ADDRESSES:
+                self.address_tokens += tokens
             if self.structured > MAX_STRUCTURED:
                 raise structured_too_large()
+            if self.address_tokens > MAX_ADDRESS_TOKENS:
+                raise too_many_address_tokens()
             if self.tokens > MAX_TOKENS:
                 raise too_many_tokens()
         if name == b"content-type":

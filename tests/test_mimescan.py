@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from listserv import mime, mimescan
 from listserv.errors import Malformed, Refusal, TooLarge
 from listserv.mimescan import (
-    MAX_COMMENTS, MAX_DEPTH, MAX_HEADER, MAX_HEADER_SECTION, MAX_HEADER_TOTAL, MAX_HEADERS,
+    MAX_ADDRESS_TOKENS, MAX_COMMENTS, MAX_DEPTH, MAX_HEADER, MAX_HEADER_SECTION, MAX_HEADER_TOTAL, MAX_HEADERS,
     MAX_LINE, MAX_PARAMS, MAX_PARTS, MAX_STRUCTURED, MAX_TOKENS, scan,
 )
 
@@ -140,13 +140,21 @@ def test_structured_bytes_cap():
 
 
 def test_structured_token_cap():
-    # "Resent-To: " holds two tokens (':' and ' '); each "a," one more.
+    # "Content-Type: " holds two tokens (':' and ' '); each '.' one more.
     def message(tokens: int) -> bytes:
-        return b"Resent-To: " + b"a," * (tokens - 2) + b"a\r\n\r\nbody\r\n"
+        return b"Content-Type: text/plain" + b"." * (tokens - 2) + b"\r\n\r\nbody\r\n"
     mime.parse(message(MAX_TOKENS))
     refused = refusal(message(MAX_TOKENS + 1))
     assert (refused.reason, refused.code) == ("too-many-tokens", 554)
     mime.parse(b"X-Not-Structured: " + b"a," * MAX_TOKENS + b"\r\n\r\nbody\r\n")
+
+
+def test_address_token_cap():
+    def message(tokens: int) -> bytes:
+        return b"Resent-To: " + b"a," * (tokens - 2) + b"a\r\n\r\nbody\r\n"
+    mime.parse(message(MAX_ADDRESS_TOKENS))
+    refused = refusal(message(MAX_ADDRESS_TOKENS + 1))
+    assert (refused.reason, refused.code) == ("too-many-address-tokens", 554)
 
 
 def test_comment_cap():
@@ -198,7 +206,8 @@ HOSTILE = {
     "five-mb-folded-header": (five_mb_folded_header, "header-too-long"),
     "8000-params": (many_params, "too-many-params"),
     "20000-parts": (many_parts, "too-many-parts"),
-    "5000-addresses": (lambda: b"To: " + b",\r\n ".join([b"a@b"] * 5000) + b"\r\n\r\nx\r\n", "too-many-tokens"),
+    "5000-addresses": (lambda: b"To: " + b",\r\n ".join([b"a@b"] * 5000) + b"\r\n\r\nx\r\n",
+                       "too-many-address-tokens"),
 }
 
 
@@ -429,7 +438,7 @@ def test_the_receiving_doc_states_every_cap_as_the_code_has_it():
 
     def shown(value: int) -> str:
         for unit, size in (("MiB", 1024 * 1024), ("KiB", 1024)):
-            if value >= size and value % size == 0 and value != MAX_TOKENS:
+            if value >= size and value % size == 0 and value not in (MAX_TOKENS, MAX_ADDRESS_TOKENS):
                 return f"{value // size} {unit}"
         return f"{value:,}"
     refusals = {
@@ -437,6 +446,7 @@ def test_the_receiving_doc_states_every_cap_as_the_code_has_it():
         "MAX_HEADER_SECTION": mimescan.section_too_large, "MAX_HEADER_TOTAL": mimescan.headers_too_large,
         "MAX_STRUCTURED": mimescan.structured_too_large, "MAX_HEADERS": mimescan.too_many_headers,
         "MAX_PARAMS": mimescan.too_many_params, "MAX_TOKENS": mimescan.too_many_tokens,
+        "MAX_ADDRESS_TOKENS": mimescan.too_many_address_tokens,
         "MAX_COMMENTS": mimescan.too_many_comments, "MAX_DEPTH": mimescan.too_deep,
         "MAX_PARTS": mimescan.too_many_parts,
     }
