@@ -13,6 +13,7 @@
         ├── Unauthorized       550 5.7.1 -- every authentication or crypto failure, one sentence
         ├── UnknownRecipient   550 5.1.1
         ├── TooLarge           552 5.3.4
+        │   └── PartTooLarge   552 5.3.4 -- a line or header over mimescan's limits; also a Malformed
         └── Malformed          554 5.6.0
 
 The CLI prints `str(err)` and exits with `err.exit_code`; the SMTP listener replies with
@@ -119,3 +120,9 @@ class Malformed(Refusal):
     code = 554
     status = "5.6.0"
     text = "The message is not well-formed MIME and was not accepted."
+
+
+class PartTooLarge(TooLarge, Malformed):
+    """A line or a header larger than accepted: a size refusal (552, TooLarge's reply) that is
+    also malformed MIME, so that where every malformed structure gets one answer (the content
+    of an unsigned encrypted post: the one 550 for outsiders) this one does too."""

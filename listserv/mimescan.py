@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from itertools import islice
 
-from .errors import Malformed, TooLarge
+from .errors import Malformed, PartTooLarge
 
 # Every line, header or body, CRLF not counted. RFC 5322 says 998 and SMTP enforces 1000 on
 # the outer message (aiosmtpd refuses longer lines), but the decrypted content never crossed
@@ -98,24 +98,24 @@ _TOKEN = re.compile(rb"[0-9A-Za-z+_.-]+\Z")  # the bchars allowed in an unquoted
 _NONE = (-1, False, -1)  # no delimiter line ahead
 
 
-def line_too_long() -> TooLarge:
-    return TooLarge("line-too-long", "A line of the message is longer than this list accepts.")
+def line_too_long() -> PartTooLarge:
+    return PartTooLarge("line-too-long", "A line of the message is longer than this list accepts.")
 
 
-def header_too_long() -> TooLarge:
-    return TooLarge("header-too-long", "A header is longer than this list accepts.")
+def header_too_long() -> PartTooLarge:
+    return PartTooLarge("header-too-long", "A header is longer than this list accepts.")
 
 
-def section_too_large() -> TooLarge:
-    return TooLarge("header-section-too-large", "The headers of a part are larger than this list accepts.")
+def section_too_large() -> PartTooLarge:
+    return PartTooLarge("header-section-too-large", "The headers of a part are larger than this list accepts.")
 
 
-def headers_too_large() -> TooLarge:
-    return TooLarge("headers-too-large", "The headers of the message are larger than this list accepts.")
+def headers_too_large() -> PartTooLarge:
+    return PartTooLarge("headers-too-large", "The headers of the message are larger than this list accepts.")
 
 
-def structured_too_large() -> TooLarge:
-    return TooLarge("structured-headers-too-large",
+def structured_too_large() -> PartTooLarge:
+    return PartTooLarge("structured-headers-too-large",
                     "The address and MIME headers of the message are larger than this list accepts.")
 
 

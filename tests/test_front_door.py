@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from listserv import mimescan
+
 from . import mail_factory as mf
 from .conftest import make_site
 from .server import ServeProcess
@@ -118,6 +120,21 @@ def gpg_running(keys: Path) -> int:
                 and str(keys).encode() in b" ".join(argv):
             count += 1
     return count
+
+
+def test_a_limit_inside_the_encryption_tells_only_a_signer_which_it_was(site, server, people):
+    """Inside a member's signed post the reply names the limit; inside an outsider's unsigned
+    one it is the one 550 for everything, so the list is no oracle for what it decrypted."""
+    cli, list_key = site
+    content = b"Content-Type: text/plain\r\n\r\n" + b"a" * (mimescan.MAX_LINE + 1) + b"\r\n"
+    alice, mallory = people["alice"], people["mallory"]
+    signed = mf.message(mf.headers(alice), mf.encrypted_entity(mf.sign_and_encrypt(alice, list_key, content)))
+    unsigned = mf.message(mf.headers(mallory), mf.encrypted_entity(mf.encrypt_only(mallory, list_key, content)))
+    assert submit(server.port, LIST, signed) == \
+        (552, "5.3.4 A line of the message is longer than this list accepts.")
+    assert submit(server.port, LIST, unsigned) == \
+        (550, "5.7.1 Not accepted: this list takes only posts signed by a current member's key.")
+    assert spooled(cli.home) == []
 
 
 def test_rcpt_is_answered_while_every_data_check_is_busy(site, server, people):

@@ -55,7 +55,7 @@ def test_line_length_cap():
     mime.parse(at_cap)
     over = at_cap.replace(b"\r\n\r\na", b"\r\n\r\naa", 1)
     refused = refusal(over)
-    assert (type(refused), refused.reason) == (TooLarge, "line-too-long")
+    assert isinstance(refused, TooLarge) and refused.reason == "line-too-long"
     assert refused.smtp_reply == "552 5.3.4 A line of the message is longer than this list accepts."
     assert refusal(over[:over.index(b"\r\nend")]).reason == "line-too-long"  # the last line, unterminated
 
