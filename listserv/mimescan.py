@@ -227,12 +227,7 @@ class _Walk:
 
     def _entity(self, at: int, depth: int, digest: bool) -> tuple[str, int]:
         """Count the entity at `at`, check its headers; its kind and where its body starts."""
-        self.parts += 1
-        self.deepest = max(self.deepest, depth)
-        if self.parts > MAX_PARTS:
-            raise too_many_parts()
-        if depth > MAX_DEPTH:
-            raise too_deep()
+        self._count(depth)
         end = self._region_end(at)
         header, body = self._header_block(at, end)
         content_type = self._fields(header)
@@ -240,6 +235,15 @@ class _Walk:
         if kind.startswith("multipart/"):
             self._push(_boundary(content_type), depth, kind == "multipart/digest")
         return kind, body
+
+    def _count(self, depth: int) -> None:
+        """One more entity, at `depth`: refused before its headers are read if over a limit."""
+        self.parts += 1
+        self.deepest = max(self.deepest, depth)
+        if self.parts > MAX_PARTS:
+            raise too_many_parts()
+        if depth > MAX_DEPTH:
+            raise too_deep()
 
     def _header_block(self, at: int, end: int) -> tuple[bytes, int]:
         """The header lines (each with its CRLF) of the entity at `at`, and where its body starts."""
@@ -314,12 +318,7 @@ class _Walk:
         """message/delivery-status: header blocks separated by an empty line, each an entity."""
         end = self._region_end(at)
         while True:
-            self.parts += 1
-            self.deepest = max(self.deepest, depth)
-            if self.parts > MAX_PARTS:
-                raise too_many_parts()
-            if depth > MAX_DEPTH:
-                raise too_deep()
+            self._count(depth)
             header, after = self._header_block(at, end)
             self._fields(header)
             if after >= end:
