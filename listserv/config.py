@@ -94,7 +94,7 @@ def _count(value: Any) -> int:
 
 @_kind("a number of seconds greater than 0")
 def _seconds(value: Any) -> float:
-    if not _is_number(value) or value <= 0:
+    if not _is_number(value) or not value > 0:  # NaN too
         raise _WrongType
     return float(value)
 
@@ -124,6 +124,14 @@ class Settings:
     max_data_kb: int = _setting(
         "server", 51200, _count,
         "Largest SMTP DATA accepted before any list is known, in KiB (lists may set less).")
+    data_threads: int = _setting(
+        "server", 4, _count,
+        "Threads that check DATA (MIME, decryption, signature), apart from those answering RCPT, "
+        "so that slow messages never hold up other clients' conversations.")
+    data_timeout: float = _setting(
+        "server", 60, _seconds,
+        "Seconds a DATA check may take, from the end of DATA to the reply. Past it the client "
+        "hears 451 (and sends the message again later); nothing of the message is kept.")
     relay: tuple[str, int] | None = _setting(
         "delivery", "", _optional_hostport,
         'Relay that delivers the outgoing copies, "host:port". Empty: write them to the outbox.')

@@ -1,6 +1,6 @@
 """Every error listserv raises on purpose, in one tree.
 
-    ListservError              exit 1 -- base; `str(err)` is one plain sentence
+    ListservError              exit 1 -- base; `str(err)` is one plain sentence on one line
     ├── UsageError             exit 2 -- a value the user typed is not acceptable
     ├── NotFound               exit 3 -- no such list, member or queue entry
     ├── Conflict               exit 4 -- it exists already (list, member, pinned fingerprint)
@@ -10,15 +10,20 @@
     ├── WrongUser              exit 77 -- the home belongs to another user (the command says whose)
     ├── ConfigProblem          exit 78 -- listserv.toml: unreadable, unknown key or section, wrong type
     ├── CryptoError            exit 1 -- gpg failed (internal detail is logged, never shown to a sender)
+    ├── Abandoned              exit 1 -- a DATA check ran out of time: it may no longer write anything
     └── Refusal                SMTP -- a submission is refused; carries the reply the sender sees
         ├── Unauthorized       550 5.7.1 -- every authentication or crypto failure, one sentence
         ├── UnknownRecipient   550 5.1.1
         ├── TooLarge           552 5.3.4
+        │   └── PartTooLarge   552 5.3.4 -- a line or header over mimescan's limits; also a Malformed
         └── Malformed          554 5.6.0
 
 The CLI prints `str(err)` and exits with `err.exit_code`; the SMTP listener replies with
 `err.smtp_reply`. A `Refusal` also carries `reason`, a short code for logs and for
-`listserv rejections` that the sender never sees.
+`listserv rejections` that the sender never sees. Both are one line whatever the sentence
+quotes: a control character (CR, LF, NUL, ESC, U+2028...) in a value the user typed or sent
+is written as an escape such as `\\r`, so it can neither start a line of its own on a
+terminal nor a second reply line in SMTP.
 """
 
 from __future__ import annotations
@@ -26,8 +31,18 @@ from __future__ import annotations
 import secrets
 
 
+def one_line(text: str) -> str:
+    """`text` with each character that is not printable written as a Python escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 class ListservError(Exception):
     exit_code = 1
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
 
 
 class UsageError(ListservError):
@@ -68,6 +83,10 @@ class CryptoError(ListservError):
     exit_code = 1
 
 
+class Abandoned(ListservError):
+    """Raised in a DATA check's thread when it tries to write after its client heard 451."""
+
+
 class Refusal(ListservError):
     """A submission refused with an SMTP reply; `reason` is for the log only."""
 
@@ -86,7 +105,7 @@ class Refusal(ListservError):
 
     @property
     def smtp_reply(self) -> str:
-        return f"{self.code} {self.status} {self.text}"
+        return f"{self.code} {self.status} {one_line(self.text)}"
 
 
 class Unauthorized(Refusal):
@@ -113,3 +132,9 @@ class Malformed(Refusal):
     code = 554
     status = "5.6.0"
     text = "The message is not well-formed MIME and was not accepted."
+
+
+class PartTooLarge(TooLarge, Malformed):
+    """A line or a header larger than accepted: a size refusal (552, TooLarge's reply) that is
+    also malformed MIME, so that where every malformed structure gets one answer (the content
+    of an unsigned encrypted post: the one 550 for outsiders) this one does too."""

@@ -1,10 +1,11 @@
 """Structural MIME checks and the exact bytes of MIME parts (pure functions, no I/O).
 
 `parse` is the only way a submission becomes an `EmailMessage`: it first refuses what
-different mail programs could read differently (bare CR or LF, ambiguous boundaries,
-duplicated structural headers, a header whose decoded value smuggles a line break) and what
-costs too much to walk (deep nesting, very many parts). Everything later can then trust the
-tree it is given.
+costs too much to parse (`mimescan`: long or many headers, many parameters, deep nesting,
+very many parts, long lines, all found by a linear scan before the email package runs) and
+what different mail programs could read differently (bare CR or LF, ambiguous boundaries,
+duplicated structural headers, a header whose decoded value smuggles a line break).
+Everything later can then trust the tree it is given.
 
 A detached OpenPGP signature covers a part's bytes exactly as transmitted, CRLF included
 (RFC 3156 §5), which the email package does not keep; `body_parts` cuts them out of the raw
@@ -21,9 +22,7 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 
 from .errors import Malformed
-
-MAX_DEPTH = 8  # a top-level entity is depth 1; real clients stay below 5
-MAX_PARTS = 100  # entities in one message, counting the top level and every container
+from .mimescan import BOUNDARY, MAX_DEPTH, MAX_PARTS, scan, too_deep, too_many_parts  # noqa: F401
 
 POLICY = policy.SMTP  # policy.default with CRLF line endings
 
@@ -49,7 +48,6 @@ _SINGLE = (
 
 _FORBIDDEN_IN_HEADERS = ("\r", "\n", "\0")
 
-_BOUNDARY = re.compile(r"^[0-9A-Za-z'()+_,./:=? -]{0,69}[0-9A-Za-z'()+_,./:=?-]\Z")  # RFC 2046 bchars
 
 
 def parse(raw: bytes) -> EmailMessage:
@@ -57,6 +55,7 @@ def parse(raw: bytes) -> EmailMessage:
     if not raw.strip():
         raise Malformed("empty")
     check_line_endings(raw)
+    scan(raw)  # before the email package, whose work it bounds
     try:
         message = BytesParser(policy=POLICY).parsebytes(raw)
         _check_tree(message)
@@ -83,9 +82,9 @@ def _check_tree(message: EmailMessage) -> None:
     for part, depth in _walk(message, 1):
         count += 1
         if depth > MAX_DEPTH:
-            raise Malformed("too-deep")
+            raise too_deep()
         if count > MAX_PARTS:
-            raise Malformed("too-many-parts")
+            raise too_many_parts()
         if any(isinstance(defect, _AMBIGUOUS) for defect in part.defects):
             raise Malformed("ambiguous-structure")
         _check_headers(part)
@@ -154,7 +153,7 @@ def body_parts(entity: bytes, boundary: str) -> list[bytes]:
         if end < 0:
             raise Malformed("no-body")
         body = entity[end + 4:]
-    if not _BOUNDARY.match(boundary):
+    if not BOUNDARY.match(boundary):
         raise Malformed("bad-boundary")
     delimiter = re.compile(
         rb"(?:\A|\r\n)--" + re.escape(boundary.encode("ascii"))

@@ -1,7 +1,12 @@
 """`listserv serve`: the SMTP listener and the workers, on one asyncio loop.
 
     SMTP DATA --accept()--> spool/incoming --distribute()--> spool/outgoing --Deliverer--> relay
-                (thread)                      (thread, alerts first)         (async workers)
+             (checks pool)                  (work pool, alerts first)       (async workers)
+
+Three thread pools, so that no kind of work can take the threads another needs: `checks`
+([server] data_threads) for DATA checks, each within [server] data_timeout; `lookups` for
+RCPT routing and bounces, which must answer at once whatever DATA checks are under way; and
+`work` for fan-out and digests.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ log = logging.getLogger("listserv.service")
 DRAIN_TIMEOUT = 60.0  # a stop waits this long for DATA checks under way to reply
 POLL = 1.0  # seconds between looks at the spool for work other processes left there
 REDISTRIBUTE_AFTER = 60.0  # a submission that hit a passing problem is tried again after this
+LOOKUP_THREADS = 2  # RCPT routing and bounces: short store reads, one per client command
+WORK_THREADS = 2  # the distributor and the digest scheduler each wait for one job at a time
 
 
 @dataclass(frozen=True)
@@ -92,7 +99,9 @@ class Service:
         self._home_lock = lock_home(home)  # before services_for(), which sweeps the spool
         self.services = services_for(home)
         self.templates = Templates(home.templates)
-        self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="listserv")
+        self.checks = ThreadPoolExecutor(max_workers=settings.data_threads, thread_name_prefix="listserv-check")
+        self.lookups = ThreadPoolExecutor(max_workers=LOOKUP_THREADS, thread_name_prefix="listserv-lookup")
+        self.work = ThreadPoolExecutor(max_workers=WORK_THREADS, thread_name_prefix="listserv-work")
         self.outgoing = Outgoing(self.services.spool)
         self.digests = Digests(self.services, self.templates, home.digests)
         retry = RetryPolicy(settings.retry_min, settings.retry_max, settings.lifetime)
@@ -132,7 +141,7 @@ class Service:
 
     async def _settled(self, outcome: Outcome) -> None:
         loop = asyncio.get_running_loop()
-        notices = await loop.run_in_executor(self.executor, settle, outcome, self.services, self.templates,
+        notices = await loop.run_in_executor(self.work, settle, outcome, self.services, self.templates,
                                              self.digests)
         for notice in notices:
             self.deliverer.load(notice)
@@ -154,7 +163,7 @@ class Service:
     async def _distribute(self, job: Job) -> None:
         loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(self.executor, distribute, job, self.services,
+            result = await loop.run_in_executor(self.work, distribute, job, self.services,
                                                 self.templates, self.digests.add)
         except (Refusal, CryptoError) as exc:
             await self._quarantine(job, getattr(exc, "reason", type(exc).__name__))
@@ -180,7 +189,7 @@ class Service:
         self.services.spool.quarantine(job)
         try:
             notice = await asyncio.get_running_loop().run_in_executor(
-                self.executor, tell_quarantined, self.services, self.templates, job, reason)
+                self.work, tell_quarantined, self.services, self.templates, job, reason)
         except Exception as exc:  # the log line above is then all that is left
             log.error("error qid=%s stage=quarantine-notice %s", job.qid, type(exc).__name__)
             return
@@ -215,7 +224,7 @@ class Service:
                 continue
             for address in lists:
                 try:
-                    job = await loop.run_in_executor(self.executor, self.digests.send_if_due, address)
+                    job = await loop.run_in_executor(self.work, self.digests.send_if_due, address)
                     if job is not None:
                         self.deliverer.load(job)
                         log.info("digest qid=%s list=%s", job.qid, address)
@@ -227,7 +236,8 @@ class Service:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
         await self._probe_relay()
-        handler = Handler(self.services, self.templates, self.executor, self._accepted)
+        handler = Handler(self.services, self.templates, checks=self.checks, lookups=self.lookups,
+                          budget=self.settings.data_timeout, on_accepted=self._accepted)
         factory = make_server(handler, "listserv", self.settings.max_data_kb * 1024)
         host, port = self.options.listen
         try:
@@ -259,4 +269,5 @@ class Service:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await server.wait_closed()
-            self.executor.shutdown(wait=True)
+            for pool in (self.checks, self.lookups, self.work):
+                pool.shutdown(wait=True)  # a check abandoned after its 451 finishes here

@@ -107,3 +107,11 @@ def test_lines_are_found_for_dotted_quoted_and_nested_keys_but_not_inside_string
 def test_a_dotted_unknown_key_is_refused_at_its_line(tmp_path):
     assert refusal(tmp_path, '[delivery]\nrelay = ""\ntls.ca_file = "ca.pem"\n') == \
         f"{tmp_path}/listserv.toml line 3: unknown key 'tls' in [delivery]."
+
+
+def test_the_data_check_settings_are_read_and_checked(tmp_path):
+    assert (settings_of(tmp_path, "[server]\ndata_threads = 8\ndata_timeout = 2.5\n").data_threads,
+            settings_of(tmp_path, "[server]\ndata_timeout = 2.5\n").data_timeout) == (8, 2.5)
+    for bad in ("0", "-1", "nan"):
+        assert "data_timeout must be a number of seconds greater than 0" in \
+            refusal(tmp_path, f"[server]\ndata_timeout = {bad}\n")
