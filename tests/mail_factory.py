@@ -5,8 +5,8 @@
 Styles, each after the client whose output it imitates:
 
     pgpmime                Thunderbird / K-9: multipart/encrypted, one sign+encrypt OpenPGP
-                           message holding multipart/mixed; protected-headers="v1"; outer
-                           Subject "..."
+                           message (to the list and to the sender's own key) holding
+                           multipart/mixed; protected-headers="v1"; outer Subject "..."
     mutt                   Mutt: multipart/encrypted, sign+encrypt, inner text/plain written
                            with LF line endings, real outer Subject, no protected headers
     encrypted-signed-mime  Apple Mail + GPG Suite: multipart/encrypted (encrypt only) around
@@ -56,7 +56,9 @@ def post(user: User, list_key: bytes | str | None, body: str = "Hello, list.",
 
     if style == "pgpmime":
         inner = protected(user, to, subject, threading, text_part(body))
-        return message(outer_subject(outer, "..."), encrypted_entity(sign_and_encrypt(user, key, inner)))
+        # Thunderbird encrypts to the sender's own key as well (so the Sent folder can be read).
+        return message(outer_subject(outer, "..."),
+                       encrypted_entity(sign_and_encrypt(user, key, inner, to_self=True)))
     if style == "mutt":
         inner = text_part(body, disposition="inline").replace(b"\r\n", b"\n")
         return message(outer, encrypted_entity(sign_and_encrypt(user, key, inner), mutt=True))
@@ -245,17 +247,23 @@ def key_fingerprint(key: bytes) -> str:
     return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
 
 
-def sign_and_encrypt(user: User, list_key: bytes, data: bytes) -> bytes:
-    """One armored OpenPGP message, signed by `user` and encrypted to the list, by user.tool."""
+def sign_and_encrypt(user: User, list_key: bytes, data: bytes, *, to_self: bool = False) -> bytes:
+    """One armored OpenPGP message, signed by `user` and encrypted to the list, by user.tool;
+    `to_self` also encrypts it to the sender's own key, as Thunderbird always does."""
     with _ListKeyFile(list_key, user) as keys:
         if user.tool == "gpg":
+            own = ["--recipient", user.fingerprint] if to_self else []
             return _gpg(user, "--armor", "--sign", "--encrypt", "--local-user", user.fingerprint,
-                        "--recipient-file", str(keys.path), data=data)
+                        "--recipient-file", str(keys.path), *own, data=data)
         if user.tool == "sq":
+            own_cert = keys.path.with_name("own.asc")
+            own_cert.write_bytes(user.public_key)
+            own = ["--recipient-cert", str(own_cert)] if to_self else []
             return _tool(["sq", "encrypt", "--signer-key", str(user.secret_file),
-                          "--recipient-cert", str(keys.path)], data)
+                          "--recipient-cert", str(keys.path), *own], data)
+        own = ["--recipient", user.fingerprint] if to_self else []
         return _tool(["rnp", "--keyfile", str(keys.path), "--sign", "--encrypt", "--armor",
-                      "--recipient", keys.fingerprint, "--userid", user.fingerprint,
+                      "--recipient", keys.fingerprint, *own, "--userid", user.fingerprint,
                       "--password", ""], data)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from listserv import mime
+from listserv import mime, openpgp
 from listserv.errors import Malformed, Refusal, TooLarge, Unauthorized
 from listserv import keyring as keyring_module
 from listserv.keyring import Keyring
@@ -565,3 +565,18 @@ def test_a_second_armored_block_after_the_message_is_refused(news, people):
     extra = mf.sign_inline(people["mallory"], b"more words\r\n")
     raw = mf.message(mf.headers(alice), mf.encrypted_entity(armored + extra))
     assert unauthorized(news, raw) == "not-decryptable"
+
+
+@pytest.mark.parametrize("name", MEMBERS)
+@pytest.mark.parametrize("style", ["pgpmime", "inline"])
+def test_a_post_also_encrypted_to_the_senders_own_key_opens(news, people, name, style):
+    """Clients encrypt to the sender too (Thunderbird always does): gpg then cannot use one of
+    the key packets (NO_SECKEY) and opens the message with the list's. Refused by the first
+    status-grammar verdict; found by an admin following the docs."""
+    user = people[name]
+    armored = mf.sign_and_encrypt(user, news.public, tb_inner(user) if style == "pgpmime"
+                                  else b"Hello, list.\r\n", to_self=True)
+    entity = mf.encrypted_entity(armored) if style == "pgpmime" else mf.text_part(armored.decode(), flowed=False)
+    packets = openpgp.parse(openpgp.dearmor(armored))
+    assert sum(packet.tag == openpgp.PKESK for packet in packets) == 2
+    assert news.open(mf.message(mf.headers(user), entity)).signer == user.fingerprint

@@ -362,13 +362,17 @@ def _walk(lines: tuple[Line, ...]) -> _State:
 
 
 def _check_decryption(state: _State) -> None:
-    if state.symmetric or state.no_seckey or state.decryption == "none":
+    # NO_SECKEY for some other key is normal: clients also encrypt to the sender's own key
+    # (Thunderbird always does) and a cross-post to every list named. What counts is that one
+    # key opened it: gpg then reports DECRYPTION_INFO; with no key (or only a passphrase) it
+    # reports none.
+    if state.decryption == "none" or state.info is None:
         raise Unauthorized("not-decryptable")
     info = state.info
     # DECRYPTION_INFO <mdc_method> <sym_algo> [<aead_algo>]: no MDC and no AEAD is the
     # malleable old SED packet, whose plaintext gpg still writes out before failing.
     aead = info is not None and len(info.args) > 2 and info[2] != "0"
-    if info is None or (info[0] == "0" and not aead) \
+    if (info[0] == "0" and not aead) \
             or any(f.keyword == "ERROR" and f[1:2] and f.args[0].startswith("nomdc") for f in state.failures):
         raise Unauthorized("no-mdc")
     if state.literal_outside or state.signature_outside:
