@@ -22,11 +22,8 @@ from datetime import datetime, timezone
 from . import relaylimit, sizing
 from .digest import DigestItem, digest_copy_size
 from .errors import TooLarge
-from .model import MailingList, Member
-from .outbound import render_footer
-from .services import Services
-from .stages.authorize import option
-from .stages.compose import compose, new_message_id
+from .model import Kind, MailingList, Member, Roster
+from .stages.compose import Post, Wrapping, compose, wrapping
 from .stages.open import Opened
 from .templates import Templates
 
@@ -42,44 +39,48 @@ class Limit:
     size: int  # bytes of submission
     relay: bool  # the relay's limit decides (else the list's own max_message_size_kb)
 
-    def refusal(self) -> TooLarge:
+    def refusal(self, signer: str | None = None) -> TooLarge:
         shown = f"at most {self.size // 1024} KB"
         if self.relay:
-            return TooLarge("too-large-for-relay", f"The message is larger than this list can deliver ({shown}).")
-        return TooLarge("too-large", f"The message is larger than this list accepts ({shown}).")
+            return TooLarge("too-large-for-relay", f"The message is larger than this list can deliver ({shown}).",
+                            signer=signer)
+        return TooLarge("too-large", f"The message is larger than this list accepts ({shown}).", signer=signer)
 
 
-def copy_limit(services: Services) -> int | None:
-    """The most bytes a copy may have (None: no relay limit known, or no relay)."""
-    return sizing.copy_limit(relaylimit.load(services.spool.relay_file).size)
-
-
-def _banner(templates: Templates, mailing_list: MailingList, sender: str) -> str:
-    return templates.render("alert.txt.j2", list=mailing_list, sender=sender)
+def copy_limit(relay_file) -> int | None:
+    """The most bytes a copy may have (None: no relay limit known, or no relay), from what
+    listserv.relaylimit last learned."""
+    return sizing.copy_limit(relaylimit.load(relay_file).size)
 
 
 @functools.lru_cache(maxsize=256)
 def _probe(address: str, name: str, prefix: str, footer: str, banner: str) -> sizing.Overhead:
     # An alert from the longest pseudonym: more headers and text than any post of this list.
     mailing_list = MailingList(address, name, "", {"subject_prefix": prefix})
-    composed = compose(
-        PROBE_CONTENT, in_reply_to=None, references=None,
-        sender=Member(address, address, "", PROBE_SENDER), mailing_list=mailing_list,
-        kind="alert", footer=footer, now=datetime(2000, 1, 1, tzinfo=timezone.utc),
-        message_id=new_message_id(mailing_list), banner=banner,
-    )
+    probe = Post(PROBE_CONTENT, Kind.ALERT, Member(address, address, "", PROBE_SENDER))
+    composed = compose(probe, mailing_list, Wrapping(footer, banner),
+                       now=datetime(2000, 1, 1, tzinfo=timezone.utc))
     return sizing.Overhead(len(composed.inner) - len(PROBE_CONTENT),
                            len(composed.outer_prefix) + len(composed.outer_suffix))
 
 
 def overhead(mailing_list: MailingList, templates: Templates) -> sizing.Overhead:
-    return _probe(mailing_list.address, mailing_list.name, str(option(mailing_list, "subject_prefix")),
-                  render_footer(templates, mailing_list), _banner(templates, mailing_list, PROBE_SENDER))
+    probe = Post(PROBE_CONTENT, Kind.ALERT, Member(mailing_list.address, mailing_list.address, "", PROBE_SENDER))
+    wrapped = wrapping(templates, mailing_list, probe)
+    return _probe(mailing_list.address, mailing_list.name, str(mailing_list.option("subject_prefix")),
+                  wrapped.footer, wrapped.banner or "")
+
+
+def check_size(raw: bytes, mailing_list: MailingList, templates: Templates, limit: int | None) -> None:
+    """TooLarge when the submission is larger than the list takes, or than its copies could be."""
+    allowed = post_limit(mailing_list, templates, limit)
+    if len(raw) > allowed.size:
+        raise allowed.refusal()
 
 
 def post_limit(mailing_list: MailingList, templates: Templates, limit: int | None) -> Limit:
     """The largest submission this list takes, with `limit` the most a copy may have."""
-    own = option(mailing_list, "max_message_size_kb") * 1024
+    own = mailing_list.option("max_message_size_kb") * 1024
     relay = sizing.largest_post(limit, overhead(mailing_list, templates))
     return Limit(relay, True) if relay is not None and relay < own else Limit(own, False)
 
@@ -90,12 +91,14 @@ def largest_limit(lists: list[MailingList], templates: Templates, limit: int | N
     return max(limits, key=lambda found: found.size) if limits else None
 
 
-def check_content(opened: Opened, sender: Member, kind: str, mailing_list: MailingList,
-                  templates: Templates, limit: int | None, digest_readers: bool) -> None:
+def check_content(opened: Opened, sender: Member, kind: Kind, roster: Roster,
+                  templates: Templates, limit: int | None) -> None:
     """Raise the relay's TooLarge when the opened post's copies would not fit under `limit`,
-    or (with `digest_readers`) a digest holding this post alone would not."""
+    or (when members read digests) a digest holding this post alone would not."""
     if limit is None:
         return
+    mailing_list = roster.mailing_list
+    digest_readers = any(m.mode == "digest" and m.active for m in roster.members)
     found = overhead(mailing_list, templates)
     content = len(opened.content)
     threads = len(opened.in_reply_to or "") + len(opened.references or "")  # also outside
@@ -106,14 +109,10 @@ def check_content(opened: Opened, sender: Member, kind: str, mailing_list: Maili
     if quick_post and quick_digest:
         return  # small next to the limit: no need to compose it to know
     now = datetime.now(timezone.utc)
-    composed = compose(
-        opened.content, in_reply_to=opened.in_reply_to, references=opened.references,
-        sender=sender, mailing_list=mailing_list, kind=kind,
-        footer=render_footer(templates, mailing_list), now=now, message_id=new_message_id(mailing_list),
-        banner=_banner(templates, mailing_list, sender.name) if kind == "alert" else None,
-    )
+    post = Post.of(opened, sender, kind)
+    composed = compose(post, mailing_list, wrapping(templates, mailing_list, post), now=now)
     # The relay's sentence: the submission may be well under the list's own limit.
-    refusal = Limit(sizing.largest_post(limit, found) or 0, True).refusal()
+    refusal = Limit(sizing.largest_post(limit, found) or 0, True).refusal(signer=opened.signer)
     if not sizing.fits(len(composed.inner), len(composed.outer_prefix) + len(composed.outer_suffix), limit):
         raise refusal
     if not quick_digest:

@@ -40,9 +40,11 @@ from typing import Awaitable, Callable
 
 from .config import Settings
 from .openpgp import SharedArmor
-from .smtpclient import SMTPClient, SMTPConnectionError, SMTPReplyError, dot_safe
-from .spool import DEFERRED, FAILED, FINAL, KINDS, SENT, Outgoing, OutJob, Progress, Recipient, make_directories
-from .store import fsync_directory
+from .errors import DeliveryDeferred, DeliveryFailed, SMTPConnectionError, SMTPReplyError
+from .smtpclient import SMTPClient, dot_safe
+from .durable import fsync_directory, make_directories
+from .model import PRIORITY, Recipient
+from .spool import DEFERRED, FAILED, FINAL, SENT, Outgoing, OutJob, Progress
 
 log = logging.getLogger("listserv.deliver")
 
@@ -56,14 +58,6 @@ class RetryPolicy:
 
     def delay(self, attempts: int) -> float:
         return min(self.maximum, self.minimum * (2 ** max(0, attempts - 1)))
-
-
-class Temporary(Exception):
-    """The copy may succeed later (4xx, connection trouble); str() is the reason code."""
-
-
-class Permanent(Exception):
-    """The relay refused the copy for good (5xx); str() is the reason code."""
 
 
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
@@ -158,17 +152,17 @@ class RelayTransport(Transport):
             client = await SMTPClient.connect(self.host, self.port, self.helo, self.start_tls,
                                               timeout=timeout, ca_file=self.ca_file)
         except SMTPReplyError as exc:
-            raise Temporary(reply_reason(exc)) from None
+            raise DeliveryDeferred(reply_reason(exc)) from None
         except SMTPConnectionError as exc:  # says which step failed: "connect: ConnectionRefusedError"
-            raise Temporary(code(str(exc))) from None
+            raise DeliveryDeferred(code(str(exc))) from None
         except ssl.SSLError as exc:
-            raise Temporary(code(f"starttls: {type(exc).__name__}")) from None
+            raise DeliveryDeferred(code(f"starttls: {type(exc).__name__}")) from None
         if self.on_size is not None:
             self.on_size(client.size)
         return client
 
     async def probe(self) -> int | None:
-        """Connect, EHLO, QUIT: the relay's SIZE (SMTPClient.size); Temporary if unreachable."""
+        """Connect, EHLO, QUIT: the relay's SIZE (SMTPClient.size); DeliveryDeferred if unreachable."""
         client = await self.open(self.PROBE_TIMEOUT)
         await client.quit()
         return client.size
@@ -182,11 +176,11 @@ class RelayTransport(Transport):
             if 500 <= exc.code < 600:
                 if too_large(reason) and self.on_too_large is not None:
                     self.on_too_large(len(message))
-                raise Permanent(reason) from None
-            raise Temporary(reason) from None
+                raise DeliveryFailed(reason) from None
+            raise DeliveryDeferred(reason) from None
         except SMTPConnectionError as exc:
             connection.abort()
-            raise Temporary(code(str(exc))) from None
+            raise DeliveryDeferred(code(str(exc))) from None
 
     def usable(self, connection: object) -> bool:
         return isinstance(connection, SMTPClient) and connection.open
@@ -221,7 +215,7 @@ class MaildirTransport(Transport):
         try:
             await asyncio.get_running_loop().run_in_executor(None, self._write, sender, recipient, message)
         except OSError as exc:
-            raise Temporary(f"outbox-{exc.errno}") from None
+            raise DeliveryDeferred(f"outbox-{exc.errno}") from None
 
 
 @dataclass
@@ -270,7 +264,7 @@ class Deliverer:
             if not job.path.is_dir():
                 return  # finished (by this deliverer) since the caller found it
             log.error("unreadable qid=%s %s; moved to bad/", job.qid, type(exc).__name__)
-            self.outgoing.quarantine(job)
+            self.outgoing.spool.quarantine(job)
             return
         prepare = self.transport.prepare
         active = _Active(job, recipients, progress, prepare(prefix), shared, prepare(suffix))
@@ -304,7 +298,7 @@ class Deliverer:
         return count
 
     def _next(self) -> tuple[_Active, int] | None:
-        order = sorted(self.active.values(), key=lambda a: (KINDS.index(a.job.kind), a.job.created))
+        order = sorted(self.active.values(), key=lambda a: (PRIORITY.index(a.job.kind), a.job.created))
         for active in order:
             while active.ready:
                 index = active.ready.popleft()
@@ -337,7 +331,7 @@ class Deliverer:
         try:
             if self.on_final is not None:
                 await self.on_final(outcome)
-            await loop.run_in_executor(None, self.outgoing.finish, job)
+            await loop.run_in_executor(None, self.outgoing.spool.remove, job)
         except Exception as exc:  # the job stays on disk; taken up and settled again later
             log.error("error qid=%s stage=settle %s; trying again in %ds", job.qid, type(exc).__name__,
                       self.retry.minimum)
@@ -366,10 +360,10 @@ class Deliverer:
                 connection = await self.transport.open()
             await self.transport.send(connection, sender, recipient.email, message)
             outcome = Progress(SENT, attempts, 0.0)
-        except Permanent as exc:
+        except DeliveryFailed as exc:
             outcome = Progress(FAILED, attempts, 0.0, str(exc))
             log.info("failed qid=%s copy=%d member=%s reason=%s", active.job.qid, index, member, exc)
-        except Temporary as exc:
+        except DeliveryDeferred as exc:
             now = time.time()
             if now - active.job.created > self.retry.lifetime:
                 outcome = Progress(FAILED, attempts, 0.0, f"expired-{exc}")

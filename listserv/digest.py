@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from email import policy
 from email.message import EmailMessage, Message
@@ -36,17 +36,19 @@ from pathlib import Path
 from typing import Iterator
 
 from . import relaylimit, sizing
+from .deliver import Outcome, too_large
+from .durable import make_directories, write_atomically
 from .errors import CryptoError
+from .keyring import Keyring
 from .legacy_display import shown_text
-from .model import MailingList, Member
-from .outbound import fan_out, render_footer
-from .services import Services
+from .model import Kind, MailingList, Member
 from .schedule import parse_schedule
-from .spool import Outgoing, OutJob, make_directories
-from .stages.authorize import option
-from .stages.compose import compose, new_message_id
-from .store import write_atomically
+from .spool import Outgoing, OutJob
+from .stages.compose import Composed, Post, compose, wrapping
+from .stages.fanout import fan_out
+from .store import Store
 from .templates import Templates
+from .verp import SECRET_KEY
 
 STATE = "digest:{}"
 log = logging.getLogger("listserv.digest")
@@ -59,9 +61,13 @@ class DigestItem:
     pseudonym: str
     subject: str
     sent_at: float
-    kind: str  # "post" or "alert"
+    kind: Kind  # POST or ALERT
     message: bytes  # the list's protected inner message (content parts + footer)
     signer: str = ""  # the poster's fingerprint: told if the post can reach no digest reader
+
+    @classmethod
+    def of(cls, sender: Member, composed: Composed, kind: Kind) -> DigestItem:
+        return cls(sender.name, composed.subject, time.time(), kind, composed.inner, sender.fingerprint)
 
 
 @dataclass(frozen=True)
@@ -83,11 +89,41 @@ class Settled:
 
 
 @dataclass(frozen=True)
+class Sending:
+    """An issue noted as about to go out (step 1): a restart finishes it with these parts."""
+
+    volume: int
+    issue: int
+    parts: tuple[Part, ...]
+
+
+@dataclass(frozen=True)
 class DigestState:
+    """A list's digest numbering, as kept in the store under STATE."""
+
     volume: int
     issue: int  # the last issue sent in this volume (0: none yet)
     last_sent: float
-    consumed: tuple[str, ...]  # backlog items the last issue took
+    consumed: tuple[str, ...] = ()  # backlog items the last issue took (written by listserv < 0.9)
+    sending: Sending | None = None
+
+    @classmethod
+    def of(cls, raw: dict) -> DigestState:
+        noted, sending = raw.get("sending"), None
+        if noted and "parts" in noted:
+            sending = Sending(noted["volume"], noted["issue"],
+                              tuple(Part(tuple(part["items"]), part["html"]) for part in noted["parts"]))
+        elif noted:  # noted by a listserv that sent a digest as one message
+            sending = Sending(noted["volume"], noted["issue"], (Part(tuple(noted["items"])),))
+        return cls(raw["volume"], raw["issue"], raw["last_sent"], tuple(raw.get("consumed", ())), sending)
+
+    def as_dict(self) -> dict:
+        value: dict = {"volume": self.volume, "issue": self.issue, "last_sent": self.last_sent,
+                       "consumed": list(self.consumed)}
+        if self.sending is not None:
+            value["sending"] = {"volume": self.sending.volume, "issue": self.sending.issue,
+                                "parts": [{"items": list(p.items), "html": p.html} for p in self.sending.parts]}
+        return value
 
 
 @dataclass(frozen=True)
@@ -104,8 +140,12 @@ def _folder_name(address: str) -> str:
 
 
 class Digests:
-    def __init__(self, services: Services, templates: Templates, root: Path):
-        self.services = services
+    """The digest backlog and sending, for one home: what it reads and writes is given here."""
+
+    def __init__(self, store: Store, keyring: Keyring, outgoing: Outgoing, templates: Templates, root: Path):
+        self.store = store
+        self.keyring = keyring
+        self.outgoing = outgoing
         self.templates = templates
         self.root = root  # data/digest
         self.lock_path = root.parent / "digest.lock"
@@ -128,7 +168,7 @@ class Digests:
             "kind": item.kind, "message": item.message.decode("utf-8", "surrogateescape"),
             "signer": item.signer,
         }).encode("utf-8", "surrogateescape")
-        sealed = self.services.keyring.seal(mailing_list.fingerprint, payload)
+        sealed = self.keyring.seal(mailing_list.fingerprint, payload)
         write_atomically(folder / f"{time.time_ns():020d}-{qid}.pgp", sealed)
 
     def backlog(self, address: str) -> list[Path]:
@@ -142,27 +182,27 @@ class Digests:
 
     def in_flight(self, address: str) -> set[str]:
         """Backlog items that a digest job waiting for delivery carries."""
-        return {name for job in Outgoing(self.services.spool).jobs()
-                if job.kind == "digest" and job.list == address for name in job.items}
+        return {name for job in self.outgoing.jobs()
+                if job.kind == Kind.DIGEST and job.list == address for name in job.items}
 
     def _read(self, path: Path) -> DigestItem:
-        raw = json.loads(self.services.keyring.unseal(path.read_bytes()).decode("utf-8", "surrogateescape"))
-        return DigestItem(raw["pseudonym"], raw["subject"], raw["sent_at"], raw["kind"],
+        raw = json.loads(self.keyring.unseal(path.read_bytes()).decode("utf-8", "surrogateescape"))
+        return DigestItem(raw["pseudonym"], raw["subject"], raw["sent_at"], Kind(raw["kind"]),
                           raw["message"].encode("utf-8", "surrogateescape"), raw.get("signer", ""))
 
     # -- state and schedule ------------------------------------------------------------
     def state(self, mailing_list: MailingList) -> DigestState:
-        raw = self.services.store.read().get_value(STATE.format(mailing_list.address))
+        raw = self.store.read().get_value(STATE.format(mailing_list.address))
         if not raw:
             created = _timestamp(mailing_list.created) or time.time()
-            return DigestState(1, 0, created, ())
-        return DigestState(raw["volume"], raw["issue"], raw["last_sent"], tuple(raw["consumed"]))
+            return DigestState(1, 0, created)
+        return DigestState.of(raw)
 
     def next_due(self, mailing_list: MailingList, state: DigestState) -> datetime:
         """The first time the schedule fires after the last digest and after the oldest
         waiting post arrived: a post never waits for a firing that came before it, and
         firings missed while the server was down produce one digest, not several."""
-        schedule = parse_schedule(option(mailing_list, "digest_schedule"))
+        schedule = parse_schedule(mailing_list.option("digest_schedule"))
         base = state.last_sent
         waiting = self.backlog(mailing_list.address)
         if waiting:
@@ -187,11 +227,11 @@ class Digests:
         waiting = {folder.name for folder in self.root.iterdir() if any(folder.glob("*.pgp"))}
         if not waiting:
             return []
-        return [ml.address for ml in self.services.store.read().lists()
+        return [ml.address for ml in self.store.read().lists()
                 if _folder_name(ml.address) in waiting]
 
     def send_if_due(self, address: str) -> OutJob | None:
-        mailing_list = self.services.store.read().get_list(address)
+        mailing_list = self.store.read().get_list(address)
         if mailing_list is None or not self.due(mailing_list, datetime.now(timezone.utc)):
             return None
         return self.send(address)
@@ -212,16 +252,16 @@ class Digests:
         it in the spool), or None when nothing is pending."""
         now = now or datetime.now(timezone.utc)
         with self._locked():
-            snapshot = self.services.store.read()
+            snapshot = self.store.read()
             mailing_list = snapshot.require_list(address)
             state = self.state(mailing_list)
             for leftover in state.consumed:  # written by an older listserv's step 4
                 (self.folder(address) / leftover).unlink(missing_ok=True)
             readers = [m for m in snapshot.members(address) if m.mode == "digest" and m.active]
-            noted = self._noted(mailing_list)
+            noted = state.sending
             posts: dict[str, DigestItem] = {}
             if noted:  # a crash came after step 1: finish that issue with its own parts
-                volume, issue, parts = noted
+                volume, issue, parts = noted.volume, noted.issue, list(noted.parts)
             else:
                 items = self.backlog(address)
                 volume = now.year - _year(mailing_list) + 1
@@ -232,10 +272,10 @@ class Digests:
                 if not readers:  # nobody takes digests: the posts are cleared, as promised
                     for path in items:
                         path.unlink(missing_ok=True)
-                    self._record(mailing_list, DigestState(volume, issue, state.last_sent, ()), now)
+                    self._record(mailing_list, DigestState(volume, issue, state.last_sent), now)
                     return None
                 posts = dict(self._readable(items))
-                limit = sizing.copy_limit(relaylimit.load(self.services.spool.relay_file).size)
+                limit = sizing.copy_limit(relaylimit.load(self.outgoing.spool.relay_file).size)
                 parts = self._split(mailing_list, volume, issue, list(posts.items()), now, limit)
                 self._note(mailing_list, volume, issue, parts)
             first: OutJob | None = None
@@ -248,7 +288,7 @@ class Digests:
                                   carried, number, now)
                 number += len(part.items)
                 first = first or job
-            self._record(mailing_list, DigestState(volume, issue, state.last_sent, ()), now)
+            self._record(mailing_list, DigestState(volume, issue, state.last_sent), now)
             return first
 
     # -- splitting into parts ------------------------------------------------------------
@@ -309,17 +349,22 @@ class Digests:
         return parts
 
     # -- when a part's delivery is over ---------------------------------------------------
-    def settle(self, job: OutJob, delivered: bool, too_large: bool) -> Settled:
-        """A digest part's delivery ended: `delivered` if any reader got it, `too_large` if
-        the relay refused its copies for their size. Safe to repeat (a crash before the job
-        was removed runs it again)."""
+    def settle(self, outcome: Outcome) -> Settled | None:
+        """A digest part's delivery ended (None for any other job): delivered if any reader got
+        it; if none did, its posts go back to the backlog -- unless it carried one post alone
+        that the relay refused for its size. Safe to repeat (a crash before the job was
+        removed runs it again)."""
+        job = outcome.job
+        if job.kind != Kind.DIGEST or not (outcome.sent or outcome.failures):
+            return None
+        refused_for_size = not outcome.sent and all(too_large(f.reason) for f in outcome.failures)
         folder = self.folder(job.list)
         with self._locked():
-            if delivered:
+            if outcome.sent:
                 for name in job.items:
                     (folder / name).unlink(missing_ok=True)
                 return Settled(len(job.items), True)
-            if too_large and len(job.items) == 1:
+            if refused_for_size and len(job.items) == 1:
                 path = folder / job.items[0]
                 set_aside = tuple(item for _, item in self._readable([path])) if path.exists() else ()
                 with contextlib.suppress(OSError):
@@ -341,33 +386,17 @@ class Digests:
                     path.rename(path.with_suffix(".bad"))
         return posts
 
-    def _noted(self, mailing_list: MailingList) -> tuple[int, int, list[Part]] | None:
-        raw = self.services.store.read().get_value(STATE.format(mailing_list.address)) or {}
-        noted = raw.get("sending")
-        if not noted:
-            return None
-        if "parts" not in noted:  # noted by a listserv that sent a digest as one message
-            return noted["volume"], noted["issue"], [Part(tuple(noted["items"]))]
-        parts = [Part(tuple(part["items"]), part["html"]) for part in noted["parts"]]
-        return noted["volume"], noted["issue"], parts
-
     def _note(self, mailing_list: MailingList, volume: int, issue: int, parts: list[Part]) -> None:
         key = STATE.format(mailing_list.address)
-        with self.services.store.transaction() as tx:
-            value = dict(tx.get_value(key) or {})
-            if not value:  # no digest yet: what state() assumes, written down
-                state = self.state(mailing_list)
-                value = {"volume": state.volume, "issue": state.issue, "last_sent": state.last_sent,
-                         "consumed": []}
-            value["sending"] = {"volume": volume, "issue": issue,
-                                "parts": [{"items": list(p.items), "html": p.html} for p in parts]}
-            tx.set_value(key, value)
+        with self.store.transaction() as tx:
+            raw = tx.get_value(key)
+            state = DigestState.of(raw) if raw else self.state(mailing_list)  # none yet: what state() assumes
+            tx.set_value(key, replace(state, sending=Sending(volume, issue, tuple(parts))).as_dict())
 
     def _record(self, mailing_list: MailingList, state: DigestState, now: datetime) -> None:
-        value = {"volume": state.volume, "issue": state.issue, "last_sent": now.timestamp(),
-                 "consumed": []}
-        with self.services.store.transaction() as tx:
-            tx.set_value(STATE.format(mailing_list.address), value)
+        with self.store.transaction() as tx:
+            tx.set_value(STATE.format(mailing_list.address),
+                         DigestState(state.volume, state.issue, now.timestamp()).as_dict())
 
     def _build(self, mailing_list: MailingList, readers: list[Member], volume: int, issue: int,
                part: int, parts: int, html: bool, carried: list[tuple[str, DigestItem]], first: int,
@@ -375,24 +404,22 @@ class Digests:
         # Part 1 keeps the queue id a digest had when it was always one message.
         name = f"{mailing_list.address}/{volume}/{issue}" + (f"/{part}" if part > 1 else "")
         qid = hashlib.sha256(name.encode()).hexdigest()[:12]
-        outgoing = Outgoing(self.services.spool)
-        if outgoing.exists(qid) or not readers or not carried:
+        if self.outgoing.exists(qid) or not readers or not carried:
             return None
         items = [item for _, item in carried]
         composed = _compose_digest(self.templates, mailing_list, now, render_digest(
             self.templates, mailing_list, volume, issue, items, now, part=part, parts=parts,
             html=html, first=first))
-        job, _ = fan_out(self.services, outgoing, qid, mailing_list, "digest", composed, readers,
-                         items=tuple(name for name, _ in carried))
-        return job
+        fanned = fan_out(composed, readers, mailing_list, self.keyring, self.store.secret(SECRET_KEY))
+        if not fanned.records:
+            return None
+        return self.outgoing.write(qid, mailing_list.address, Kind.DIGEST, fanned,
+                                   items=tuple(name for name, _ in carried))
 
 
-def _compose_digest(templates: Templates, mailing_list: MailingList, now: datetime, content: bytes):
-    return compose(
-        content, in_reply_to=None, references=None, sender=None,
-        mailing_list=mailing_list, kind="digest", footer=render_footer(templates, mailing_list),
-        now=now, message_id=new_message_id(mailing_list),
-    )
+def _compose_digest(templates: Templates, mailing_list: MailingList, now: datetime, content: bytes) -> Composed:
+    post = Post(content, Kind.DIGEST)
+    return compose(post, mailing_list, wrapping(templates, mailing_list, post), now=now)
 
 
 def _digest_size(templates: Templates, mailing_list: MailingList, now: datetime,

@@ -10,13 +10,24 @@
     ├── WrongUser              exit 77 -- the home belongs to another user (the command says whose)
     ├── ConfigProblem          exit 78 -- listserv.toml: unreadable, unknown key or section, wrong type
     ├── CryptoError            exit 1 -- gpg failed (internal detail is logged, never shown to a sender)
+    ├── TemplateError          exit 1 -- a template is missing or cannot be rendered
     ├── Abandoned              exit 1 -- a DATA check ran out of time: it may no longer write anything
+    ├── DeliveryDeferred       a copy may go later (4xx, no connection); str() is its reason code
+    ├── DeliveryFailed         the relay refused a copy for good (5xx); str() is its reason code
+    ├── SMTPReplyError         the relay answered what the client did not want (code, text, stage)
+    ├── SMTPConnectionError    the connection to the relay failed, closed or timed out
     └── Refusal                SMTP -- a submission is refused; carries the reply the sender sees
         ├── Unauthorized       550 5.7.1 -- every authentication or crypto failure, one sentence
         ├── UnknownRecipient   550 5.1.1
         ├── TooLarge           552 5.3.4
         │   └── PartTooLarge   552 5.3.4 -- a line or header over mimescan's limits; also a Malformed
         └── Malformed          554 5.6.0
+
+Each error says whether the job it stopped may be tried again (`retry`): a Refusal or a
+CryptoError will fail the same way each time, so the worker sets the job aside and says so;
+any other ListservError is a passing problem (a busy database, a gpg that timed out, a
+template an admin can fix) and the job waits. `retryable()` is that one rule, with OSError
+(a full disk) retried and anything else -- a bug -- not.
 
 The CLI prints `str(err)` and exits with `err.exit_code`; the SMTP listener replies with
 `err.smtp_reply`. A `Refusal` also carries `reason`, a short code for logs and for
@@ -40,6 +51,7 @@ def one_line(text: str) -> str:
 
 class ListservError(Exception):
     exit_code = 1
+    retry = True  # a job this stopped may succeed later (see the module docstring)
 
     def __str__(self) -> str:
         return one_line(super().__str__())
@@ -81,6 +93,11 @@ class ConfigProblem(ListservError):
 
 class CryptoError(ListservError):
     exit_code = 1
+    retry = False  # the same message fails the same way
+
+
+class TemplateError(ListservError):
+    exit_code = 1
 
 
 class Abandoned(ListservError):
@@ -93,11 +110,13 @@ class Refusal(ListservError):
     code = 554
     status = "5.0.0"
     text = "The message was refused."
+    retry = False
 
-    signer: str | None = None  # the signing key's fingerprint, when the signature was readable
+    signer: str | None  # the signing key's fingerprint, when the signature was readable
 
-    def __init__(self, reason: str, text: str | None = None):
+    def __init__(self, reason: str, text: str | None = None, *, signer: str | None = None):
         self.reason = reason
+        self.signer = signer
         self.ref = secrets.token_hex(4)  # quoted in the log and `listserv rejections`
         if text is not None:
             self.text = text
@@ -138,3 +157,51 @@ class PartTooLarge(TooLarge, Malformed):
     """A line or a header larger than accepted: a size refusal (552, TooLarge's reply) that is
     also malformed MIME, so that where every malformed structure gets one answer (the content
     of an unsigned encrypted post: the one 550 for outsiders) this one does too."""
+
+
+class DeliveryDeferred(ListservError):
+    """The copy may succeed later (4xx, connection trouble); str() is the reason code."""
+
+
+class DeliveryFailed(ListservError):
+    """The relay refused the copy for good (5xx); str() is the reason code."""
+
+    retry = False
+
+
+class SMTPReplyError(ListservError):
+    """A reply the client did not want. `stage` is the command it answered ("connect",
+    "mail", "rcpt", "data"): a refusal at RCPT is about the recipient, one at MAIL or DATA
+    about the message."""
+
+    def __init__(self, code: int, text: str, stage: str = ""):
+        super().__init__(f"{code} {text}")
+        self.code = code
+        self.text = text
+        self.stage = stage
+
+
+class SMTPConnectionError(ListservError):
+    """The connection failed, closed or timed out."""
+
+
+def retryable(exc: BaseException) -> bool:
+    """Whether the job `exc` stopped may be tried again: the error says; a full disk may; a bug
+    may not (it would fail the same way, and hold up the queue each time)."""
+    if isinstance(exc, ListservError):
+        return exc.retry
+    return isinstance(exc, OSError)
+
+
+# SMTP replies that are not a Refusal's own (those are `Refusal.smtp_reply`), in one table.
+SENDER_OK = "250 2.1.0 Sender ok"
+RECIPIENT_OK = "250 2.1.5 Recipient ok"
+QUEUED = "250 2.0.0 Queued as {qid}"
+BOUNCE_NOTED = "250 2.0.0 Bounce noted"
+DATA_OK = "250 OK"  # DATA read in full: the handler's reply follows
+TEMPORARY_FAILURE = "451 4.3.0 A temporary problem on this server; please try again later."
+TOO_SLOW = "451 4.3.0 The message took too long to check; please try again later."
+ONE_LIST_PER_MESSAGE = "452 4.5.3 One list per message; send it again for the other recipients."
+LINE_TOO_LONG = "500 5.5.2 A line of the message is longer than SMTP allows (1000 characters)."
+NO_STARTTLS = "502 5.5.1 STARTTLS is not offered here."
+OVERSIZE = f"{TooLarge.code} {TooLarge.status} The message is larger than this server accepts."

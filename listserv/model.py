@@ -1,13 +1,29 @@
-"""The values passed between modules: lists, members and addresses."""
+"""The values passed between modules: lists, members, addresses, kinds of mail, recipient records."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from enum import StrEnum
 from typing import Any
 
 from .errors import UsageError
+from .options import OPTIONS
+
+class Kind(StrEnum):
+    """What a piece of mail is. A StrEnum: on disk and in JSON it is its plain value."""
+
+    POST = "post"  # a member's post to LIST@
+    ALERT = "alert"  # an urgent alert to LIST+urgent@: to every member at once, digest readers too
+    NOTICE = "notice"  # from the list itself to admins or one member (welcome, failures)
+    DIGEST = "digest"  # one part of a digest issue
+    BOUNCE = "bounce"  # a delivery report to a VERP address (LIST-bounces+TOKEN@)
+
+
+# The order the spool and the deliverer take jobs in: alerts jump the queue.
+PRIORITY = (Kind.ALERT, Kind.NOTICE, Kind.POST, Kind.DIGEST)
 
 MODES = ("immediate", "digest")
 ROLES = ("member", "admin")
@@ -18,10 +34,9 @@ STATES = (ACTIVE, KEY_REVOKED)
 
 # Deliberately strict: a list serves people who can pick an ordinary address.
 _LOCAL = r"[A-Za-z0-9!#$%&'*/=?^_`{|}~.-]+"
-_LOCAL_NO_PLUS = r"[A-Za-z0-9!#$%&'*/=?^_`{|}~.-]+"
 _DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
 _ADDRESS = re.compile(rf"^({_LOCAL}(?:\+{_LOCAL})*)@({_DOMAIN})$")
-_LIST_ADDRESS = re.compile(rf"^({_LOCAL_NO_PLUS})@({_DOMAIN})$")
+_LIST_ADDRESS = re.compile(rf"^({_LOCAL})@({_DOMAIN})$")  # no +tag: +urgent is the list's own
 
 
 def shown(text: str) -> str:
@@ -117,6 +132,10 @@ class MailingList:
         """The RFC 2919 list identifier, `local.domain`: what a List-Id header names in <>."""
         return f"{self.local}.{self.domain}"
 
+    def option(self, name: str) -> Any:
+        """This list's value of the option `name`, or the default (listserv.options)."""
+        return self.options.get(name, OPTIONS[name].default)
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -143,6 +162,23 @@ class Member:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Roster:
+    """A list and its members, as one read of the store saw them."""
+
+    mailing_list: MailingList
+    members: tuple[Member, ...]
+
+    @cached_property
+    def by_fingerprint(self) -> dict[str, Member]:
+        return {m.fingerprint: m for m in self.members}
+
+    @property
+    def admins(self) -> tuple[Member, ...]:
+        """Who hears of the list's troubles: its admins in good standing (never a revoked key)."""
+        return tuple(m for m in self.members if m.role == "admin" and m.active)
+
+
 def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise UsageError(f"'{mode}' is not a delivery mode; use one of: {', '.join(MODES)}.")
@@ -162,3 +198,30 @@ def check_pseudonym(name: str) -> str:
             "A pseudonym must be 1-64 characters with no line breaks and none of < > \" @ , ;."
         )
     return cleaned
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One member's record in a delivery job: where their copy goes and the PKESK that makes it theirs."""
+
+    email: str
+    token: str  # VERP token of the envelope sender
+    pkesk: bytes  # the member's PKESK packet, exact bytes
+    batch: int  # which shared packet of the job it unlocks
+    fingerprint: str = ""  # the member's pinned key: logs and notices name members by it
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A refused submission as admins see it (`listserv rejections`); the sender saw only the reply."""
+
+    list: str
+    at: float
+    kind: str
+    reason: str  # the code the log gives too (not-a-member, stale-signature...)
+    reply: str  # "550 5.7.1": what the sender heard, without the sentence
+    signer: str | None  # the signing key's fingerprint, when the signature could be read
+    ref: str  # the reference the log line and the reply's client both quote
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 from .errors import UsageError
 from .model import ACTIVE, MailingList, Member
-from .options import OPTIONS
 from .stages.route import BOUNCES, URGENT
 
 # Room for what Postfix (Received) and its milters (Authentication-Results, spam scores) add
@@ -65,7 +64,7 @@ def limits(lists: Iterable[MailingList], max_data_kb: int) -> Limits:
     """Postfix can limit size only per smtpd, not per list: the largest list's limit is taken,
     and a post to a list with a smaller one is refused by listserv and bounced by Postfix."""
     name = "max_message_size_kb"
-    largest = max((ml.options.get(name, OPTIONS[name].default) for ml in lists), default=max_data_kb)
+    largest = max((ml.option(name) for ml in lists), default=max_data_kb)
     post = min(largest, max_data_kb) * 1024
     return Limits(post=max(post - POST_HEADROOM, 1024), copy=post * COPY_FACTOR)
 

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .store import write_atomically
+from .durable import write_atomically
 
 
 @dataclass(frozen=True)

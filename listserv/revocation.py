@@ -13,15 +13,15 @@ told. That happens even when the command that brought it refuses the rest of wha
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from .keyring import StagedKeys
 from .model import KEY_REVOKED, Member
-from .services import Services
 from .spool import OutJob
 from .store import Store
-from .templates import Templates
 
-NOTICE = "notice-key-revoked.txt.j2"
+if TYPE_CHECKING:
+    from .context import Context
 
 
 @dataclass(frozen=True)
@@ -60,20 +60,18 @@ def take_in(store: Store, staged: StagedKeys) -> tuple[Revocation, ...]:
     )
 
 
-def tell_admins(services: Services, templates: Templates,
-                revocations: tuple[Revocation, ...]) -> list[tuple[str, OutJob]]:
+def tell_admins(ctx: Context, revocations: tuple[Revocation, ...]) -> list[tuple[str, OutJob]]:
     """A notice to the admins of each list where a member just became key-revoked:
     (list address, queued notice) for each one sent. A list with no active admin gets none."""
-    from .outbound import notify_admins  # the fan-out machinery loads only when a notice is sent
+    from .notices import key_revoked  # the fan-out machinery loads only when a notice is sent
+    from .pipeline import send_notices
 
     sent = []
-    snapshot = services.store.read()
+    snapshot = ctx.store.read()
     for member in (m for revocation in revocations for m in revocation.newly):
-        mailing_list = snapshot.get_list(member.list)
-        if mailing_list is None:
+        roster = snapshot.roster_if_any(member.list)
+        if roster is None:
             continue
-        job = notify_admins(services, templates, mailing_list, snapshot.members(member.list), NOTICE,
-                            member=member)
-        if job is not None:
-            sent.append((mailing_list.address, job))
+        for job in send_notices([key_revoked(ctx.templates, roster, member)], ctx):
+            sent.append((roster.mailing_list.address, job))
     return sent

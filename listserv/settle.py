@@ -13,6 +13,9 @@
 
 Notices are encrypted like any mail from the list and go through the same relay; the log
 (`undelivered qid=...`, `failed qid=... member=FPR reason=...`) is the word of last resort.
+
+Here it is only decided who is told what (`told`, pure); the pipeline's settle path counts
+the bounces (listserv.ledger), settles a digest part (Digests.settle) and sends the notices.
 """
 
 from __future__ import annotations
@@ -23,12 +26,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .deliver import Failure, Outcome, too_large
-from .digest import Digests
-from .model import MailingList, Member
-from .outbound import notify_admins, send_notice
-from .pipeline import count_bounce
-from .services import Services
-from .spool import OutJob
+from .digest import Settled
+from .ledger import Counted
+from .model import Kind, Member, Roster
+from .notices import Notice, bounces, notice, to_admins
 from .templates import Templates
 
 log = logging.getLogger("listserv.settle")
@@ -57,81 +58,58 @@ def describe(reason: str) -> str:
     return f"refused ({reason or 'no reason recorded'})"
 
 
-def _is_rcpt(failure: Failure) -> bool:
-    return failure.reason.startswith("rcpt-5")
-
-
-def settle(outcome: Outcome, services: Services, templates: Templates, digests: Digests) -> tuple[OutJob, ...]:
-    """Count bounces, tell whoever must be told and settle a digest part; returns the notice
-    jobs written (for the deliverer to take up at once)."""
+def told(outcome: Outcome, roster: Roster, counted: dict[int, Counted], settled: Settled | None,
+         templates: Templates) -> list[Notice]:
+    """The notices a delivery job's end calls for: bounce counts that reached the notice, and
+    the failures (see the module docstring). `counted`: the bounces counted, by copy index;
+    `settled`: what became of a digest part's posts."""
     job = outcome.job
-    snapshot = services.store.read()
-    mailing_list = snapshot.get_list(job.list)
-    if mailing_list is None:  # the list was deleted while its mail was out
-        return ()
-    notices: list[OutJob | None] = []
-    refused = [f for f in outcome.failures if _is_rcpt(f)]
-    relay_wide = outcome.sent == 0 and outcome.copies > 1 and len(refused) == outcome.copies
-    counted = set()
-    if not relay_wide:
-        for failure in refused:
-            member, notice = count_bounce(services, templates, job.list, failure.email)
-            if member is not None:
-                counted.add(failure.index)
-                log.info("bounce list=%s member=%s source=rcpt qid=%s", job.list, member.fingerprint, job.qid)
-            notices.append(notice)
-    if job.kind == "digest" and outcome.sent:
-        digests.settle(job, delivered=True, too_large=False)
-    if job.kind == "notice" or not outcome.failures:
-        return tuple(n for n in notices if n)
-    roster = services.store.read().members(job.list)
-    by_email = {m.email: m for m in roster}
+    notices = [bounces(templates, roster, c.member) for c in counted.values() if c.reached]
+    if job.kind == Kind.NOTICE or not outcome.failures:
+        return [n for n in notices if n]
+    by_email = {m.email: m for m in roster.members}
     failed = [_shown(f, by_email) for f in outcome.failures]
     when = datetime.fromtimestamp(job.created, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     values = dict(qid=job.qid, kind=job.kind, when=when, copies=outcome.copies, failed=failed,
                   reasons=_summary(outcome.failures))
     if outcome.sent == 0:
-        notices.extend(_undelivered(outcome, services, templates, digests, mailing_list, roster, values))
+        notices.extend(_undelivered(outcome, roster, settled, templates, values))
     else:
         others = [_shown(f, by_email) for f in outcome.failures if f.index not in counted]
         if others:
-            notices.append(notify_admins(services, templates, mailing_list, roster, "notice-copies-failed.txt.j2",
-                                         **{**values, "failed": others, "sent": outcome.sent}))
-    return tuple(n for n in notices if n)
+            notices.append(to_admins(templates, roster, "notice-copies-failed.txt.j2",
+                                     **{**values, "failed": others, "sent": outcome.sent}))
+    return [n for n in notices if n]
 
 
-def _undelivered(outcome: Outcome, services: Services, templates: Templates, digests: Digests,
-                 mailing_list: MailingList, roster: list[Member], values: dict) -> list[OutJob | None]:
+def _undelivered(outcome: Outcome, roster: Roster, settled: Settled | None, templates: Templates,
+                 values: dict) -> list[Notice | None]:
     job = outcome.job
-    notices: list[OutJob | None] = []
-    if job.kind == "digest":
-        size = bool(outcome.failures) and all(too_large(f.reason) for f in outcome.failures)
-        settled = digests.settle(job, delivered=False, too_large=size)
-        notices.append(notify_admins(services, templates, mailing_list, roster, "notice-undelivered.txt.j2",
-                                     **values, poster=None, posts=settled.posts,
-                                     set_aside=[item.pseudonym for item in settled.set_aside]))
+    ml = roster.mailing_list
+    if job.kind == Kind.DIGEST and settled is not None:
+        notices = [to_admins(templates, roster, "notice-undelivered.txt.j2", **values, poster=None,
+                             posts=settled.posts, set_aside=[item.pseudonym for item in settled.set_aside])]
         for item in settled.set_aside:
             poster = _member(roster, item.signer)
             if poster is not None:
-                notices.append(send_notice(services, templates, mailing_list, [poster],
-                                           "notice-undelivered-poster.txt.j2", **values, digest=True))
+                notices.append(notice(templates, ml, (poster,), "notice-undelivered-poster.txt.j2",
+                                      **values, digest=True))
         return notices
     poster = _member(roster, job.poster)
-    notices.append(notify_admins(services, templates, mailing_list, roster, "notice-undelivered.txt.j2",
-                                 **values, poster=poster, posts=0, set_aside=[]))
+    notices = [to_admins(templates, roster, "notice-undelivered.txt.j2", **values, poster=poster, posts=0,
+                         set_aside=[])]
     if poster is not None:
-        notices.append(send_notice(services, templates, mailing_list, [poster],
-                                   "notice-undelivered-poster.txt.j2", **values, digest=False))
+        notices.append(notice(templates, ml, (poster,), "notice-undelivered-poster.txt.j2", **values, digest=False))
     else:
         log.info("undelivered qid=%s poster=%s not-told reason=no-longer-a-member", job.qid, job.poster or "-")
     return notices
 
 
-def _member(roster: list[Member], fingerprint: str | None) -> Member | None:
+def _member(roster: Roster, fingerprint: str | None) -> Member | None:
     """The poster by their pinned key -- if still a member in good standing."""
     if not fingerprint:
         return None
-    return next((m for m in roster if m.fingerprint == fingerprint and m.active), None)
+    return next((m for m in roster.members if m.fingerprint == fingerprint and m.active), None)
 
 
 def _shown(failure: Failure, by_email: dict[str, Member]) -> Failed:

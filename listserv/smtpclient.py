@@ -14,21 +14,7 @@ import asyncio
 import ssl
 from dataclasses import dataclass
 
-
-class SMTPReplyError(Exception):
-    """A reply the client did not want. `stage` is the command it answered ("connect",
-    "mail", "rcpt", "data"): a refusal at RCPT is about the recipient, one at MAIL or DATA
-    about the message."""
-
-    def __init__(self, code: int, text: str, stage: str = ""):
-        super().__init__(f"{code} {text}")
-        self.code = code
-        self.text = text
-        self.stage = stage
-
-
-class SMTPConnectionError(Exception):
-    """The connection failed, closed or timed out."""
+from .errors import SMTPConnectionError, SMTPReplyError
 
 
 @dataclass(frozen=True)

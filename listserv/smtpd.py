@@ -26,20 +26,17 @@ from typing import Any, Callable
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from . import capacity
-from .errors import Abandoned, ListservError, Refusal, TooLarge
+from .errors import (BOUNCE_NOTED, DATA_OK, LINE_TOO_LONG, NO_STARTTLS, ONE_LIST_PER_MESSAGE, OVERSIZE, QUEUED,
+                     RECIPIENT_OK, SENDER_OK, TEMPORARY_FAILURE, TOO_SLOW, Abandoned, ListservError, Refusal,
+                     TooLarge)
 from .mimescan import check_lines
-from .pipeline import Accepted, Services, accept, bounce
+from .model import Kind
+from .context import Context
+from .pipeline import Accepted, bounce, receive, refused
 from .stages.route import Route, route
-from .templates import Templates
 
 log = logging.getLogger("listserv.smtpd")
 
-TEMPORARY_FAILURE = "451 4.3.0 A temporary problem on this server; please try again later."
-ONE_LIST_PER_MESSAGE = "452 4.5.3 One list per message; send it again for the other recipients."
-TOO_SLOW = "451 4.3.0 The message took too long to check; please try again later."
-OVERSIZE = TooLarge("too-large", "The message is larger than this server accepts.").smtp_reply
-LINE_TOO_LONG = "500 5.5.2 A line of the message is longer than SMTP allows (1000 characters)."
-NO_STARTTLS = "502 5.5.1 STARTTLS is not offered here."
 _BLOCK = 256 * 1024  # DATA is read in blocks of this size
 _END = b"\r\n.\r\n"
 
@@ -84,7 +81,7 @@ class ListservSMTP(SMTP):
             self.envelope.content = self.envelope.original_content = _unstuff(data)
             status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
-        await self.push("250 OK" if status is MISSING else status)
+        await self.push(DATA_OK if status is MISSING else status)
 
     async def _read_data(self) -> tuple[bytearray, int] | None:
         """The DATA lines as sent (dot-stuffed, each with its CRLF) up to the line ".", and
@@ -162,18 +159,18 @@ class _Deadline:
             self._state = "abandoned"
             return True
 
-    def guard(self, services: Services) -> Services:
+    def guard(self, ctx: Context) -> Context:
         return dataclasses.replace(
-            services,
-            store=_Guarded(services.store, self, reads=("read",)),
-            events=_Guarded(services.events, self, reads=("read",)),
-            spool=_Guarded(services.spool, self, reads=("read_submission", "submissions")),
+            ctx,
+            store=_Guarded(ctx.store, self, reads=("read",)),
+            events=_Guarded(ctx.events, self, reads=("read",)),
+            spool=_Guarded(ctx.spool, self, reads=("read_submission", "submissions")),
         )
 
 
 class _Guarded:
     """`target`, whose every method except `reads` first asks the deadline for leave to write.
-    Guarding all but the reads keeps a write that `pipeline.accept` may make in future covered."""
+    Guarding all but the reads keeps a write that `pipeline.receive` may make in future covered."""
 
     def __init__(self, target: Any, deadline: _Deadline, reads: tuple[str, ...]):
         self._target, self._deadline, self._reads = target, deadline, reads
@@ -190,12 +187,10 @@ class _Guarded:
 
 
 class Handler:
-    def __init__(self, services: Services, templates: Templates, *, checks: Executor,
-                 lookups: Executor, budget: float,
+    def __init__(self, ctx: Context, *, checks: Executor, lookups: Executor, budget: float,
                  on_accepted: Callable[[Accepted], None] = lambda accepted: None):
-        self.services = services
-        self.templates = templates
-        self.checks = checks  # DATA checks: pipeline.accept
+        self.ctx = ctx
+        self.checks = checks  # DATA checks: pipeline.receive
         self.lookups = lookups  # RCPT routing and bounces: short reads and writes of the store
         self.budget = budget  # seconds from the end of DATA to the reply
         self.on_accepted = on_accepted
@@ -212,16 +207,16 @@ class Handler:
             return False
 
     def _route(self, address: str) -> Route:
-        lists = {ml.address for ml in self.services.store.read().lists()}
+        lists = {ml.address for ml in self.ctx.store.read().lists()}
         return route(address, lists)
 
     def _largest(self) -> capacity.Limit | None:
-        lists = self.services.store.read().lists()
-        return capacity.largest_limit(lists, self.templates, capacity.copy_limit(self.services))
+        lists = self.ctx.store.read().lists()
+        return capacity.largest_limit(lists, self.ctx.templates, self.ctx.copy_limit())
 
     def _limit(self, list_address: str) -> capacity.Limit:
-        mailing_list = self.services.store.read().require_list(list_address)
-        return capacity.post_limit(mailing_list, self.templates, capacity.copy_limit(self.services))
+        mailing_list = self.ctx.store.read().require_list(list_address)
+        return capacity.post_limit(mailing_list, self.ctx.templates, self.ctx.copy_limit())
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
@@ -243,7 +238,7 @@ class Handler:
                 return refusal.smtp_reply
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
-        return "250 2.1.0 Sender ok"
+        return SENDER_OK
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -253,7 +248,7 @@ class Handler:
         loop = asyncio.get_running_loop()
         try:
             found = await loop.run_in_executor(self.lookups, self._route, address)
-            if declared is not None and found.kind != "bounce":  # a post declared too large for its list
+            if declared is not None and found.kind != Kind.BOUNCE:  # a post declared too large for its list
                 limit = await loop.run_in_executor(self.lookups, self._limit, found.list)
                 if declared > limit.size:
                     refusal = limit.refusal()
@@ -270,7 +265,7 @@ class Handler:
             log.exception("error stage=rcpt unexpected")
             return TEMPORARY_FAILURE
         envelope.rcpt_tos.append(address)
-        return "250 2.1.5 Recipient ok"
+        return RECIPIENT_OK
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self._checking += 1
@@ -289,13 +284,15 @@ class Handler:
         route_: Route | None = None
         try:
             route_ = await loop.run_in_executor(self.lookups, self._route, envelope.rcpt_tos[0])
-            if route_.kind == "bounce":
-                member = await loop.run_in_executor(self.lookups, bounce, route_, self.services,
-                                                    self.templates)
-                log.info("bounce list=%s member=%s", route_.list, member or "unknown-token")
-                return "250 2.0.0 Bounce noted"
+            if route_.kind == Kind.BOUNCE:
+                counted = await loop.run_in_executor(self.lookups, bounce, route_, self.ctx)
+                log.info("bounce list=%s member=%s", route_.list,
+                         counted.member.fingerprint if counted else "unknown-token")
+                return BOUNCE_NOTED
             accepted = await self._check(raw, route_, deadline - loop.time())
         except Refusal as refusal:
+            if route_ is not None:  # kept for admins: the reason the sender is not told
+                await loop.run_in_executor(self.lookups, refused, refusal, route_, self.ctx)
             log.info("refused ref=%s list=%s reason=%s signer=%s reply=%s %s", refusal.ref,
                      route_.list if route_ else "-", refusal.reason,
                      refusal.signer or "-", refusal.code, refusal.status)
@@ -310,15 +307,15 @@ class Handler:
         except Exception:  # a bug must never reach the client as a traceback
             log.exception("error stage=data unexpected")
             return TEMPORARY_FAILURE
-        log.info("accepted qid=%s list=%s kind=%s signer=%s", accepted.qid, accepted.list,
-                 accepted.kind, accepted.signer)
+        job = accepted.job
+        log.info("accepted qid=%s list=%s kind=%s signer=%s", job.qid, job.list, job.kind, accepted.signer)
         self.on_accepted(accepted)
-        return f"250 2.0.0 Queued as {accepted.qid}"
+        return QUEUED.format(qid=job.qid)
 
     async def _check(self, raw: bytes, route_: Route, budget: float) -> Accepted:
-        """pipeline.accept in the checks pool within `budget` seconds, else _TimeUp."""
+        """pipeline.receive in the checks pool within `budget` seconds, else _TimeUp."""
         deadline = _Deadline()
-        future = self.checks.submit(accept, raw, route_, deadline.guard(self.services), self.templates)
+        future = self.checks.submit(receive, raw, route_, deadline.guard(self.ctx))
         waiter = asyncio.wrap_future(future)
         try:
             done, _ = await asyncio.wait({waiter}, timeout=max(0.0, budget))

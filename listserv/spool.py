@@ -26,14 +26,17 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import StoreError
-from .store import fsync_directory
+from .model import PRIORITY, Kind, Recipient
+
+if TYPE_CHECKING:
+    from .stages.fanout import Fanned
+from .durable import fsync_directory, make_directories, write_synced
 
 SUBMISSION = "submission.pgp"
 META = "meta.json"
-KINDS = ("alert", "notice", "post", "digest")  # in priority order: alerts jump the queue
 
 
 def new_queue_id() -> str:
@@ -41,39 +44,14 @@ def new_queue_id() -> str:
     return secrets.token_hex(6)
 
 
-def make_directories(path: Path, mode: int = 0o700) -> None:
-    """Like mkdir -p, and each new directory's entry is fsynced into its parent: a job
-    renamed into a folder that a power cut forgets is lost with it."""
-    missing = []
-    while not path.is_dir():
-        missing.append(path)
-        path = path.parent
-    for folder in reversed(missing):
-        try:
-            folder.mkdir(mode=mode)
-        except FileExistsError:
-            continue  # made by another process, which syncs it
-        fsync_directory(folder.parent)
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @dataclass(frozen=True)
 class Job:
+    """An accepted submission, sealed, waiting for the fan-out."""
+
     qid: str
     list: str
-    kind: str
+    kind: Kind
     received: float
-    state: str
     path: Path
 
     @property
@@ -82,7 +60,7 @@ class Job:
 
     def as_dict(self) -> dict[str, Any]:
         return {"qid": self.qid, "list": self.list, "kind": self.kind,
-                "received": self.received, "state": self.state}
+                "received": self.received, "state": "accepted"}
 
 
 class Spool:
@@ -96,18 +74,22 @@ class Spool:
         self.relay_file = root / "relay.json"  # what the relay takes (listserv.relaylimit)
 
     def prepare(self) -> None:
-        """Create the folders and sweep half-written jobs left by a crash."""
+        """Create the folders."""
         for folder in (self.root, self.tmp, self.incoming, self.outgoing, self.bad):
             make_directories(folder)
+
+    def sweep(self) -> None:
+        """Remove half-written jobs a crash left in tmp/. Only the server does, at its start,
+        holding data/serve.lock: a CLI command sweeping would take a running server's."""
         for leftover in self.tmp.iterdir():
             shutil.rmtree(leftover, ignore_errors=True)
 
-    def _stage(self, qid: str, files: dict[str, bytes], destination: Path) -> None:
+    def stage(self, qid: str, files: dict[str, bytes], destination: Path) -> None:
         staging = self.tmp / qid
         try:
             staging.mkdir(mode=0o700)
             for name, data in files.items():
-                _write_synced(staging / name, data)
+                write_synced(staging / name, data)
             self._publish(staging, destination)
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
@@ -119,37 +101,39 @@ class Spool:
         fsync_directory(destination.parent)
         fsync_directory(self.tmp)
 
-    def accept(self, list_address: str, kind: str, sealed: bytes) -> Job:
+    def accept(self, list_address: str, kind: Kind, sealed: bytes) -> Job:
         """Store an accepted submission durably; returns once it is on disk."""
         qid = new_queue_id()
         meta = {"qid": qid, "list": list_address, "kind": kind, "received": time.time(),
-                "state": "accepted"}
-        self._stage(qid, {SUBMISSION: sealed, META: json.dumps(meta).encode()}, self.incoming / qid)
-        return Job(qid, list_address, kind, meta["received"], meta["state"], self.incoming / qid)
+                "state": "accepted"}  # "state": read by listservs before 0.11
+        self.stage(qid, {SUBMISSION: sealed, META: json.dumps(meta).encode()}, self.incoming / qid)
+        return Job(qid, list_address, Kind(kind), meta["received"], self.incoming / qid)
 
     def _job(self, folder: Path) -> Job | None:
         try:
             meta = json.loads((folder / META).read_bytes())
         except (OSError, ValueError):
             return None
-        return Job(meta["qid"], meta["list"], meta["kind"], meta["received"], meta["state"], folder)
+        return Job(meta["qid"], meta["list"], Kind(meta["kind"]), meta["received"], folder)
 
     def submissions(self) -> list[Job]:
         """Accepted submissions waiting for fan-out: alerts first, then oldest first."""
         jobs = [job for folder in sorted(self.incoming.iterdir()) if (job := self._job(folder))]
-        return sorted(jobs, key=lambda job: (KINDS.index(job.kind), job.received))
+        return sorted(jobs, key=lambda job: (PRIORITY.index(job.kind), job.received))
 
     def read_submission(self, job: Job) -> bytes:
         return (job.path / SUBMISSION).read_bytes()
 
-    def remove(self, job: Job) -> None:
-        """Forget a job whose work is done (rename away first, so a crash never leaves half)."""
+    def remove(self, job: Job | OutJob) -> None:
+        """Forget a job whose work is done, submission or delivery job (renamed away first, so
+        a crash never leaves half of one)."""
         doomed = self.tmp / f"done-{job.qid}"
         os.rename(job.path, doomed)
         fsync_directory(job.path.parent)
         shutil.rmtree(doomed, ignore_errors=True)
 
-    def quarantine(self, job: Job) -> None:
+    def quarantine(self, job: Job | OutJob) -> None:
+        """Set a job aside in bad/ (submission or delivery job): retrying cannot help it."""
         os.rename(job.path, self.bad / job.qid)
         fsync_directory(self.bad)
 
@@ -159,15 +143,6 @@ class Spool:
 SHARED, PREFIX, SUFFIX, RECIPIENTS, JOURNAL = "shared.pgp", "prefix", "suffix", "recipients", "journal"
 PENDING, SENT, DEFERRED, FAILED = "pending", "sent", "deferred", "failed"
 FINAL = (SENT, FAILED)
-
-
-@dataclass(frozen=True)
-class Recipient:
-    email: str
-    token: str  # VERP token: the return path LOCAL-bounces+TOKEN@DOMAIN maps back to the member
-    pkesk: bytes  # this member's public-key encrypted session key packet
-    batch: int = 0  # which shared packet (one per gpg batch) the PKESK unlocks
-    fingerprint: str = ""  # the member's pinned key, for the log (never the address); "" in old jobs
 
 
 @dataclass
@@ -180,9 +155,11 @@ class Progress:
 
 @dataclass(frozen=True)
 class OutJob:
+    """A delivery job: a fan-out's shared packets, one record per member, and the journal."""
+
     qid: str
     list: str
-    kind: str
+    kind: Kind
     created: float
     return_path: str  # envelope sender with {token} to fill in
     batches: int  # shared packets: one per gpg batch
@@ -223,19 +200,19 @@ class Outgoing:
     def __init__(self, spool: Spool):
         self.spool = spool
 
-    def write(self, qid: str, list_address: str, kind: str, return_path: str,
-              shared: tuple[bytes, ...], prefix: bytes, suffix: bytes,
-              recipients: list[Recipient], poster: str | None = None,
-              items: tuple[str, ...] = ()) -> OutJob:
+    def write(self, qid: str, list_address: str, kind: Kind, fanned: Fanned,
+              poster: str | None = None, items: tuple[str, ...] = ()) -> OutJob:
+        """Write the job a fan-out made (listserv.stages.fanout.Fanned), all of it or nothing."""
+        shared, recipients = fanned.shared, list(fanned.records)
         meta = {"qid": qid, "list": list_address, "kind": kind, "created": time.time(),
-                "return_path": return_path, "batches": len(shared)}
+                "return_path": fanned.return_path, "batches": len(shared)}
         if poster:
             meta["poster"] = poster
         if items:
             meta["items"] = list(items)
         destination = self.spool.outgoing / qid
         files = {f"{SHARED}.{index}": packet for index, packet in enumerate(shared)}
-        self.spool._stage(qid, {**files, PREFIX: prefix, SUFFIX: suffix,
+        self.spool.stage(qid, {**files, PREFIX: fanned.prefix, SUFFIX: fanned.suffix,
                                 RECIPIENTS: _encode_recipients(recipients), JOURNAL: b"",
                                 META: json.dumps(meta).encode()}, destination)
         return self._job(destination)
@@ -245,7 +222,7 @@ class Outgoing:
 
     def _job(self, folder: Path) -> OutJob:
         meta = json.loads((folder / META).read_bytes())
-        return OutJob(meta["qid"], meta["list"], meta["kind"], meta["created"],
+        return OutJob(meta["qid"], meta["list"], Kind(meta["kind"]), meta["created"],
                       meta["return_path"], meta["batches"], folder, meta.get("poster"),
                       tuple(meta.get("items", ())))
 
@@ -256,7 +233,7 @@ class Outgoing:
                 found.append(self._job(folder))
             except (OSError, ValueError, KeyError):
                 continue
-        return sorted(found, key=lambda job: (KINDS.index(job.kind), job.created))
+        return sorted(found, key=lambda job: (PRIORITY.index(job.kind), job.created))
 
     def recipients(self, job: OutJob) -> list[Recipient]:
         return _decode_recipients((job.path / RECIPIENTS).read_bytes())
@@ -296,13 +273,3 @@ class Outgoing:
             os.fdatasync(fd)
         finally:
             os.close(fd)
-
-    def quarantine(self, job: OutJob) -> None:
-        os.rename(job.path, self.spool.bad / job.qid)
-        fsync_directory(self.spool.bad)
-
-    def finish(self, job: OutJob) -> None:
-        doomed = self.spool.tmp / f"done-{job.qid}"
-        os.rename(job.path, doomed)
-        fsync_directory(self.spool.outgoing)
-        shutil.rmtree(doomed, ignore_errors=True)

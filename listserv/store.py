@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import threading
 from dataclasses import fields, replace
 from pathlib import Path
@@ -26,35 +27,11 @@ from typing import Any, Iterable, Iterator
 from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
+from .durable import write_atomically
 from .errors import Conflict, NotFound, StoreError
-from .model import MailingList, Member
+from .model import MailingList, Member, Rejection, Roster
 
 _EMPTY: dict[str, Any] = {}
-
-
-def fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write `data` so that `path` holds either the old or the new content, never a mix."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_directory(path.parent)
 
 
 class _MemoryStorage(Storage):
@@ -135,6 +112,14 @@ class Transaction:
         they expire: they still guard the home's other lists, and a list made again at this
         address, against replays of its posts."""
         self._db.table("rejections").remove(Query().list == address)
+
+    def roster(self, address: str) -> Roster:
+        """The list at `address` (NotFound if none) and its members."""
+        return Roster(self.require_list(address), tuple(self.members(address)))
+
+    def roster_if_any(self, address: str) -> Roster | None:
+        """The same, or None when the list is gone (deleted while its mail was out)."""
+        return None if self.get_list(address) is None else self.roster(address)
 
     # -- members -------------------------------------------------------------
     def members(self, list_address: str) -> list[Member]:
@@ -252,18 +237,19 @@ class Transaction:
         self._db.table("signatures").insert({"digest": digest, "list": list_address, "expires": expires})
 
     # -- rejections (for admins) ---------------------------------------------
-    def add_rejection(self, record: dict[str, Any], keep: int = 1000) -> None:
+    def add_rejection(self, rejection: Rejection, keep: int = 1000) -> None:
         table = self._db.table("rejections")
-        table.insert(record)
+        table.insert(rejection.as_dict())
         mine = sorted(
-            (doc for doc in table.search(Query().list == record["list"])), key=lambda d: d.doc_id
+            (doc for doc in table.search(Query().list == rejection.list)), key=lambda d: d.doc_id
         )
         if len(mine) > keep:
             table.remove(doc_ids=[doc.doc_id for doc in mine[: len(mine) - keep]])
 
-    def rejections(self, list_address: str) -> list[dict[str, Any]]:
+    def rejections(self, list_address: str) -> list[Rejection]:
         docs = self._db.table("rejections").search(Query().list == list_address)
-        return [dict(doc) for doc in sorted(docs, key=lambda d: d.doc_id)]
+        names = {f.name for f in fields(Rejection)}
+        return [Rejection(**{k: v for k, v in doc.items() if k in names}) for doc in sorted(docs, key=lambda d: d.doc_id)]
 
     # -- small named values (digest state and the like) ----------------------
     def get_value(self, key: str, default: Any = None) -> Any:
@@ -327,6 +313,18 @@ class Store:
                         raise StoreError(f"The database cannot be written ({exc.strerror}).") from None
             finally:
                 os.close(lock_fd)  # closing the descriptor releases the flock
+
+    def secret(self, name: str) -> bytes:
+        """A random 32-byte secret kept under `name` in the values table, made on first use
+        (the VERP key: listserv.verp)."""
+        value = self.read().get_value(name)
+        if value is None:
+            with self.transaction() as tx:
+                value = tx.get_value(name)
+                if value is None:
+                    value = secrets.token_hex(32)
+                    tx.set_value(name, value)
+        return bytes.fromhex(value)
 
     def read(self) -> Transaction:
         """A snapshot for reading (it must not be changed). The parsed file is reused while

@@ -14,13 +14,9 @@ from typing import Any
 
 import jinja2
 
-from .errors import ListservError
+from .errors import TemplateError
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-class TemplateError(ListservError):
-    exit_code = 1
 
 
 def shipped_templates() -> Path:

@@ -9,24 +9,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import secrets
 from collections.abc import Iterable
 
 from .model import Member
-from .store import Store
 
-SECRET_KEY = "verp_secret"
-
-
-def secret(store: Store) -> bytes:
-    value = store.read().get_value(SECRET_KEY)
-    if value is None:
-        with store.transaction() as tx:
-            value = tx.get_value(SECRET_KEY)
-            if value is None:
-                value = secrets.token_hex(32)
-                tx.set_value(SECRET_KEY, value)
-    return bytes.fromhex(value)
+SECRET_KEY = "verp_secret"  # its name in the store (Store.secret)
 
 
 def token(key: bytes, list_address: str, email: str) -> str:

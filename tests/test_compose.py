@@ -11,7 +11,7 @@ import pytest
 
 from listserv.legacy_display import shown_text
 from listserv.model import MailingList, Member
-from listserv.stages.compose import compose, normalise_subject
+from listserv.stages.compose import Post, Wrapping, compose, normalise_subject
 
 NEWS = MailingList("news@example.org", "News", "A" * 40, {"subject_prefix": "[News]"})
 ALICE = Member(NEWS.address, "alice@home.example", "B" * 40, "Alice")
@@ -49,8 +49,7 @@ LEAKS = (b"SUBMITTER-BOUNDARY", b"ALT-BOUNDARY", b"alice@home.example", b"Realna
 
 def make(kind="post", in_reply_to=None, references=None):
     return compose(
-        SUBMITTED, in_reply_to=in_reply_to, references=references,
-        sender=ALICE, mailing_list=NEWS, kind=kind, footer="-- \nNews footer\n",
+        Post(SUBMITTED, kind, ALICE, in_reply_to, references), NEWS, Wrapping("-- \nNews footer\n"),
         now=datetime(2026, 11, 30, 3, 45, tzinfo=timezone(timedelta(hours=5))),
         message_id="<fresh-id@example.org>",
     )
@@ -128,8 +127,7 @@ def test_content_without_a_subject_shows_the_placeholder(head, kind, expected):
     """Only the signed content speaks: there is no other Subject to fall back on (the
     submission's outer one is not signed)."""
     plain = head + b"Content-Type: text/plain\r\n\r\nHi\r\n"
-    composed = compose(plain, in_reply_to=None, references=None, sender=ALICE, mailing_list=NEWS,
-                       kind=kind, footer="f\n", now=datetime.now(timezone.utc), message_id="<x@example.org>")
+    composed = compose(Post(plain, kind, ALICE), NEWS, Wrapping("f\n"), message_id="<x@example.org>")
     assert email.message_from_bytes(composed.inner, policy=policy.default)["Subject"] == expected
     assert composed.subject == expected  # what the digest lists
 
@@ -146,9 +144,7 @@ def test_attachment_metadata_of_the_submitters_client_does_not_survive():
         b' modification-date="Fri, 01 Jan 1999 09:16:00 +0530"; read-date="Fri, 01 Jan 1999 09:17:00 +0530"\r\n'
         b"Content-Transfer-Encoding: base64\r\n\r\nJVBERg==\r\n--B--\r\n"
     )
-    composed = compose(attached, in_reply_to=None, references=None,
-                       sender=ALICE, mailing_list=NEWS, kind="post", footer="f\n",
-                       now=datetime.now(timezone.utc), message_id="<x@example.org>")
+    composed = compose(Post(attached, "post", ALICE), NEWS, Wrapping("f\n"), message_id="<x@example.org>")
     for leak in (b"+0530", b"1999", b"unix-mode", b"0644", b"mac-creator", b"4F50494D", b"size="):
         assert leak not in composed.inner, leak
     _, pdf, _ = email.message_from_bytes(composed.inner, policy=policy.default).iter_parts()
@@ -173,10 +169,9 @@ def first_text(message: email.message.EmailMessage) -> email.message.EmailMessag
 
 
 def post(content: bytes, kind="post", sender=ALICE):
-    return compose(content, in_reply_to=None, references=None, sender=sender, mailing_list=NEWS,
-                   kind=kind, footer="-- \nNews footer\n", now=datetime.now(timezone.utc),
-                   message_id="<x@example.org>",
-                   banner="*** URGENT ALERT ***\n" if kind == "alert" else None)
+    return compose(Post(content, kind, sender), NEWS,
+                   Wrapping("-- \nNews footer\n", "*** URGENT ALERT ***\n" if kind == "alert" else None),
+                   message_id="<x@example.org>")
 
 
 def test_a_client_that_ignores_protected_headers_reads_the_pseudonym_and_subject_first():
@@ -309,8 +304,7 @@ def test_an_8bit_attachment_is_kept_byte_for_byte(kind, body):
                + "Grüße\r\n".encode() + b"--BB\r\nContent-Type: " + kind.encode()
                + b"\r\nContent-Transfer-Encoding: 8bit\r\nContent-Disposition: attachment; filename=notes\r\n\r\n"
                + body + b"\r\n--BB--\r\n")
-    composed = compose(content, in_reply_to=None, references=None, sender=ALICE, mailing_list=NEWS,
-                       kind="post", footer="-- \nNews\n", now=datetime.now(timezone.utc),
+    composed = compose(Post(content, "post", ALICE), NEWS, Wrapping("-- \nNews\n"),
                        message_id="<fresh-id@example.org>")
     assert composed.inner.isascii()
     inner = email.message_from_bytes(composed.inner, policy=policy.default)

@@ -13,7 +13,7 @@ import pytest
 from listserv.config import Home
 from listserv.deliver import MaildirTransport
 from listserv.digest import DigestItem, Digests
-from listserv.service import services_for
+from listserv.context import Context
 from listserv.spool import Spool
 from listserv.templates import Templates
 
@@ -86,9 +86,9 @@ def test_a_fresh_spool_and_its_first_submission_are_durable(tmp_path, monkeypatc
 def test_the_first_post_in_a_digest_backlog_is_durable(tmp_path, people, monkeypatch):
     cli, _, _ = make_site(tmp_path, people, {"alice": "digest"})
     home = Home(cli.home)
-    services = services_for(home)
-    digests = Digests(services, Templates(home.templates), home.digests)
-    mailing_list = services.store.read().require_list("news@example.org")
+    ctx = Context.open(home)
+    digests = ctx.digests
+    mailing_list = ctx.store.read().require_list("news@example.org")
     calls = Syscalls(monkeypatch)
     digests.add(mailing_list, "0123456789ab", DigestItem("Alice", "Hello", 0.0, "post", b"text"))
     assert len(digests.backlog(mailing_list.address)) == 1

@@ -16,8 +16,8 @@ import pytest
 from listserv import openpgp, pkesk
 from listserv.config import Home
 from listserv.errors import Unauthorized
-from listserv.pipeline import accept
-from listserv.service import services_for
+from listserv.context import Context
+from listserv.pipeline import receive
 from listserv.stages.route import route
 
 from . import mail_factory as mf
@@ -174,10 +174,10 @@ def test_a_deleted_lists_record_still_guards_the_other_lists(tmp_path, people):
         cli.ok("member", "add", address, people["alice"].email, "--key", write_key(tmp_path, people["alice"]))
         keys[address] = cli.ok("list", "key", address).stdout.encode()
     entity = signed(people["alice"], to=None, body="Said on a list that is gone.")
-    services = services_for(Home(cli.home))
-    accept(encrypted_to(people["alice"], NEWS, keys[NEWS], entity), route(NEWS, [NEWS, TIPS]), services)
+    services = Context.open(Home(cli.home))
+    receive(encrypted_to(people["alice"], NEWS, keys[NEWS], entity), route(NEWS, [NEWS, TIPS]), services)
     cli.ok("list", "delete", NEWS, "--yes")
     with pytest.raises(Unauthorized) as refusal:
-        accept(encrypted_to(people["mallory"], TIPS, keys[TIPS], entity), route(TIPS, [TIPS]),
-               services_for(Home(cli.home)))
+        receive(encrypted_to(people["mallory"], TIPS, keys[TIPS], entity), route(TIPS, [TIPS]),
+               Context.open(Home(cli.home)))
     assert refusal.value.reason == "replay"

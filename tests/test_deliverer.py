@@ -7,8 +7,11 @@ import logging
 import threading
 
 from listserv import deliver as deliver_module
-from listserv.deliver import Deliverer, Outcome, Permanent, RetryPolicy, Transport
-from listserv.spool import Outgoing, OutJob, Recipient, Spool
+from listserv.deliver import Deliverer, Outcome, RetryPolicy, Transport
+from listserv.errors import DeliveryFailed
+from listserv.model import Recipient
+from listserv.spool import Outgoing, OutJob, Spool
+from listserv.stages.fanout import Fanned
 
 EMAILS = ("alice@example.org", "bob@example.org", "carol@example.net")
 
@@ -19,8 +22,9 @@ def job_on_disk(tmp_path) -> tuple[Outgoing, OutJob]:
     spool.prepare()
     outgoing = Outgoing(spool)
     recipients = [Recipient(email, f"token{i}", bytes([0xC1, 0x01, i]), 0) for i, email in enumerate(EMAILS)]
-    job = outgoing.write("0123456789ab", "news@example.org", "post", "news-bounces+{token}@example.org",
-                         (b"\xd2\x03abc",), b"Subject: [...]\r\n\r\n", b"\r\n", recipients)
+    job = outgoing.write("0123456789ab", "news@example.org", "post",
+                         Fanned((b"\xd2\x03abc",), b"Subject: [...]\r\n\r\n", b"\r\n",
+                                "news-bounces+{token}@example.org", tuple(recipients), ()))
     return outgoing, job
 
 
@@ -66,7 +70,7 @@ def test_a_worker_carries_on_after_an_unexpected_error(tmp_path, caplog):
 
 def test_loading_a_job_that_was_delivered_meanwhile_does_nothing(tmp_path):
     outgoing, job = job_on_disk(tmp_path)
-    outgoing.finish(job)  # delivered and removed while a caller held on to `job`
+    outgoing.spool.remove(job)  # delivered and removed while a caller held on to `job`
 
     async def load() -> None:
         deliverer = Deliverer(outgoing, Recording(RuntimeError("unused")), concurrency=1)
@@ -78,8 +82,9 @@ def test_loading_a_job_that_was_delivered_meanwhile_does_nothing(tmp_path):
 
 def test_a_damaged_job_goes_to_bad_and_the_others_are_delivered(tmp_path, caplog):
     outgoing, job = job_on_disk(tmp_path)
-    damaged = outgoing.write("badbadbadbad", "news@example.org", "alert", "news-bounces+{token}@example.org",
-                             (b"\xd2\x03abc",), b"", b"", [Recipient("dave@example.org", "t", b"\xc1", 0)])
+    damaged = outgoing.write("badbadbadbad", "news@example.org", "alert",
+                             Fanned((b"\xd2\x03abc",), b"", b"", "news-bounces+{token}@example.org",
+                                    (Recipient("dave@example.org", "t", b"\xc1", 0),), ()))
     (damaged.path / "recipients").write_bytes(b"a line a disk error left\n")
     transport = Recording(ValueError("unused"))
     transport.first = None
@@ -125,7 +130,7 @@ class Refusing(Transport):
 
     async def send(self, connection, sender, recipient, message):
         self.sent.append(recipient)  # tried, at least
-        raise Permanent("rcpt-550-5.1.1" if recipient == EMAILS[0] else "data-552-5.3.4")
+        raise DeliveryFailed("rcpt-550-5.1.1" if recipient == EMAILS[0] else "data-552-5.3.4")
 
 
 def test_a_job_that_delivered_nothing_is_undelivered_and_its_outcome_is_settled(tmp_path, caplog):

@@ -16,7 +16,7 @@ from listserv.cli import App
 from listserv.cli.digests import digests_for
 from listserv.digest import DigestItem, Digests, render_digest
 from listserv.model import MailingList, Member
-from listserv.stages.compose import compose
+from listserv.stages.compose import Post, Wrapping, compose
 from listserv.templates import Templates
 
 from . import mail_factory as mf
@@ -154,7 +154,7 @@ def test_missed_schedule_times_give_one_digest_and_due_follows_the_oldest_post(t
         assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
         proc.wait_log(r"fanned-out")
     digests = digests_for(App(cli.home))
-    mailing_list = digests.services.store.read().require_list(LIST)
+    mailing_list = digests.store.read().require_list(LIST)
     now = datetime.now(timezone.utc)
     due = digests.outlook(mailing_list).next_due
     assert now < due <= now + timedelta(days=1) and (due.hour, due.minute) == (18, 0)
@@ -207,7 +207,7 @@ def test_a_digest_interrupted_after_its_job_was_written_takes_no_later_post(tmp_
     finishes that issue with its own posts; a post that arrived meanwhile waits for the next."""
     cli, _, _ = make_site(tmp_path, people)
     digests = digests_for(App(cli.home))
-    mailing_list = digests.services.store.read().require_list(LIST)
+    mailing_list = digests.store.read().require_list(LIST)
 
     def item(subject: str) -> DigestItem:
         return DigestItem("Alice", subject, 0.0, "post", b"Content-Type: text/plain\r\n\r\nText.\r\n")
@@ -263,16 +263,15 @@ def test_a_digest_entry_shows_a_post_as_an_rfc_9788_client_does(tmp_path):
     for content in (b"Subject: Plans\r\n\r\nMeet at noon.\r\n",
                     b"Subject: Map\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\n"
                     b"iVBORw0KGgo=\r\n"):
-        composed = compose(content, in_reply_to=None, references=None, sender=alice, mailing_list=news,
-                           kind="post", footer="-- \nfooter\n", now=now, message_id="<x@example.org>")
+        composed = compose(Post(content, "post", alice), news, Wrapping("-- \nfooter\n"), now=now,
+                           message_id="<x@example.org>")
         items.append(DigestItem("Alice", composed.subject, now.timestamp(), "post", composed.inner))
     digest = email.message_from_bytes(render_digest(Templates(), news, 1, 1, items, now), policy=policy.default)
     text = digest.get_body(("plain",)).get_content()
     assert "via News" not in text and "Subject: [News]" not in text
     assert text.count("Meet at noon.") == 1 and "[News] Map" in text
-    digest_composed = compose(render_digest(Templates(), news, 1, 1, items, now), in_reply_to=None,
-                              references=None, sender=None, mailing_list=news, kind="digest",
-                              footer="-- \nfooter\n", now=now, message_id="<d@example.org>")
+    digest_composed = compose(Post(render_digest(Templates(), news, 1, 1, items, now), "digest"), news,
+                              Wrapping("-- \nfooter\n"), now=now, message_id="<d@example.org>")
     inner = email.message_from_bytes(digest_composed.inner, policy=policy.default)
     shown = inner.get_body(("plain",)).get_content().replace("\r\n", "\n")
     assert shown.startswith("Subject: [News] News digest, Vol 1, Issue 1\n\nNews digest, Volume 1")
@@ -282,7 +281,7 @@ def test_a_digest_entry_shows_a_post_as_an_rfc_9788_client_does(tmp_path):
 def test_digest_commands_count_posts_in_the_singular_and_the_plural(tmp_path, people, count):
     cli, _, _ = make_site(tmp_path, people)
     digests = digests_for(App(cli.home))
-    mailing_list = digests.services.store.read().require_list(LIST)
+    mailing_list = digests.store.read().require_list(LIST)
     for n in range(count):
         digests.add(mailing_list, f"{n:012d}", DigestItem("Alice", f"Topic {n}", 0.0, "post",
                                                           b"Content-Type: text/plain\r\n\r\nText.\r\n"))

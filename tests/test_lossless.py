@@ -19,8 +19,8 @@ from email import policy
 from pathlib import Path
 
 from listserv.config import Home
-from listserv.pipeline import accept
-from listserv.service import services_for
+from listserv.context import Context
+from listserv.pipeline import receive
 from listserv.stages.route import route
 
 from . import mail_factory as mf
@@ -349,8 +349,8 @@ def test_a_post_accepted_then_set_aside_at_fan_out_is_told_to_the_admins(tmp_pat
     cli, list_key, list_fpr = make_site(tmp_path, people)
     cli.ok("member", "set", LIST, people["bob"].email, "--role", "admin")
     home = Home(cli.home)
-    accepted = accept(mf.post(people["alice"], list_key, body="hello"), route(LIST, [LIST]),
-                      services_for(home))  # what the listener does before its 250
+    accepted = receive(mf.post(people["alice"], list_key, body="hello"), route(LIST, [LIST]),
+                      Context.open(home))  # what the listener does before its 250
     cli.ok("member", "remove", LIST, people["alice"].email)
     with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
         proc.wait_log(rf"quarantined qid={accepted.job.qid} reason=unknown-key")  # her key left with her

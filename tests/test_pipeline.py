@@ -10,8 +10,8 @@ import pytest
 
 from listserv.config import Home
 from listserv.digest import Digests
-from listserv.pipeline import accept, distribute
-from listserv.service import services_for
+from listserv.context import Context
+from listserv.pipeline import distribute, receive
 from listserv.spool import Outgoing
 from listserv.stages.route import route
 from listserv.templates import Templates
@@ -28,23 +28,20 @@ class Killed(BaseException):
 
 
 def server(home: Home):
-    """What a (re)started server has: its services, templates and digest backlog."""
-    services = services_for(home)
-    templates = Templates(home.templates)
-    return services, templates, Digests(services, templates, home.digests)
+    """What a (re)started server has: the home's parts, the digest backlog among them."""
+    return Context.open(home)
 
 
 def accepted_post(home: Home, list_key: bytes, sender) -> None:
-    services, _, _ = server(home)
-    accept(mf.post(sender, list_key, body="For everyone."), route(LIST, [LIST]), services)
+    receive(mf.post(sender, list_key, body="For everyone."), route(LIST, [LIST]), server(home))
 
 
 def restart_and_distribute(home: Home) -> Digests:
-    services, templates, digests = server(home)
-    [job] = services.spool.submissions()
-    distribute(job, services, templates, digests.add)
-    assert services.spool.submissions() == []
-    return digests
+    ctx = server(home)
+    [job] = ctx.spool.submissions()
+    distribute(job, ctx)
+    assert ctx.spool.submissions() == []
+    return ctx.digests
 
 
 def die_after(monkeypatch, owner, name: str) -> None:
@@ -62,16 +59,16 @@ def test_a_crash_in_the_hand_over_loses_no_digest_copy_and_doubles_none(tmp_path
     cli, list_key, _ = make_site(tmp_path, people, {"alice": "immediate", "bob": "digest"})
     home = Home(cli.home)
     accepted_post(home, list_key, people["alice"])
-    services, templates, digests = server(home)
-    [job] = services.spool.submissions()
+    ctx = server(home)
+    [job] = ctx.spool.submissions()
     with monkeypatch.context() as patch:
         die_after(patch, Outgoing if step == "write" else Digests, step)
         with pytest.raises(Killed):
-            distribute(job, services, templates, digests.add)
+            distribute(job, ctx)
 
     digests = restart_and_distribute(home)
     assert len(digests.backlog(LIST)) == 1  # bob's digest will hold the post, once
-    outgoing = Outgoing(services.spool)
+    outgoing = Outgoing(ctx.spool)
     [out] = outgoing.jobs()
     assert [r.email for r in outgoing.recipients(out)] == [people["alice"].email]
 
@@ -80,16 +77,16 @@ def test_a_crash_after_the_backlog_write_of_a_digest_only_list_doubles_nothing(t
     cli, list_key, _ = make_site(tmp_path, people, {"alice": "digest", "bob": "digest"})
     home = Home(cli.home)
     accepted_post(home, list_key, people["alice"])
-    services, templates, digests = server(home)
-    [job] = services.spool.submissions()
+    ctx = server(home)
+    [job] = ctx.spool.submissions()
     with monkeypatch.context() as patch:
         die_after(patch, Digests, "add")
         with pytest.raises(Killed):
-            distribute(job, services, templates, digests.add)
+            distribute(job, ctx)
 
     digests = restart_and_distribute(home)
     assert len(digests.backlog(LIST)) == 1
-    assert Outgoing(services.spool).jobs() == []
+    assert Outgoing(ctx.spool).jobs() == []
 
 
 def test_a_post_accepted_before_its_senders_key_expired_is_still_delivered(tmp_path, tmp_path_factory, people):
@@ -101,10 +98,10 @@ def test_a_post_accepted_before_its_senders_key_expired_is_still_delivered(tmp_p
     cli.ok("member", "add", LIST, brief.email, "--key", write_key(tmp_path, brief))
     accepted_post(Home(cli.home), list_key, brief)
     time.sleep(5)  # the key expires; nothing is timed
-    services, templates, digests = server(Home(cli.home))
-    [job] = services.spool.submissions()
-    result = distribute(job, services, templates, digests.add)
+    ctx = server(Home(cli.home))
+    [job] = ctx.spool.submissions()
+    result = distribute(job, ctx)
     assert result.job is not None
-    recipients = {r.email for r in Outgoing(services.spool).recipients(result.job)}
+    recipients = {r.email for r in Outgoing(ctx.spool).recipients(result.job)}
     assert people["alice"].email in recipients
     assert brief.email not in recipients  # its key can no longer encrypt

@@ -3,6 +3,7 @@ Sequoia and RNP; the subkey chosen is the one gpg would choose; other curves go 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from listserv import openpgp, pkesk
 from listserv.errors import CryptoError
+from listserv.keyring import Keyring
 from listserv.stages import fanout as fanout_stage
 from listserv.stages.fanout import armored_copy, encrypt_for
 
@@ -198,21 +200,21 @@ def count_calls(monkeypatch: pytest.MonkeyPatch, keyring: object, name: str) -> 
 def test_keys_are_listed_and_parsed_once_while_the_keyring_is_unchanged(
     ring: ListRing, people: dict[str, User], outsiders: dict[str, User], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    exported = count_calls(monkeypatch, ring.keyring, "export_public")
-    listed = count_calls(monkeypatch, ring.keyring, "encryption_subkeys")
-    fanout_stage._CACHES.clear()
+    keyring = Keyring(ring.keyring.home)  # its own cache, empty: the server keeps one keyring
+    exported = count_calls(monkeypatch, keyring, "export_public")
+    listed = count_calls(monkeypatch, keyring, "encryption_subkeys")
     fingerprints = [user.fingerprint for user in people.values()]
-    encrypt_for(ring.keyring, ring.fingerprint, fingerprints, POST)
-    encrypt_for(ring.keyring, ring.fingerprint, fingerprints, POST)
+    encrypt_for(keyring, ring.fingerprint, fingerprints, POST)
+    encrypt_for(keyring, ring.fingerprint, fingerprints, POST)
     assert len(exported) == 1 and sorted(exported[0]) == sorted(fingerprints)
     assert len(listed) == 1
     # A member asked about for the first time is listed alone.
-    encrypt_for(ring.keyring, ring.fingerprint, [*fingerprints, outsiders["expired"].fingerprint], POST)
+    encrypt_for(keyring, ring.fingerprint, [*fingerprints, outsiders["expired"].fingerprint], POST)
     assert listed[1:] == [[outsiders["expired"].fingerprint]] and len(exported) == 1
     # Any change to the keyring drops the cache (here: a key removed and imported again).
-    ring.keyring.delete(outsiders["signonly"].fingerprint)
-    assert ring.keyring.import_keys(outsiders["signonly"].public_key)
-    encrypt_for(ring.keyring, ring.fingerprint, fingerprints, POST)
+    keyring.delete(outsiders["signonly"].fingerprint)
+    assert keyring.import_keys(outsiders["signonly"].public_key)
+    encrypt_for(keyring, ring.fingerprint, fingerprints, POST)
     assert len(exported) == 2 and len(listed) == 3
 
 
@@ -242,8 +244,8 @@ def test_the_listing_is_made_again_once_a_listed_key_reaches_its_expiry(
     assert encrypt_for(ring.keyring, ring.fingerprint, members, POST).unusable == ()
     assert encrypt_for(ring.keyring, ring.fingerprint, members, POST).unusable == ()
     assert len(listed) == 1
-    real_time = fanout_stage.time.time
-    monkeypatch.setattr(fanout_stage.time, "time", lambda: real_time() + 10 * 365 * 86400)
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 10 * 365 * 86400)
     encrypt_for(ring.keyring, ring.fingerprint, members, POST)
     assert len(listed) == 2  # listed again (gpg, on the real clock, still calls the key valid)
     kill_agent(expiring.user.home)

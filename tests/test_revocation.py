@@ -16,9 +16,9 @@ from listserv.config import Home
 from listserv.digest import Digests
 from listserv.errors import Unauthorized
 from listserv.model import MailingList, Member
-from listserv.outbound import notify_admins
-from listserv.pipeline import accept, distribute
-from listserv.service import services_for
+from listserv.notices import to_admins
+from listserv.context import Context
+from listserv.pipeline import distribute, receive, send_notices
 from listserv.spool import Outgoing
 from listserv.stages.authorize import authorize
 from listserv.stages.open import Opened
@@ -118,7 +118,7 @@ def test_member_set_key_with_a_revocation_of_the_pinned_key_stops_posting_and_de
         rejection = json.loads(cli.ok("rejections", LIST, "--json").stdout)[-1]
         assert rejection["reason"] == "key-revoked"
 
-        assert submit(proc.port, LIST, mf.post(alice, list_key, body="after the revocation"))[0] == 250
+        assert submit(proc.port, LIST, mf.post(alice, list_key, body="after the revocation"))[0] == 250, proc.log
         proc.wait_log(r"delivered qid=\S+ sent=2 failed=0")  # Alice and Bob: no copy for Carol
         copies = sink.wait_for(3)  # the post to Alice and Bob, the notice to Bob
         assert carol.email not in {c.rcpt_tos[0] for c in copies}
@@ -217,25 +217,25 @@ def test_the_key_revoked_state_alone_stops_posts_copies_digests_and_notices(tmp_
     cli.ok("member", "add", LIST, dave.email, "--key", write_key(tmp_path, dave), "--mode", "digest")
     cli.ok("member", "set", LIST, carol.email, "--role", "admin")
     home = Home(cli.home)
-    services, templates = services_for(home), Templates(home.templates)
-    with services.store.transaction() as tx:  # what a revocation leaves, minus the keyring
+    ctx = Context.open(home)
+    with ctx.store.transaction() as tx:  # what a revocation leaves, minus the keyring
         for user in (carol, dave):
             tx.update_member(replace(tx.require_member(LIST, user.email), state="key-revoked"))
     with pytest.raises(Unauthorized) as refused:
-        accept(mf.post(carol, list_key), route(LIST, [LIST]), services)
+        receive(mf.post(carol, list_key), route(LIST, [LIST]), ctx)
     assert refused.value.reason == "key-revoked"
 
-    digests = Digests(services, templates, home.digests)
-    accept(mf.post(people["alice"], list_key, body="For everyone."), route(LIST, [LIST]), services)
-    [job] = services.spool.submissions()
-    result = distribute(job, services, templates, digests.add)
-    outgoing = Outgoing(services.spool)
+    digests = ctx.digests
+    receive(mf.post(people["alice"], list_key, body="For everyone."), route(LIST, [LIST]), ctx)
+    [job] = ctx.spool.submissions()
+    result = distribute(job, ctx)
+    outgoing = Outgoing(ctx.spool)
     assert {r.email for r in outgoing.recipients(result.job)} == {people["alice"].email, people["bob"].email}
     assert result.unusable == () and result.notices == ()
     assert digests.send(LIST) is None  # Dave was its only reader
-    snapshot = services.store.read()
-    notice = notify_admins(services, templates, snapshot.require_list(LIST), snapshot.members(LIST),
-                           "notice-bounces.txt.j2", member=snapshot.require_member(LIST, dave.email))
+    snapshot = ctx.store.read()
+    [notice] = send_notices([to_admins(ctx.templates, snapshot.roster(LIST), "notice-bounces.txt.j2",
+                                       member=snapshot.require_member(LIST, dave.email))], ctx)
     assert {r.email for r in outgoing.recipients(notice)} == {people["bob"].email}
 
 

@@ -11,16 +11,20 @@ import shutil
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
+
 
 from ..config import Home, Settings
 from ..errors import ListservError, UsageError, WrongUser
 from ..keyring import Keyring, require_gnupg
 from ..store import Store
 from .agent import stop_agent_after_command
+
+if TYPE_CHECKING:
+    from ..context import Context
 
 INTERNAL_ERROR_EXIT = 70
 
@@ -84,6 +88,13 @@ class App:
         keyring = Keyring(self.home.keys)
         stop_agent_after_command(self.home, keyring)
         return keyring
+
+    @functools.cached_property
+    def context(self) -> "Context":
+        """The home's parts for a command that queues mail from the list (listserv.context)."""
+        from ..context import Context  # the fan-out machinery loads only for such a command
+
+        return Context.open(self.home, self.store, self.keyring)
 
 
 class _Group(click.Group):

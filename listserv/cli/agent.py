@@ -26,7 +26,7 @@ def stop_agent_after_command(home: Home, keyring: Keyring) -> None:
 
 
 def served(home: Home) -> bool:
-    """Whether `listserv serve` holds data/serve.lock (see service.lock_home). The test takes a
+    """Whether `listserv serve` holds data/serve.lock (see server.lock_home). The test takes a
     shared lock for an instant; a server starting in that instant would be refused as a second
     one, which is why it is taken only once, as the command ends."""
     try:

@@ -5,24 +5,12 @@ from __future__ import annotations
 import click
 
 from ..model import normalise_list_address
-from ..services import Services
-from ..spool import Spool
-from ..store import Store
-from ..templates import Templates, counted
+from ..templates import counted
 from . import App, echo_json, main, pass_app
 
 
-def outbound_context(app: App) -> tuple[Services, Templates]:
-    """What a command needs to queue mail from the list: the services and the templates."""
-    spool = Spool(app.home.spool)
-    spool.prepare()
-    return Services(app.store, app.keyring, spool, Store(app.home.events)), Templates(app.home.templates)
-
-
 def digests_for(app: App):
-    from ..digest import Digests  # loaded only by the commands that need it
-
-    return Digests(*outbound_context(app), app.home.digests)
+    return app.context.digests
 
 
 @main.group("digest")

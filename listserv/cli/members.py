@@ -106,9 +106,7 @@ def _take_in_revocations(app: App, staged: StagedKeys) -> set[str]:
     for revocation in revocations:
         click.echo(_describe(revocation))
     if any(revocation.newly for revocation in revocations):
-        from .digests import outbound_context
-
-        for address, job in tell_admins(*outbound_context(app), revocations):
+        for address, job in tell_admins(app.context, revocations):
             click.echo(f"notice to the admins of {address} queued as {job.qid}")
     return {revocation.fingerprint for revocation in revocations}
 
@@ -148,14 +146,14 @@ role_option = click.option("--role", type=click.Choice(ROLES), help="Admins may 
 
 
 def _welcome(app: App, list_address: str, members: list[Member]) -> None:
-    from ..outbound import send_welcome  # fan-out machinery loads only when a welcome is sent
-    from .digests import outbound_context
+    from ..notices import welcome  # fan-out machinery loads only when a welcome is sent
+    from ..pipeline import send_notices
 
-    services, templates = outbound_context(app)
+    ctx = app.context
     mailing_list = app.store.read().require_list(list_address)
+    key = app.keyring.export(mailing_list.fingerprint).encode()
     for member in members:
-        job = send_welcome(services, templates, mailing_list, member)
-        if job is not None:
+        for job in send_notices([welcome(ctx.templates, mailing_list, member, key)], ctx):
             click.echo(f"welcome to {member.email} queued as {job.qid}")
 
 

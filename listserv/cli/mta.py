@@ -11,7 +11,7 @@ import click
 
 from .. import postfix, systemd
 from ..errors import EnvironmentProblem, StoreError
-from ..store import write_atomically
+from ..durable import write_atomically
 from . import App, main, pass_app
 
 

@@ -28,7 +28,7 @@ from . import App, echo_json, main, pass_app
 @pass_app
 def serve(app: App, listen: str | None, relay: str | None, outbox: Path | None) -> None:
     """Run the service in the foreground until SIGTERM or SIGINT."""
-    from ..service import ServeOptions, Service  # the server's modules load only to serve
+    from ..server import Server, ServeOptions  # the server's modules load only to serve
 
     if relay and outbox:
         raise UsageError("Give --relay or --outbox, not both.")
@@ -51,9 +51,9 @@ def serve(app: App, listen: str | None, relay: str | None, outbox: Path | None) 
     def ready(host: str, port: int) -> None:
         click.echo(f"listserv listening on {format_hostport(host, port)}; copies go to {where}", err=True)
 
-    service = Service(app.home, settings, options)  # holds data/serve.lock, or refuses
+    server = Server(app.home, settings, options)  # holds data/serve.lock, or refuses
     try:
-        asyncio.run(service.run(ready))
+        asyncio.run(server.run(ready))
     finally:
         app.keyring.stop_agent()  # the agent this server used: no one else serves this home now
 
@@ -133,12 +133,12 @@ def rejections(app: App, list_address: str, as_json: bool) -> None:
     app.store.read().require_list(address)
     records = Store(app.home.events).read().rejections(address)
     if as_json:
-        echo_json(records)
+        echo_json([r.as_dict() for r in records])
         return
     if not records:
         click.echo("No refused submissions.")
         return
     click.echo(f"{'WHEN (UTC)':<20} {'REF':<9} {'KIND':<6} {'REPLY':<10} {'REASON':<20} SIGNER")
     for r in records:
-        when = datetime.fromtimestamp(r["at"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        click.echo(f"{when:<20} {r['ref']:<9} {r['kind']:<6} {r['reply']:<10} {r['reason']:<20} {r['signer'] or '-'}")
+        when = datetime.fromtimestamp(r.at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(f"{when:<20} {r.ref:<9} {r.kind:<6} {r.reply:<10} {r.reason:<20} {r.signer or '-'}")

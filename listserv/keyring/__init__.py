@@ -23,11 +23,13 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .. import pkesk
 from ..errors import CryptoError, EnvironmentProblem, KeyProblem, TooLarge, Unauthorized
 from . import listing, status
 from .listing import Listed
@@ -169,10 +171,25 @@ def require_gnupg(binary: str = "gpg") -> None:
         )
 
 
+class _Recipients:
+    """gpg's listing of each member asked about (the encryption subkey gpg would use, or None
+    when unusable) and the parsed key material. Kept while the keyring files are unchanged
+    (Keyring.stamp: an import, removal or disabling) and until the earliest expiry or creation
+    time in the future among the keys listed; then listed again."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stamp: object = None
+        self.until: int | None = None
+        self.chosen: dict[str, str | None] = {}
+        self.keys = pkesk.KeyCache()
+
+
 class Keyring:
     def __init__(self, home: Path, *extra: str):
         self.home = home
         self.options = [*GPG_OPTIONS, *extra]
+        self._recipients = _Recipients()  # one Keyring per home and process (listserv.context)
 
     def _run(self, what: str, args: list[str], stdin: bytes = b"", **kwargs) -> tuple[Run, tuple[status.Line, ...]]:
         """One gpg run and its parsed status; CryptoError naming `what` if it cannot be read."""
@@ -239,10 +256,6 @@ class Keyring:
                 raise CryptoError(f"GnuPG could not list the keys (exit {result.returncode}).")
         return listing.parse(result.output)
 
-    def infos(self) -> dict[str, KeyInfo]:
-        """Every public key in the keyring, by primary fingerprint (one gpg call)."""
-        return {key.fingerprint: _key_info(key) for key in self.listed()}
-
     def export(self, fingerprint: str) -> str:
         armored = self._export([fingerprint], armor=True)
         if b"BEGIN PGP PUBLIC KEY BLOCK" not in armored:
@@ -276,9 +289,6 @@ class Keyring:
                                                       check_fingerprint(fingerprint)])
         if result.returncode != 0:
             raise CryptoError(f"The secret key {fingerprint} could not be removed.")
-
-    def has_secret(self, fingerprint: str) -> bool:
-        return any(key.fingerprint == fingerprint for key in self.listed(secret=True))
 
     # -- sealing data at rest to a list's own key ---------------------------
     def seal(self, fingerprint: str, data: bytes) -> bytes:
@@ -418,6 +428,30 @@ class Keyring:
                 continue
             found.append((name, info.st_mtime_ns, info.st_size))
         return tuple(found)
+
+    def recipient_keys(self, wanted: list[str]) -> dict[str, pkesk.RecipientKey | None]:
+        """The usable members among `wanted`, in order, each with the material of the encryption
+        key gpg would choose, or None when listserv.pkesk cannot encrypt to it (gpg's path)."""
+        # Usability and the choice of subkey are gpg's (its listing); only the material is parsed here.
+        cache = self._recipients
+        with cache.lock:
+            stamp = self.stamp()
+            if stamp != cache.stamp or (cache.until is not None and time.time() >= cache.until):
+                cache.stamp, cache.until, cache.chosen = stamp, None, {}
+            missing = [fingerprint for fingerprint in wanted if fingerprint not in cache.chosen]
+            if missing:
+                listed, until = self.encryption_subkeys(missing)
+                cache.chosen.update((fingerprint, listed.get(fingerprint)) for fingerprint in missing)
+                if until is not None:
+                    cache.until = until if cache.until is None else min(cache.until, until)
+            chosen = {fingerprint: cache.chosen[fingerprint] for fingerprint in wanted if cache.chosen[fingerprint]}
+            owner: dict[str, str] = {}
+            for fingerprint, subkey in chosen.items():
+                if owner.setdefault(subkey, fingerprint) != fingerprint:
+                    raise CryptoError(
+                        f"The keys {owner[subkey]} and {fingerprint} share the encryption key {subkey}."
+                    )
+            return cache.keys.lookup(stamp, chosen, self.export_public)
 
     def session_key(self, data: bytes, plaintext: bytes) -> tuple[int, bytes]:
         """The session key of `data`, a message this keyring's secret key can decrypt

@@ -11,8 +11,9 @@ own headers (protected headers, as Thunderbird writes them): when they name addr
 list must be one of them. Content that names none (Mutt without protected headers, inline
 PGP, Apple Mail) cannot be checked; the home-wide replay record stops it instead.
 
-Replay is checked by the pipeline against the store, since it needs a write; the rule it
-applies (`replayed`) is decided here, and everything here is pure.
+Replay is checked against the events store (listserv.ledger.claim_signature), since it needs
+a write; the rule it applies (`replayed`) is decided here, and everything here is pure. Every
+refusal after the post was opened names its signer, for `listserv rejections`.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from dataclasses import dataclass
 
 from .. import mime
 from ..errors import Unauthorized
-from ..model import MailingList, Member
-from ..options import OPTIONS, duration_seconds
+from ..model import Kind, MailingList, Member, Roster
+from ..options import duration_seconds
 from .open import Opened
 from .route import URGENT, Route
 
@@ -47,32 +48,39 @@ class Authorized:
     addressed: frozenset[str]  # SignedAddressing.addresses: the lists a cross-post may reach
 
 
-def option(mailing_list: MailingList, name: str):
-    return mailing_list.options.get(name, OPTIONS[name].default)
-
-
 def authorize(opened: Opened, route: Route, mailing_list: MailingList,
               members: Mapping[str, Member], now: float) -> Authorized:
     """Return who signed and whom the content names, or raise Unauthorized with the reason
     for the log."""
-    if not opened.encrypted and option(mailing_list, "require_encryption"):
-        raise Unauthorized("not-encrypted")
+    if not opened.encrypted and mailing_list.option("require_encryption"):
+        raise Unauthorized("not-encrypted", signer=opened.signer)
     member = members.get(opened.signer)
     if member is None:
-        raise Unauthorized("not-a-member")
+        raise Unauthorized("not-a-member", signer=opened.signer)
     if not member.active:  # a revocation of the pinned key was taken in (gpg may not say so)
-        raise Unauthorized("key-revoked")
-    max_age = duration_seconds(option(mailing_list, "max_signature_age"))
+        raise Unauthorized("key-revoked", signer=opened.signer)
+    max_age = duration_seconds(mailing_list.option("max_signature_age"))
     if opened.signed_at < now - max_age:
-        raise Unauthorized("stale-signature")
+        raise Unauthorized("stale-signature", signer=opened.signer)
     if opened.signed_at > now + FUTURE_SKEW:
-        raise Unauthorized("future-signature")
+        raise Unauthorized("future-signature", signer=opened.signer)
     addressing = signed_addressing(opened.content)
-    require_signed_for_this_list(addressing, mailing_list)
-    if route.kind == "alert" and option(mailing_list, "alert_senders") == "admins" \
+    require_signed_for_this_list(addressing, mailing_list, opened.signer)
+    if route.kind == Kind.ALERT and mailing_list.option("alert_senders") == "admins" \
             and member.role != "admin":
-        raise Unauthorized("alert-not-allowed")
+        raise Unauthorized("alert-not-allowed", signer=opened.signer)
     return Authorized(member, addressing.addresses)
+
+
+def current_sender(opened: Opened, roster: Roster) -> Member:
+    """The member who signed an accepted post, as they stand now: a post whose sender left,
+    or whose key was revoked, after it was accepted goes to nobody."""
+    sender = roster.by_fingerprint.get(opened.signer)
+    if sender is None:
+        raise Unauthorized("sender-removed", signer=opened.signer)
+    if not sender.active:
+        raise Unauthorized("key-revoked", signer=opened.signer)
+    return sender
 
 
 def signed_addressing(content: bytes) -> SignedAddressing:
@@ -102,13 +110,14 @@ def _as_list_address(address: str) -> str:
     return address
 
 
-def require_signed_for_this_list(addressing: SignedAddressing, mailing_list: MailingList) -> None:
+def require_signed_for_this_list(addressing: SignedAddressing, mailing_list: MailingList,
+                                 signer: str | None = None) -> None:
     """Unauthorized("wrong-list") when the signed content names addresses but not this list's
     (or its +urgent address), or carries another list's List-Id."""
     if addressing.addresses and mailing_list.address not in addressing.addresses:
-        raise Unauthorized("wrong-list")
+        raise Unauthorized("wrong-list", signer=signer)
     if any(list_id != mailing_list.list_id for list_id in addressing.list_ids):
-        raise Unauthorized("wrong-list")
+        raise Unauthorized("wrong-list", signer=signer)
 
 
 def replayed(earlier: frozenset[str], mailing_list: MailingList, addressed: frozenset[str]) -> bool:
@@ -125,7 +134,7 @@ def replayed(earlier: frozenset[str], mailing_list: MailingList, addressed: froz
 
 def replay_window(mailing_list: MailingList) -> int:
     """How long a signature digest is remembered: longer than any signature stays acceptable."""
-    return 2 * duration_seconds(option(mailing_list, "max_signature_age")) + FUTURE_SKEW
+    return 2 * duration_seconds(mailing_list.option("max_signature_age")) + FUTURE_SKEW
 
 
 def home_replay_window(lists: Iterable[MailingList]) -> int:

@@ -23,6 +23,7 @@ import quopri
 import re
 import secrets
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from datetime import datetime, timezone
 from email import policy
 from email.headerregistry import Address
@@ -31,7 +32,11 @@ from email.parser import BytesParser
 from email.utils import format_datetime
 
 from .. import legacy_display
-from ..model import MailingList, Member
+from ..model import Kind, MailingList, Member
+
+if TYPE_CHECKING:
+    from ..templates import Templates
+    from .open import Opened
 
 PLACEHOLDER_SUBJECT = "[...]"  # the outer Subject of every copy; the real one is inside
 NO_SUBJECT = "(no subject)"  # when the signed content has none
@@ -43,6 +48,37 @@ DROPPED_DISPOSITION_PARAMS = ("creation-date", "modification-date", "read-date",
 _MESSAGE_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
 _CID = re.compile(r"cid:([^\"'\s>)]+)", re.IGNORECASE)
 ALERT_HEADERS = (("Importance", "high"), ("Priority", "urgent"), ("X-Priority", "1"))
+
+
+@dataclass(frozen=True)
+class Post:
+    """What the list's message is built from: content, and who sent it."""
+
+    content: bytes  # a MIME entity: the signed content of a post, or the list's own text
+    kind: Kind
+    sender: Member | None = None  # None: the list speaks itself (digests, notices)
+    in_reply_to: str | None = None  # threading, from the signed content only
+    references: str | None = None
+
+    @classmethod
+    def of(cls, opened: Opened, sender: Member, kind: Kind) -> Post:
+        return cls(opened.content, kind, sender, opened.in_reply_to, opened.references)
+
+
+@dataclass(frozen=True)
+class Wrapping:
+    """The list's own text around the content: its footer, and first an alert's banner."""
+
+    footer: str
+    banner: str | None = None
+
+
+def wrapping(templates: Templates, mailing_list: MailingList, post: Post) -> Wrapping:
+    """The deployment's footer (and alert banner) for `post`, rendered from its templates."""
+    footer = templates.render("footer.txt.j2", list=mailing_list, footer=mailing_list.option("footer"))
+    if post.kind != Kind.ALERT or post.sender is None:
+        return Wrapping(footer)
+    return Wrapping(footer, templates.render("alert.txt.j2", list=mailing_list, sender=post.sender.name))
 
 
 @dataclass(frozen=True)
@@ -228,7 +264,7 @@ def normalise_subject(subject: str, prefix: str, urgent: bool) -> str:
 def _subject(content: Message, mailing_list: MailingList, urgent: bool) -> str:
     # Only the signed content's own Subject: the submission's outer one is not signed, and
     # anyone on the way could put words in a member's mouth with it.
-    prefix = str(mailing_list.options.get("subject_prefix", "")).strip()
+    prefix = str(mailing_list.option("subject_prefix")).strip()
     return normalise_subject(str(content.get("Subject") or ""), prefix, urgent)
 
 
@@ -242,23 +278,22 @@ def _shown_wrongly_outside(inner: EmailMessage, outer_from: Address) -> list[tup
     return fields
 
 
-def compose(
-    content: bytes, *, in_reply_to: str | None, references: str | None, sender: Member | None,
-    mailing_list: MailingList, kind: str, footer: str, now: datetime, message_id: str,
-    banner: str | None = None,
-) -> Composed:
-    """Build the list's message. `sender` None means the list speaks itself (digests, notices).
-    `banner` (an alert's wrapper text) goes first, before the content. The Subject is the
-    content's own (signed, for a post) or NO_SUBJECT; `in_reply_to` and `references` must
-    come from the signed content too."""
-    original = _parse(content)
-    urgent = kind == "alert"
+def compose(post: Post, mailing_list: MailingList, wrapping: Wrapping, *,
+            now: datetime | None = None, message_id: str | None = None) -> Composed:
+    """Build the list's message from `post`, wrapped in the list's own text (an alert's banner
+    first, the footer last). The Subject is the content's own (signed, for a post) or
+    NO_SUBJECT. `now` and `message_id` default to the present and a fresh id."""
+    sender, footer, banner = post.sender, wrapping.footer, wrapping.banner
+    now = now or datetime.now(timezone.utc)
+    message_id = message_id or new_message_id(mailing_list)
+    original = _parse(post.content)
+    urgent = post.kind == Kind.ALERT
     subject = _subject(original, mailing_list, urgent)
     date = format_datetime(now.astimezone(timezone.utc))
     display = f"{sender.name} via {mailing_list.name}" if sender else mailing_list.name
     outer_from = Address(display_name=mailing_list.name, addr_spec=mailing_list.address)
-    parents = own_thread_ids(in_reply_to, mailing_list)
-    thread = own_thread_ids(references, mailing_list)
+    parents = own_thread_ids(post.in_reply_to, mailing_list)
+    thread = own_thread_ids(post.references, mailing_list)
 
     inner = EmailMessage(policy=policy.SMTP)
     inner["From"] = Address(display_name=display, addr_spec=mailing_list.address)

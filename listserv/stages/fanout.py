@@ -14,37 +14,28 @@ cannot parse) go the older way: one gpg call signs and encrypts to a batch of th
 PKESKs are split per member by key id; that batch has its own shared packet.
 
 Hidden recipients (wildcard key ids, `--throw-keyids`) were measured and rejected, so each
-PKESK keeps its recipient's real key id. The run (GnuPG 2.2.40, sq 0.27, RNP 0.16.3; a post
-signed by the list key and encrypted with and without --throw-keyids to an ed25519/cv25519
-gpg key, an RSA-3072 gpg key, an sq key and an RSA-2048 rnp key, then split per member):
+PKESK keeps its recipient's real key id: RNP (Thunderbird) cannot read a wildcard, and gpg
+exits 2 on one (docs/delivery.md, "Why each copy names its recipient's key"). Real key ids
+leak nothing to the other members: a copy only ever names its own recipient.
 
-    gpg --decrypt  (member's own home)          real id: exit 0   wildcard: exit 0
-    gpg --decrypt  (home with another secret key tried first)
-                                                real id: exit 0   wildcard: exit 2, output written
-                                                ("ecdh failed ... Checksum error" for the wrong key)
-    sq decrypt --recipient-key KEY --signer-cert LIST
-                                                real id: exit 0   wildcard: exit 0
-    rnp --decrypt (RSA-2048 key, and cv25519)   real id: exit 0   wildcard: exit 1
-                                                ("failed to obtain decrypting key or password")
-
-RNP is Thunderbird's OpenPGP library, so a wildcard would lock out Thunderbird users, and
-gpg's exit status 2 makes MUAs built on it report a failure. Real key ids leak nothing to
-the other members: a copy only ever names its own recipient.
+`fan_out` is the stage: a composed message and its recipients in, a `Fanned` delivery job's
+content out (the spool writes it). `encrypt_for` is its crypto, also measured by bench/.
 """
 
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
 from .. import openpgp, pkesk
+from .. import verp
 from ..errors import CryptoError, NotFound
 from ..keyring import Keyring, check_fingerprint
+from ..model import MailingList, Member, Recipient
+from .compose import Composed
 
 # Options on top of the keyring's GPG_OPTIONS (no network, --trust-model always). Each one
 # overrides something an operator's gpg.conf in the keyring home could switch on.
@@ -79,6 +70,37 @@ class Fanout:
     @cached_property
     def _armor(self) -> tuple[openpgp.SharedArmor, ...]:
         return tuple(openpgp.SharedArmor(packet) for packet in self.shared)
+
+
+@dataclass(frozen=True)
+class Fanned:
+    """A delivery job's content, ready for the spool (listserv.spool.Outgoing.write): the shared
+    packets, the frame of every copy, and one record for each member who gets a copy."""
+
+    shared: tuple[bytes, ...]
+    prefix: bytes  # the outer message before a copy's armored ciphertext
+    suffix: bytes
+    return_path: str  # envelope sender, {token} to fill in per member
+    records: tuple[Recipient, ...]  # empty: nobody gets a copy (then no job is written)
+    unusable: tuple[str, ...]  # fingerprints of recipients with no usable encryption key
+
+    @property
+    def copies(self) -> int:
+        return len(self.records)
+
+
+def fan_out(composed: Composed, recipients: Sequence[Member], mailing_list: MailingList,
+            keyring: Keyring, verp_key: bytes) -> Fanned:
+    """Encrypt `composed` once for every recipient: a record each with their VERP token and PKESK."""
+    fan = encrypt_for(keyring, mailing_list.fingerprint, [m.fingerprint for m in recipients],
+                      composed.inner) if recipients else Fanout((), {}, ())
+    records = tuple(
+        Recipient(m.email, verp.token(verp_key, mailing_list.address, m.email),
+                  fan.pkesks[m.fingerprint].packet, fan.pkesks[m.fingerprint].batch, m.fingerprint)
+        for m in recipients if m.fingerprint in fan.pkesks
+    )
+    return_path = f"{mailing_list.local}-bounces+{{token}}@{mailing_list.domain}"
+    return Fanned(fan.shared, composed.outer_prefix, composed.outer_suffix, return_path, records, fan.unusable)
 
 
 def encrypt_for(
@@ -123,29 +145,6 @@ def armored_copy(fanout: Fanout, fingerprint: str) -> bytes:
 _GPG_BATCH = 1000  # recipients per gpg call on gpg's own path (argv length, FANOUT-NOTES.md 5)
 
 
-class _Members:
-    """Per keyring home: gpg's listing of each member asked about (the encryption subkey gpg
-    would use, or None when unusable) and the parsed key material. Kept while the keyring
-    files are unchanged (Keyring.stamp: an import, removal or disabling) and until the
-    earliest expiry or creation time in the future among the keys listed; then listed again."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.stamp: object = None
-        self.until: int | None = None
-        self.chosen: dict[str, str | None] = {}
-        self.keys = pkesk.KeyCache()
-
-
-_CACHES: dict[str, _Members] = {}  # keyring home -> its members' keys
-_CACHES_LOCK = threading.Lock()
-
-
-def _cache(keyring: Keyring) -> _Members:
-    with _CACHES_LOCK:
-        return _CACHES.setdefault(str(keyring.home), _Members())
-
-
 def _encrypt_group(
     keyring: Keyring, signer: str, wanted: list[str], plaintext: bytes,
 ) -> list[tuple[bytes | None, dict[str, bytes]]]:
@@ -153,7 +152,7 @@ def _encrypt_group(
     # gpg signs and encrypts the post to the list's key while the members' keys are listed.
     with ThreadPoolExecutor(max_workers=1) as pool:
         own = pool.submit(_own_copy, keyring, signer, plaintext)
-        keys = _member_keys(keyring, wanted)  # on an error here, the pool still waits for gpg
+        keys = keyring.recipient_keys(wanted)  # on an error here, the pool still waits for gpg
         direct = {fingerprint: key for fingerprint, key in keys.items() if key is not None}
         others = [fingerprint for fingerprint, key in keys.items() if key is None]
         results = []
@@ -165,31 +164,6 @@ def _encrypt_group(
     for start in range(0, len(others), _GPG_BATCH):
         results.append(_encrypt_batch(keyring, signer, others[start:start + _GPG_BATCH], plaintext))
     return results
-
-
-def _member_keys(keyring: Keyring, wanted: list[str]) -> dict[str, pkesk.RecipientKey | None]:
-    """The usable members among `wanted`, in order, each with the material of the encryption
-    key gpg would choose, or None when listserv.pkesk cannot encrypt to it (gpg's path)."""
-    # Usability and the choice of subkey are gpg's (its listing); only the material is parsed here.
-    cache = _cache(keyring)
-    with cache.lock:
-        stamp = keyring.stamp()
-        if stamp != cache.stamp or (cache.until is not None and time.time() >= cache.until):
-            cache.stamp, cache.until, cache.chosen = stamp, None, {}
-        missing = [fingerprint for fingerprint in wanted if fingerprint not in cache.chosen]
-        if missing:
-            listed, until = keyring.encryption_subkeys(missing)
-            cache.chosen.update((fingerprint, listed.get(fingerprint)) for fingerprint in missing)
-            if until is not None:
-                cache.until = until if cache.until is None else min(cache.until, until)
-        chosen = {fingerprint: cache.chosen[fingerprint] for fingerprint in wanted if cache.chosen[fingerprint]}
-        owner: dict[str, str] = {}
-        for fingerprint, subkey in chosen.items():
-            if owner.setdefault(subkey, fingerprint) != fingerprint:
-                raise CryptoError(
-                    f"The keys {owner[subkey]} and {fingerprint} share the encryption key {subkey}."
-                )
-        return cache.keys.lookup(stamp, chosen, keyring.export_public)
 
 
 def _sign_and_encrypt(keyring: Keyring, signer: str, recipients: list[str], plaintext: bytes) -> bytes:

@@ -1,11 +1,14 @@
-"""Route: which list an envelope recipient names, and whether it is a post, an alert or a bounce."""
+"""Route: which list an envelope recipient names, and whether it is a post, an alert or a
+bounce (`route`); and who of a list's members gets a post now, and whether it also waits for
+the digest (`select`)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from ..errors import UnknownRecipient
+from ..model import Kind, Member
 
 URGENT = "+urgent"
 BOUNCES = "-bounces+"
@@ -14,7 +17,7 @@ BOUNCES = "-bounces+"
 @dataclass(frozen=True)
 class Route:
     list: str  # the list's address
-    kind: str  # "post", "alert" or "bounce"
+    kind: Kind  # POST, ALERT or BOUNCE
     token: str = ""  # VERP token of a bounce
 
 
@@ -25,12 +28,27 @@ def route(recipient: str, lists: Collection[str]) -> Route:
     if not at or not local:
         raise UnknownRecipient("unknown-recipient")
     if local.endswith(URGENT):
-        route_ = Route(f"{local[: -len(URGENT)]}@{domain}", "alert")
+        route_ = Route(f"{local[: -len(URGENT)]}@{domain}", Kind.ALERT)
     elif BOUNCES in local:
         base, _, token = local.partition(BOUNCES)
-        route_ = Route(f"{base}@{domain}", "bounce", token)
+        route_ = Route(f"{base}@{domain}", Kind.BOUNCE, token)
     else:
-        route_ = Route(address, "post")
+        route_ = Route(address, Kind.POST)
     if route_.list not in lists:
         raise UnknownRecipient("unknown-recipient")
     return route_
+
+
+@dataclass(frozen=True)
+class Selection:
+    now: tuple[Member, ...]  # get a copy at once
+    digest: tuple[Member, ...]  # read digests: the post also waits in the digest backlog
+
+
+def select(members: Sequence[Member], kind: Kind) -> Selection:
+    """An alert goes to every member at once, digest readers too; a post to those who take
+    posts as they come. A member whose key was revoked gets nothing: that key must not be
+    trusted, nor counted as unusable."""
+    now = tuple(m for m in members if m.active and (kind == Kind.ALERT or m.mode == "immediate"))
+    return Selection(now, tuple(m for m in members if m.mode == "digest"))
+

@@ -1,7 +1,8 @@
 """`listserv serve`: the SMTP listener and the workers, on one asyncio loop.
 
-    SMTP DATA --accept()--> spool/incoming --distribute()--> spool/outgoing --Deliverer--> relay
-             (checks pool)                  (work pool, alerts first)       (async workers)
+    SMTP DATA --receive()--> spool/incoming --distribute()--> spool/outgoing --Deliverer--> relay
+              (checks pool)                  (work pool, alerts first)       (async workers)
+                                                                 settle() <-- a job's end
 
 Three thread pools, so that no kind of work can take the threads another needs: `checks`
 ([server] data_threads) for DATA checks, each within [server] data_timeout; `lookups` for
@@ -23,21 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import relaylimit
+from . import notices, relaylimit
 from .config import Home, Settings, format_hostport
-from .digest import Digests
-from .deliver import Deliverer, MaildirTransport, Outcome, RelayTransport, RetryPolicy, Temporary, Transport
-from .errors import CryptoError, EnvironmentProblem, ListservError, Refusal
-from .keyring import Keyring
-from .outbound import tell_quarantined
-from .pipeline import Accepted, Services, distribute
-from .settle import settle
+from .context import Context
+from .deliver import Deliverer, MaildirTransport, Outcome, RelayTransport, RetryPolicy, Transport
+from .errors import DeliveryDeferred, EnvironmentProblem, ListservError, retryable
+from .model import PRIORITY
+from .pipeline import Accepted, distribute, send_notices, settle
 from .smtpd import Handler, make_server
-from .spool import KINDS, Job, Outgoing, Spool
-from .store import Store
-from .templates import Templates
+from .spool import Job, OutJob
 
-log = logging.getLogger("listserv.service")
+log = logging.getLogger("listserv.server")
 DRAIN_TIMEOUT = 60.0  # a stop waits this long for DATA checks under way to reply
 POLL = 1.0  # seconds between looks at the spool for work other processes left there
 REDISTRIBUTE_AFTER = 60.0  # a submission that hit a passing problem is tried again after this
@@ -75,12 +72,6 @@ def _why(exc: OSError) -> str:
     return text[:1].lower() + text[1:]
 
 
-def services_for(home: Home) -> Services:
-    spool = Spool(home.spool)
-    spool.prepare()
-    return Services(Store(home.database), Keyring(home.keys), spool, Store(home.events))
-
-
 def transport_for(options: ServeOptions, settings: Settings,
                   on_size: Callable[[int | None], None] | None = None,
                   on_too_large: Callable[[int], None] | None = None) -> Transport:
@@ -91,23 +82,21 @@ def transport_for(options: ServeOptions, settings: Settings,
     return MaildirTransport(options.outbox)
 
 
-class Service:
+class Server:
     def __init__(self, home: Home, settings: Settings, options: ServeOptions):
         self.home = home
         self.settings = settings
         self.options = options
-        self._home_lock = lock_home(home)  # before services_for(), which sweeps the spool
-        self.services = services_for(home)
-        self.templates = Templates(home.templates)
+        self._home_lock = lock_home(home)  # before Context.open(), which sweeps the spool
+        self.ctx = Context.open(home)
+        self.ctx.spool.sweep()  # a crash's half-written jobs: nobody else may be writing now
         self.checks = ThreadPoolExecutor(max_workers=settings.data_threads, thread_name_prefix="listserv-check")
         self.lookups = ThreadPoolExecutor(max_workers=LOOKUP_THREADS, thread_name_prefix="listserv-lookup")
         self.work = ThreadPoolExecutor(max_workers=WORK_THREADS, thread_name_prefix="listserv-work")
-        self.outgoing = Outgoing(self.services.spool)
-        self.digests = Digests(self.services, self.templates, home.digests)
         retry = RetryPolicy(settings.retry_min, settings.retry_max, settings.lifetime)
         self.relay = format_hostport(*options.relay) if options.relay else None
         self.transport = transport_for(options, settings, self._announced, self._refused_size)
-        self.deliverer = Deliverer(self.outgoing, self.transport, settings.concurrency, retry,
+        self.deliverer = Deliverer(self.ctx.outgoing, self.transport, settings.concurrency, retry,
                                    on_final=self._settled)
         self._stop = asyncio.Event()
         self._submissions: asyncio.PriorityQueue[tuple[int, float, int, Job]] = asyncio.PriorityQueue()
@@ -115,7 +104,7 @@ class Service:
 
     # -- the relay's limit (listserv.relaylimit) ---------------------------------------
     def _learn(self, limit: relaylimit.RelayLimit) -> None:
-        path = self.services.spool.relay_file
+        path = self.ctx.spool.relay_file
         old = relaylimit.load(path)
         if (old.relay, old.size) != (limit.relay, limit.size):
             relaylimit.save(path, limit)
@@ -123,10 +112,10 @@ class Service:
             log.info("relay-limit size=%s source=%s", limit.size or "none", "relay" if limit.relay else "outbox")
 
     def _announced(self, size: int | None) -> None:
-        self._learn(relaylimit.learned(relaylimit.load(self.services.spool.relay_file), self.relay or "", size))
+        self._learn(relaylimit.learned(relaylimit.load(self.ctx.spool.relay_file), self.relay or "", size))
 
     def _refused_size(self, size: int) -> None:
-        self._learn(relaylimit.refused(relaylimit.load(self.services.spool.relay_file), self.relay or "", size))
+        self._learn(relaylimit.refused(relaylimit.load(self.ctx.spool.relay_file), self.relay or "", size))
 
     async def _probe_relay(self) -> None:
         """Learn the relay's SIZE before the first post is checked against it."""
@@ -135,19 +124,21 @@ class Service:
             return
         try:
             await self.transport.probe()  # its EHLO answer reaches _announced
-        except Temporary as exc:
-            kept = relaylimit.load(self.services.spool.relay_file)
+        except DeliveryDeferred as exc:
+            kept = relaylimit.load(self.ctx.spool.relay_file)
             log.warning("relay-limit unreachable reason=%s; keeping size=%s", exc, kept.size or "none")
 
     async def _settled(self, outcome: Outcome) -> None:
         loop = asyncio.get_running_loop()
-        notices = await loop.run_in_executor(self.work, settle, outcome, self.services, self.templates,
-                                             self.digests)
-        for notice in notices:
-            self.deliverer.load(notice)
+        self._load(*await loop.run_in_executor(self.work, settle, outcome, self.ctx))
+
+    def _load(self, *jobs: OutJob | None) -> None:
+        for job in jobs:
+            if job is not None:
+                self.deliverer.load(job)
 
     def _enqueue(self, job: Job) -> None:
-        self._submissions.put_nowait((KINDS.index(job.kind), job.received, next(self._order), job))
+        self._submissions.put_nowait((PRIORITY.index(job.kind), job.received, next(self._order), job))
 
     def _accepted(self, accepted: Accepted) -> None:
         self._enqueue(accepted.job)
@@ -163,22 +154,18 @@ class Service:
     async def _distribute(self, job: Job) -> None:
         loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(self.work, distribute, job, self.services,
-                                                self.templates, self.digests.add)
-        except (Refusal, CryptoError) as exc:
-            await self._quarantine(job, getattr(exc, "reason", type(exc).__name__))
+            result = await loop.run_in_executor(self.work, distribute, job, self.ctx)
+        except Exception as exc:
+            if retryable(exc):  # a passing problem (disk full, database busy): try again later
+                log.error("deferred qid=%s stage=distribute %s", job.qid, type(exc).__name__)
+                loop.call_later(REDISTRIBUTE_AFTER, self._enqueue, job)
+                return
+            if not isinstance(exc, ListservError):
+                log.error("error qid=%s stage=distribute unexpected", job.qid, exc_info=exc)
+            await self._quarantine(job, getattr(exc, "reason", type(exc).__name__)
+                                   if isinstance(exc, ListservError) else "internal-error")
             return
-        except (ListservError, OSError) as exc:  # a passing problem (disk full, database busy)
-            log.error("deferred qid=%s stage=distribute %s", job.qid, type(exc).__name__)
-            loop.call_later(REDISTRIBUTE_AFTER, self._enqueue, job)
-            return
-        except Exception:
-            log.exception("error qid=%s stage=distribute unexpected", job.qid)
-            await self._quarantine(job, "internal-error")
-            return
-        for out in (result.job, *result.notices):
-            if out is not None:
-                self.deliverer.load(out)
+        self._load(result.job, *result.notices)
         log.info("fanned-out qid=%s copies=%d unusable=%s", job.qid, result.copies,
                  ",".join(result.unusable) or "-")
 
@@ -186,27 +173,30 @@ class Service:
         """Set a submission aside that was answered 250 but cannot be sent, and tell the
         list's admins: accepted and then dropped must never be silent."""
         log.error("quarantined qid=%s reason=%s", job.qid, reason)
-        self.services.spool.quarantine(job)
+        self.ctx.spool.quarantine(job)
         try:
-            notice = await asyncio.get_running_loop().run_in_executor(
-                self.work, tell_quarantined, self.services, self.templates, job, reason)
+            told = await asyncio.get_running_loop().run_in_executor(self.work, self._tell_quarantined, job, reason)
         except Exception as exc:  # the log line above is then all that is left
             log.error("error qid=%s stage=quarantine-notice %s", job.qid, type(exc).__name__)
             return
-        if notice is not None:
-            self.deliverer.load(notice)
+        self._load(*told)
+
+    def _tell_quarantined(self, job: Job, reason: str) -> tuple[OutJob, ...]:
+        roster = self.ctx.store.read().roster_if_any(job.list)
+        return send_notices([notices.quarantined(self.ctx.templates, roster, job.qid, reason) if roster else None],
+                            self.ctx)
 
     async def _poller(self) -> None:
         """Picks up what other processes left in the spool: `queue retry`'s flag, and delivery
         jobs written by the CLI (`digest send`, welcomes) or by the SMTP threads (notices)."""
-        flag = self.services.spool.retry_flag
+        flag = self.ctx.spool.retry_flag
         while True:
             await asyncio.sleep(POLL)
             try:
                 if flag.exists():
                     flag.unlink(missing_ok=True)
                     log.info("retry-now copies=%d", self.deliverer.retry_now())
-                for out in self.outgoing.jobs():
+                for out in self.ctx.outgoing.jobs():
                     if out.qid not in self.deliverer.active:
                         self.deliverer.load(out)
             except Exception as exc:  # the poller must outlive any one bad look at the spool
@@ -218,13 +208,13 @@ class Service:
         while True:
             await asyncio.sleep(POLL)
             try:
-                lists = self.digests.lists_with_backlog()
+                lists = self.ctx.digests.lists_with_backlog()
             except Exception as exc:
                 log.error("error stage=digest %s", type(exc).__name__)
                 continue
             for address in lists:
                 try:
-                    job = await loop.run_in_executor(self.work, self.digests.send_if_due, address)
+                    job = await loop.run_in_executor(self.work, self.ctx.digests.send_if_due, address)
                     if job is not None:
                         self.deliverer.load(job)
                         log.info("digest qid=%s list=%s", job.qid, address)
@@ -236,7 +226,7 @@ class Service:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
         await self._probe_relay()
-        handler = Handler(self.services, self.templates, checks=self.checks, lookups=self.lookups,
+        handler = Handler(self.ctx, checks=self.checks, lookups=self.lookups,
                           budget=self.settings.data_timeout, on_accepted=self._accepted)
         factory = make_server(handler, "listserv", self.settings.max_data_kb * 1024)
         host, port = self.options.listen
@@ -245,9 +235,8 @@ class Service:
         except OSError as exc:
             raise EnvironmentProblem(f"cannot listen on {format_hostport(host, port)}: {_why(exc)}.") from None
         bound = server.sockets[0].getsockname()
-        for out in self.outgoing.jobs():
-            self.deliverer.load(out)
-        waiting = self.services.spool.submissions()
+        self._load(*self.ctx.outgoing.jobs())
+        waiting = self.ctx.spool.submissions()
         for job in waiting:
             self._enqueue(job)
         log.info("listening on %s:%s (resuming %d submissions, %d delivery jobs)",

@@ -1,0 +1,63 @@
+"""A home's parts, opened once: what the pipeline runs against.
+
+`Context.open(home)` is the one place they are built, for the server and for every CLI
+command that sends mail (a welcome, a digest, a notice). The pipeline hands each stage only
+the part it needs; only the pipeline, the server and the CLI hold a Context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from . import capacity
+from .config import Home
+from .digest import Digests
+from .keyring import Keyring
+from .model import Roster
+from .spool import Outgoing, Spool
+from .stages.authorize import home_replay_window
+from .store import Store
+from .templates import Templates
+from .verp import SECRET_KEY
+
+
+@dataclass(frozen=True)
+class Context:
+    store: Store  # lists, members, digest state: read often, written rarely
+    events: Store  # seen signatures and rejections: written per message, kept small
+    keyring: Keyring
+    spool: Spool
+    templates: Templates
+    digests: Digests
+
+    @classmethod
+    def open(cls, home: Home, store: Store | None = None, keyring: Keyring | None = None) -> Context:
+        """The parts of `home` (the spool's folders made). A CLI command passes the store and
+        keyring it opened already."""
+        spool = Spool(home.spool)
+        spool.prepare()
+        store = store or Store(home.database)
+        keyring = keyring or Keyring(home.keys)
+        templates = Templates(home.templates)
+        digests = Digests(store, keyring, Outgoing(spool), templates, home.digests)
+        return cls(store, Store(home.events), keyring, spool, templates, digests)
+
+    @property
+    def outgoing(self) -> Outgoing:
+        return self.digests.outgoing
+
+    @cached_property
+    def verp_key(self) -> bytes:
+        return self.store.secret(SECRET_KEY)
+
+    def roster(self, address: str) -> Roster:
+        return self.store.read().roster(address)
+
+    def copy_limit(self) -> int | None:
+        """The most bytes a copy may have, as the relay last said (None: no limit known)."""
+        return capacity.copy_limit(self.spool.relay_file)
+
+    def replay_window(self) -> int:
+        """How long a signature is remembered: the longest window among the home's lists."""
+        return home_replay_window(self.store.read().lists())

@@ -1,0 +1,85 @@
+"""Notices: the messages the list itself sends -- to its admins (bounces, unusable keys, copies
+that failed, a post set aside), to one member (a welcome, a post that reached no one).
+
+Everything here only builds them: a `Notice` is a composed message and who gets it. The
+pipeline fans each out and queues it like any post (listserv.pipeline.send_notices), so a
+notice is encrypted to its recipients' pinned keys and goes through the same relay. A notice
+to admins goes to the admins in good standing: never to a revoked key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email import policy
+from email.message import EmailMessage
+
+from .model import Kind, MailingList, Member, Roster
+from .stages.compose import Composed, Post, compose, wrapping
+from .templates import Templates
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A message from the list, composed, and the members who get it."""
+
+    mailing_list: MailingList
+    recipients: tuple[Member, ...]
+    composed: Composed
+
+
+def notice(templates: Templates, mailing_list: MailingList, recipients: tuple[Member, ...], template: str,
+           attachments: tuple[tuple[str, str, bytes], ...] = (), **values: object) -> Notice | None:
+    """A message from the list itself, rendered from `template` (its first line
+    'Subject: ...', a blank line, the body), with optional (filename, mime type, data)
+    attachments. None when there is nobody to send it to."""
+    if not recipients:
+        return None
+    text = templates.render(template, list=mailing_list, **values)
+    subject, _, body = text.partition("\n\n")
+    content = EmailMessage(policy=policy.SMTP)
+    content["Subject"] = subject.removeprefix("Subject:").strip()
+    content.set_content(body, charset="utf-8")
+    for filename, mime_type, data in attachments:
+        maintype, subtype = mime_type.split("/", 1)
+        content.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    post = Post(content.as_bytes(), Kind.NOTICE)
+    return Notice(mailing_list, recipients, compose(post, mailing_list, wrapping(templates, mailing_list, post)))
+
+
+def to_admins(templates: Templates, roster: Roster, template: str, **values: object) -> Notice | None:
+    """A notice to the list's admins in good standing."""
+    return notice(templates, roster.mailing_list, roster.admins, template, **values)
+
+
+def welcome(templates: Templates, mailing_list: MailingList, member: Member, list_key: bytes) -> Notice | None:
+    """Welcome a new member: the list's address, fingerprint and key, how to post and alert."""
+    return notice(
+        templates, mailing_list, (member,), "welcome.txt.j2",
+        attachments=(("list-key.asc", "application/pgp-keys", list_key),),
+        member=member, fingerprint=mailing_list.fingerprint,
+        schedule=mailing_list.option("digest_schedule"),
+        require_encryption=mailing_list.option("require_encryption"),
+    )
+
+
+def unusable_keys(templates: Templates, roster: Roster, unusable: tuple[str, ...]) -> Notice | None:
+    """The admins hear which members got no copy because their key cannot be encrypted to."""
+    if not unusable:
+        return None
+    return to_admins(templates, roster, "notice-unusable-keys.txt.j2",
+                     members=[m for m in roster.members if m.fingerprint in unusable])
+
+
+def bounces(templates: Templates, roster: Roster, member: Member) -> Notice | None:
+    """The admins hear that a member's bounces have reached listserv.ledger.BOUNCE_NOTICE_AT."""
+    return to_admins(templates, roster, "notice-bounces.txt.j2", member=member)
+
+
+def quarantined(templates: Templates, roster: Roster, qid: str, reason: str) -> Notice | None:
+    """The admins hear that an accepted post was set aside (its queue id and why; no content)."""
+    return to_admins(templates, roster, "notice-quarantined.txt.j2", qid=qid, reason=reason)
+
+
+def key_revoked(templates: Templates, roster: Roster, member: Member) -> Notice | None:
+    """The admins hear that a member's pinned key was revoked (listserv.revocation)."""
+    return to_admins(templates, roster, "notice-key-revoked.txt.j2", member=member)
