@@ -8,18 +8,17 @@ the part it needs; only the pipeline, the server and the CLI hold a Context.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 from . import capacity
 from .config import Home
 from .digest import Digests
 from .keyring import Keyring
 from .model import Roster
+from .outbox import Outbox
 from .spool import Outgoing, Spool
 from .stages.authorize import home_replay_window
 from .store import Store
 from .templates import Templates
-from .verp import SECRET_KEY
 
 
 @dataclass(frozen=True)
@@ -29,6 +28,7 @@ class Context:
     keyring: Keyring
     spool: Spool
     templates: Templates
+    outbox: Outbox  # delivery jobs onto the outgoing spool
     digests: Digests
 
     @classmethod
@@ -40,16 +40,17 @@ class Context:
         store = store or Store(home.database)
         keyring = keyring or Keyring(home.keys)
         templates = Templates(home.templates)
-        digests = Digests(store, keyring, Outgoing(spool), templates, home.digests)
-        return cls(store, Store(home.events), keyring, spool, templates, digests)
+        outbox = Outbox(keyring, Outgoing(spool), store)
+        return cls(store, Store(home.events), keyring, spool, templates, outbox,
+                   Digests(store, keyring, outbox, templates, home.digests))
 
     @property
     def outgoing(self) -> Outgoing:
-        return self.digests.outgoing
+        return self.outbox.outgoing
 
-    @cached_property
+    @property
     def verp_key(self) -> bytes:
-        return self.store.secret(SECRET_KEY)
+        return self.outbox.verp_key
 
     def roster(self, address: str) -> Roster:
         return self.store.read().roster(address)

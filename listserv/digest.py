@@ -40,15 +40,15 @@ from .deliver import Outcome, too_large
 from .durable import make_directories, write_atomically
 from .errors import CryptoError
 from .keyring import Keyring
+from .outbox import Outbox
 from .legacy_display import shown_text
 from .model import Kind, MailingList, Member
 from .schedule import parse_schedule
-from .spool import Outgoing, OutJob
+from .spool import OutJob
 from .stages.compose import Composed, Post, compose, wrapping
 from .stages.fanout import fan_out
 from .store import Store
 from .templates import Templates
-from .verp import SECRET_KEY
 
 STATE = "digest:{}"
 log = logging.getLogger("listserv.digest")
@@ -142,10 +142,11 @@ def _folder_name(address: str) -> str:
 class Digests:
     """The digest backlog and sending, for one home: what it reads and writes is given here."""
 
-    def __init__(self, store: Store, keyring: Keyring, outgoing: Outgoing, templates: Templates, root: Path):
+    def __init__(self, store: Store, keyring: Keyring, outbox: Outbox, templates: Templates, root: Path):
         self.store = store
         self.keyring = keyring
-        self.outgoing = outgoing
+        self.outbox = outbox
+        self.outgoing = outbox.outgoing
         self.templates = templates
         self.root = root  # data/digest
         self.lock_path = root.parent / "digest.lock"
@@ -410,11 +411,8 @@ class Digests:
         composed = _compose_digest(self.templates, mailing_list, now, render_digest(
             self.templates, mailing_list, volume, issue, items, now, part=part, parts=parts,
             html=html, first=first))
-        fanned = fan_out(composed, readers, mailing_list, self.keyring, self.store.secret(SECRET_KEY))
-        if not fanned.records:
-            return None
-        return self.outgoing.write(qid, mailing_list.address, Kind.DIGEST, fanned,
-                                   items=tuple(name for name, _ in carried))
+        fanned = fan_out(composed, readers, mailing_list, self.keyring, self.outbox.verp_key)
+        return self.outbox.write(qid, mailing_list, Kind.DIGEST, fanned, items=tuple(name for name, _ in carried))
 
 
 def _compose_digest(templates: Templates, mailing_list: MailingList, now: datetime, content: bytes) -> Composed:
@@ -497,7 +495,7 @@ def render_digest(templates: Templates, mailing_list: MailingList, volume: int, 
         names = tuple(a.get_filename() or a.get_content_type() for a in attachments)
         entries.append(_Entry(number, item.pseudonym,
                               datetime.fromtimestamp(item.sent_at, timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                              item.subject, item.kind == "alert", text, names))
+                              item.subject, item.kind == Kind.ALERT, text, names))
         carried.extend(attachments)
     values = dict(list=mailing_list, volume=volume, issue=issue, entries=entries,
                   date=now.strftime("%Y-%m-%d"), part=part, parts=parts)

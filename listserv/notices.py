@@ -2,7 +2,7 @@
 that failed, a post set aside), to one member (a welcome, a post that reached no one).
 
 Everything here only builds them: a `Notice` is a composed message and who gets it. The
-pipeline fans each out and queues it like any post (listserv.pipeline.send_notices), so a
+outbox fans each out and queues it like any post (listserv.outbox.Outbox.notices), so a
 notice is encrypted to its recipients' pinned keys and goes through the same relay. A notice
 to admins goes to the admins in good standing: never to a revoked key.
 """
@@ -10,12 +10,16 @@ to admins goes to the admins in good standing: never to a revoked key.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from email import policy
 from email.message import EmailMessage
 
 from .model import Kind, MailingList, Member, Roster
 from .stages.compose import Composed, Post, compose, wrapping
 from .templates import Templates
+
+if TYPE_CHECKING:
+    from .ledger import Counted
 
 
 @dataclass(frozen=True)
@@ -70,9 +74,11 @@ def unusable_keys(templates: Templates, roster: Roster, unusable: tuple[str, ...
                      members=[m for m in roster.members if m.fingerprint in unusable])
 
 
-def bounces(templates: Templates, roster: Roster, member: Member) -> Notice | None:
-    """The admins hear that a member's bounces have reached listserv.ledger.BOUNCE_NOTICE_AT."""
-    return to_admins(templates, roster, "notice-bounces.txt.j2", member=member)
+def bounces(templates: Templates, roster: Roster, counted: Counted | None) -> Notice | None:
+    """The admins hear when a member's bounces have just reached listserv.ledger.BOUNCE_NOTICE_AT."""
+    if counted is None or not counted.reached:
+        return None
+    return to_admins(templates, roster, "notice-bounces.txt.j2", member=counted.member)
 
 
 def quarantined(templates: Templates, roster: Roster, qid: str, reason: str) -> Notice | None:

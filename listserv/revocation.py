@@ -64,7 +64,6 @@ def tell_admins(ctx: Context, revocations: tuple[Revocation, ...]) -> list[tuple
     """A notice to the admins of each list where a member just became key-revoked:
     (list address, queued notice) for each one sent. A list with no active admin gets none."""
     from .notices import key_revoked  # the fan-out machinery loads only when a notice is sent
-    from .pipeline import send_notices
 
     sent = []
     snapshot = ctx.store.read()
@@ -72,6 +71,6 @@ def tell_admins(ctx: Context, revocations: tuple[Revocation, ...]) -> list[tuple
         roster = snapshot.roster_if_any(member.list)
         if roster is None:
             continue
-        for job in send_notices([key_revoked(ctx.templates, roster, member)], ctx):
+        for job in ctx.outbox.notices([key_revoked(ctx.templates, roster, member)]):
             sent.append((roster.mailing_list.address, job))
     return sent

@@ -30,7 +30,7 @@ from .context import Context
 from .deliver import Deliverer, MaildirTransport, Outcome, RelayTransport, RetryPolicy, Transport
 from .errors import DeliveryDeferred, EnvironmentProblem, ListservError, retryable
 from .model import PRIORITY
-from .pipeline import Accepted, distribute, send_notices, settle
+from .pipeline import Accepted, distribute, settle
 from .smtpd import Handler, make_server
 from .spool import Job, OutJob
 
@@ -166,7 +166,7 @@ class Server:
                                    if isinstance(exc, ListservError) else "internal-error")
             return
         self._load(result.job, *result.notices)
-        log.info("fanned-out qid=%s copies=%d unusable=%s", job.qid, result.copies,
+        log.info("fanned-out qid=%s copies=%d unusable=%s", job.qid, result.fanned.copies,
                  ",".join(result.unusable) or "-")
 
     async def _quarantine(self, job: Job, reason: str) -> None:
@@ -183,8 +183,8 @@ class Server:
 
     def _tell_quarantined(self, job: Job, reason: str) -> tuple[OutJob, ...]:
         roster = self.ctx.store.read().roster_if_any(job.list)
-        return send_notices([notices.quarantined(self.ctx.templates, roster, job.qid, reason) if roster else None],
-                            self.ctx)
+        return self.ctx.outbox.notices([notices.quarantined(self.ctx.templates, roster, job.qid, reason)
+                                        if roster else None])
 
     async def _poller(self) -> None:
         """Picks up what other processes left in the spool: `queue retry`'s flag, and delivery

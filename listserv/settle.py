@@ -58,13 +58,16 @@ def describe(reason: str) -> str:
     return f"refused ({reason or 'no reason recorded'})"
 
 
-def told(outcome: Outcome, roster: Roster, counted: dict[int, Counted], settled: Settled | None,
+def told(outcome: Outcome, roster: Roster | None, counted: dict[int, Counted], settled: Settled | None,
          templates: Templates) -> list[Notice]:
     """The notices a delivery job's end calls for: bounce counts that reached the notice, and
     the failures (see the module docstring). `counted`: the bounces counted, by copy index;
-    `settled`: what became of a digest part's posts."""
+    `settled`: what became of a digest part's posts; `roster` None: the list is gone, and
+    nobody is left to tell."""
     job = outcome.job
-    notices = [bounces(templates, roster, c.member) for c in counted.values() if c.reached]
+    if roster is None:
+        return []
+    notices = [bounces(templates, roster, c) for c in counted.values()]
     if job.kind == Kind.NOTICE or not outcome.failures:
         return [n for n in notices if n]
     by_email = {m.email: m for m in roster.members}

@@ -18,7 +18,7 @@ from listserv.errors import Unauthorized
 from listserv.model import MailingList, Member
 from listserv.notices import to_admins
 from listserv.context import Context
-from listserv.pipeline import distribute, receive, send_notices
+from listserv.pipeline import distribute, receive
 from listserv.spool import Outgoing
 from listserv.stages.authorize import authorize
 from listserv.stages.open import Opened
@@ -234,8 +234,8 @@ def test_the_key_revoked_state_alone_stops_posts_copies_digests_and_notices(tmp_
     assert result.unusable == () and result.notices == ()
     assert digests.send(LIST) is None  # Dave was its only reader
     snapshot = ctx.store.read()
-    [notice] = send_notices([to_admins(ctx.templates, snapshot.roster(LIST), "notice-bounces.txt.j2",
-                                       member=snapshot.require_member(LIST, dave.email))], ctx)
+    [notice] = ctx.outbox.notices([to_admins(ctx.templates, snapshot.roster(LIST), "notice-bounces.txt.j2",
+                                             member=snapshot.require_member(LIST, dave.email))])
     assert {r.email for r in outgoing.recipients(notice)} == {people["bob"].email}
 
 

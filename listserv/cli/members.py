@@ -147,13 +147,12 @@ role_option = click.option("--role", type=click.Choice(ROLES), help="Admins may 
 
 def _welcome(app: App, list_address: str, members: list[Member]) -> None:
     from ..notices import welcome  # fan-out machinery loads only when a welcome is sent
-    from ..pipeline import send_notices
 
     ctx = app.context
     mailing_list = app.store.read().require_list(list_address)
     key = app.keyring.export(mailing_list.fingerprint).encode()
     for member in members:
-        for job in send_notices([welcome(ctx.templates, mailing_list, member, key)], ctx):
+        for job in ctx.outbox.notices([welcome(ctx.templates, mailing_list, member, key)]):
             click.echo(f"welcome to {member.email} queued as {job.qid}")
 
 
