@@ -10,32 +10,30 @@ import signal
 import subprocess
 import time
 from email import policy
-from pathlib import Path
 
 import pytest
 
-from . import mail_factory as mf
-from .conftest import Cli, write_key
-from .conftest import make_site as site_with
-from .members_clients import decrypt, encrypted_part, recipient_key_ids
-from .server import ServeProcess
-from .sink import Sink
-from .smtp_client import submit
-from .support import make_gpg_user, revoked
+from tests.helpers import mail as mf
+from tests.helpers.cli import make_site, write_key
+from tests.helpers.keys import make_gpg_user, revoked
+from tests.helpers.members_clients import decrypt, encrypted_part, recipient_key_ids
+from tests.helpers.server import ServeProcess
+from tests.helpers.sink import Sink
+from tests.helpers.smtp import submit
+from tests.helpers.tls import relay_certificate
 
 LIST = "news@example.org"
 MEMBERS = ("alice", "bob", "sally", "rita")
 
 
-def make_site(base: Path, people, settings: str = "") -> tuple[Cli, bytes, str]:
-    return site_with(base, people, {key: "immediate" for key in MEMBERS}, settings)
+IMMEDIATE = {key: "immediate" for key in MEMBERS}
 
 
 FAST_RETRY = "[delivery]\nretry_min = 1\nretry_max = 2\nconcurrency = 2\n"
 
 
 def test_each_member_gets_one_copy_only_they_can_read(tmp_path, people):
-    cli, list_key, list_fpr = make_site(tmp_path, people)
+    cli, list_key, list_fpr = make_site(tmp_path, people, IMMEDIATE)
     alice = people["alice"]
     raw = mf.post(alice, list_key, body="The meeting moved to Thursday.", subject="Meeting")
     assert b"User-Agent" not in raw
@@ -75,7 +73,7 @@ def test_each_member_gets_one_copy_only_they_can_read(tmp_path, people):
 
 
 def test_a_451_is_retried_and_then_delivered(tmp_path, people):
-    cli, list_key, _ = make_site(tmp_path, people, FAST_RETRY)
+    cli, list_key, _ = make_site(tmp_path, people, IMMEDIATE, FAST_RETRY)
     with Sink(replies=["451 4.3.0 Greylisted, come back later"]) as sink, \
             ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
         assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
@@ -88,7 +86,7 @@ def test_a_451_is_retried_and_then_delivered(tmp_path, people):
 
 
 def test_a_550_fails_that_member_only(tmp_path, people):
-    cli, list_key, _ = make_site(tmp_path, people, FAST_RETRY)
+    cli, list_key, _ = make_site(tmp_path, people, IMMEDIATE, FAST_RETRY)
     refuse = {people["rita"].email: "550 5.1.1 No such user"}
     with Sink(refuse_rcpt=refuse) as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
         assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
@@ -98,7 +96,7 @@ def test_a_550_fails_that_member_only(tmp_path, people):
 
 
 def test_with_no_relay_copies_go_to_the_outbox(tmp_path, people):
-    cli, list_key, list_fpr = make_site(tmp_path, people)
+    cli, list_key, list_fpr = make_site(tmp_path, people, IMMEDIATE)
     with ServeProcess(cli.home) as proc:
         assert submit(proc.port, LIST, mf.post(people["sally"], list_key, body="outbox test"))[0] == 250
         proc.wait_log(r"delivered qid=\S+ sent=4")
@@ -112,7 +110,7 @@ def test_with_no_relay_copies_go_to_the_outbox(tmp_path, people):
 
 
 def test_sigkill_during_fan_out_loses_nothing_and_doubles_nothing(tmp_path, people):
-    cli, list_key, _ = make_site(tmp_path, people, "[delivery]\nconcurrency = 1\nretry_min = 1\n")
+    cli, list_key, _ = make_site(tmp_path, people, IMMEDIATE, "[delivery]\nconcurrency = 1\nretry_min = 1\n")
     proc = None
 
     def kill_at_third(taken: int) -> bool:
@@ -137,7 +135,7 @@ def test_sigkill_during_fan_out_loses_nothing_and_doubles_nothing(tmp_path, peop
 
 
 def test_bounces_are_counted_per_member(tmp_path, people):
-    cli, list_key, _ = make_site(tmp_path, people)
+    cli, list_key, _ = make_site(tmp_path, people, IMMEDIATE)
     with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
         assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
         copies = sink.wait_for(len(MEMBERS))
@@ -152,7 +150,7 @@ def test_bounces_are_counted_per_member(tmp_path, people):
 
 
 def test_queue_shows_deferred_copies_and_queue_retry_sends_them_now(tmp_path, people):
-    cli, list_key, _ = make_site(tmp_path, people, "[delivery]\nconcurrency = 1\n")  # retry after 300 s
+    cli, list_key, _ = make_site(tmp_path, people, IMMEDIATE, "[delivery]\nconcurrency = 1\n")  # retry after 300 s
     with Sink(replies=["451 4.3.0 Try later"]) as sink, \
             ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
         assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
@@ -174,7 +172,7 @@ def test_queue_shows_deferred_copies_and_queue_retry_sends_them_now(tmp_path, pe
 
 
 def test_queue_retry_while_a_deferred_copy_is_being_sent_sends_it_once(tmp_path, people):
-    cli, list_key, _ = make_site(tmp_path, people, "[delivery]\nconcurrency = 2\n")  # retry after 300 s
+    cli, list_key, _ = make_site(tmp_path, people, IMMEDIATE, "[delivery]\nconcurrency = 2\n")  # retry after 300 s
     flag = cli.home / "data" / "spool" / "retry-now"
 
     def second_retry_while_sending(taken: int) -> bool:
@@ -196,7 +194,7 @@ def test_queue_retry_while_a_deferred_copy_is_being_sent_sends_it_once(tmp_path,
 
 
 def test_a_damaged_delivery_job_goes_to_bad_and_serve_delivers_the_rest(tmp_path, people):
-    cli, list_key, _ = make_site(tmp_path, people)
+    cli, list_key, _ = make_site(tmp_path, people, IMMEDIATE)
     damaged = cli.home / "data" / "spool" / "outgoing" / "badbadbadbad"
     damaged.mkdir(parents=True)
     meta = {"qid": "badbadbadbad", "list": LIST, "kind": "post", "created": time.time(),
@@ -214,7 +212,7 @@ def test_a_damaged_delivery_job_goes_to_bad_and_serve_delivers_the_rest(tmp_path
 
 
 def test_a_disk_error_while_fanning_out_defers_the_post_instead_of_dropping_it(tmp_path, people):
-    cli, list_key, _ = site_with(tmp_path, people, {"alice": "immediate", "bob": "digest"})
+    cli, list_key, _ = make_site(tmp_path, people, {"alice": "immediate", "bob": "digest"})
     blocker = cli.home / "data" / "digest"
     blocker.parent.mkdir(parents=True, exist_ok=True)
     blocker.write_bytes(b"")  # the backlog folder cannot be made: an OSError mid-distribute
@@ -242,7 +240,7 @@ def test_queue_shows_a_damaged_delivery_job_instead_of_failing(cli):
 
 def test_a_member_whose_key_became_unusable_gets_no_copy_and_admins_get_a_notice(
         tmp_path, tmp_path_factory, people):
-    cli, list_key, list_fpr = make_site(tmp_path, people)
+    cli, list_key, list_fpr = make_site(tmp_path, people, IMMEDIATE)
     cli.ok("member", "set", LIST, people["bob"].email, "--role", "admin")
     # A short path: gpg-agent's socket path must fit in 108 bytes.
     carol = make_gpg_user(tmp_path_factory.mktemp("c"), "Carol", "carol@example.org")
@@ -265,7 +263,7 @@ def test_a_member_whose_key_became_unusable_gets_no_copy_and_admins_get_a_notice
 
 
 def test_admins_hear_when_a_members_copies_keep_bouncing(tmp_path, people):
-    cli, list_key, list_fpr = make_site(tmp_path, people)
+    cli, list_key, list_fpr = make_site(tmp_path, people, IMMEDIATE)
     cli.ok("member", "set", LIST, people["bob"].email, "--role", "admin")
     with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
         assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
@@ -282,11 +280,9 @@ def test_admins_hear_when_a_members_copies_keep_bouncing(tmp_path, people):
 
 
 def test_copies_go_over_starttls_when_the_settings_ask_for_it(tmp_path, people):
-    from .test_smtpclient import _certificate
-
-    cert_file, context = _certificate(tmp_path)
+    cert_file, context = relay_certificate(tmp_path)
     settings = f'[delivery]\nstarttls = "always"\ntls_ca_file = "{cert_file}"\n'
-    cli, list_key, list_fpr = make_site(tmp_path, people, settings)
+    cli, list_key, list_fpr = make_site(tmp_path, people, IMMEDIATE, settings)
     with Sink(tls_context=context) as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
         assert submit(proc.port, LIST, mf.post(people["alice"], list_key, body="sent over TLS"))[0] == 250
         copies = sink.wait_for(len(MEMBERS))

@@ -22,9 +22,9 @@ from listserv.stages.authorize import authorize
 from listserv.stages.open import open_message
 from listserv.stages.route import Route
 
-from . import forge
-from . import mail_factory as mf
-from .support import User
+from tests.helpers import forge
+from tests.helpers import mail as mf
+from tests.helpers.keys import User
 
 LIST = "news@example.org"
 SEPARATORS = {

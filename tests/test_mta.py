@@ -12,8 +12,7 @@ from listserv.errors import UnknownRecipient
 from listserv.postfix import FILES, POST_HEADROOM
 from listserv.stages.route import route
 
-from .conftest import Cli, write_key
-from .test_cli_members import assert_refused
+from tests.helpers.cli import Cli, assert_refused, write_key
 
 TEAM, NEWS = "team@lists.example.org", "news@example.net"
 
