@@ -1,5 +1,5 @@
 """`listserv mta postfix`: the maps for every list, printed or written. (A real Postfix reads
-them in tests/test_postfix.py; this file checks what they say.)"""
+them in tests/e2e/test_postfix.py; this file checks what they say.)"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Issue 10, findings 1 and 4: nothing lost without a word.
 
-The relay here is tests/sink.py with a message size limit, as Postfix's message_size_limit
+The relay here is tests/helpers/sink.py with a message size limit, as Postfix's message_size_limit
 (200 KB instead of 10,240,000 bytes): it announces SIZE, refuses MAIL FROM SIZE= above it and
 a larger message at DATA with 552 5.3.4. Before this issue listserv said 250 to a post whose
 copies the relay then refused, logged `delivered ... sent=0 failed=4` and told no one.
