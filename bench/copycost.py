@@ -36,7 +36,9 @@ import keypool  # noqa: E402
 from fanout import POSTS, list_home, make_post  # noqa: E402
 
 from listserv import openpgp  # noqa: E402
-from listserv.spool import Outgoing, Progress, Recipient, Spool  # noqa: E402
+from listserv.model import Recipient  # noqa: E402
+from listserv.spool import Outgoing, Progress, Spool  # noqa: E402
+from listserv.stages.fanout import Fanned  # noqa: E402
 from listserv.stages.fanout import encrypt_for  # noqa: E402
 
 PREFIX = (b"From: News <news@example.org>\r\nTo: News <news@example.org>\r\nSubject: [...]\r\n"
@@ -103,9 +105,9 @@ def main() -> None:
         for post in POSTS:
             plaintext = make_post(POSTS[post])
             fan = encrypt_for(ring.keyring, ring.fingerprint, [m.fingerprint for m in members], plaintext)
-            job = outgoing.write(f"bench{post}", "news@example.org", "post", "news-bounces+{token}@example.org",
-                                 fan.shared, PREFIX, SUFFIX,
-                                 [Recipient(m.email, "t", fan.pkesks[m.fingerprint].packet) for m in members])
+            records = tuple(Recipient(m.email, "t", fan.pkesks[m.fingerprint].packet) for m in members)
+            job = outgoing.write(f"bench{post}", "news@example.org", "post",
+                                 Fanned(fan.shared, PREFIX, SUFFIX, "news-bounces+{token}@example.org", records, ()))
             repeat = 200 if post == "10k" else 20
             for member in members:
                 pkesk = fan.pkesks[member.fingerprint].packet

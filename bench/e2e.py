@@ -30,7 +30,7 @@ It prints:
 `--profile DIR` records the serve process with py-spy during each test (pip install py-spy)
 and prints a summary of each profile (bench/collapsed.py).
 
-Posts are real PGP/MIME submissions (tests/mail_factory.py): signed by member 0's key and
+Posts are real PGP/MIME submissions (tests/helpers/mail.py): signed by member 0's key and
 encrypted to the list's key with gpg. Times come from time.monotonic(), which on Linux is
 the same clock (CLOCK_MONOTONIC) in the sink's process and this one.
 """
@@ -65,9 +65,9 @@ from fanout import revision  # noqa: E402
 
 from listserv.model import Member  # noqa: E402
 from listserv.store import Store  # noqa: E402
-from tests.mail_factory import post  # noqa: E402
-from tests.smtp_client import submit  # noqa: E402
-from tests.support import User  # noqa: E402
+from tests.helpers.mail import post  # noqa: E402
+from tests.helpers.smtp import submit  # noqa: E402
+from tests.helpers.keys import User  # noqa: E402
 
 LIST, TINY = "news@example.org", "tiny@example.org"
 URGENT = "news+urgent@example.org"

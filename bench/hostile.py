@@ -44,8 +44,8 @@ REPO = BENCH.parent
 sys.path[:0] = [str(REPO)]
 
 from listserv import mimescan  # noqa: E402
-from tests import mail_factory as mf  # noqa: E402
-from tests.support import User, make_gpg_user  # noqa: E402
+from tests.helpers import mail as mf  # noqa: E402
+from tests.helpers.keys import User, make_gpg_user  # noqa: E402
 
 LIST = "news@example.org"
 LISTSERV = [sys.executable, "-m", "listserv"]

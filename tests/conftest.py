@@ -1,39 +1,21 @@
-"""Shared fixtures: a fresh listserv home, an in-process CLI, and throwaway member identities."""
+"""Shared fixtures, and only fixtures: a fresh listserv home, an in-process CLI, and throwaway
+member identities. What they are made with lives in tests/helpers/."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from listserv.cli import main
+from listserv.keyring import Keyring
 
-from .support import (
-    User, make_expired_gpg_user, make_gpg_user, make_rnp_user, make_sq_user, revoked, secret_key,
+from tests.helpers.cli import Cli
+from tests.helpers.fanout import Clients, ListRing, export_secret, kill_agent
+from tests.helpers.keys import (
+    GPG_BATCH, User, make_expired_gpg_user, make_gpg_user, make_rnp_user, make_sq_user, revoked, run,
+    secret_key,
 )
-
-
-class Cli:
-    """Runs `listserv --home HOME ...` in-process, the way a user types it."""
-
-    def __init__(self, home: Path):
-        self.home = home
-        self.runner = CliRunner()
-
-    def __call__(self, *args: str, input: bytes | str | None = None) -> Result:
-        return self.runner.invoke(main, ["--home", str(self.home), *args], input=input,
-                                  catch_exceptions=False)
-
-    def ok(self, *args: str, input: bytes | str | None = None) -> Result:
-        result = self(*args, input=input)
-        assert result.exit_code == 0, (result.exit_code, result.output, result.stderr)
-        return result
-
-    def json(self, *args: str) -> object:
-        return json.loads(self.ok(*args, "--json").stdout)
 
 
 @pytest.fixture
@@ -80,12 +62,6 @@ def unusable_keys(tmp_path_factory: pytest.TempPathFactory, people: dict[str, Us
     }
 
 
-def write_key(tmp_path: Path, user: User) -> str:
-    path = tmp_path / f"{user.email}.asc"
-    path.write_bytes(user.public_key)
-    return str(path)
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _stop_gpg_agents(tmp_path_factory: pytest.TempPathFactory):
     """Every test home's keyring starts a gpg-agent; stop this session's agents at the end."""
@@ -95,19 +71,51 @@ def _stop_gpg_agents(tmp_path_factory: pytest.TempPathFactory):
     subprocess.run(["pkill", "-f", f"gpg-agent --homedir {base}/"], capture_output=True)
 
 
-def make_site(base: Path, people: dict[str, User], modes: dict[str, str], settings: str = "",
-              address: str = "news@example.org") -> tuple[Cli, bytes, str]:
-    """A home with one list whose members are `people[key]` in `modes[key]` delivery mode.
-    `settings` replaces listserv.toml. Returns the CLI, the list's public key and fingerprint."""
-    cli = Cli(base / "home")
-    cli.ok("init")
-    if settings:
-        (cli.home / "listserv.toml").write_text(settings)
-    cli.ok("list", "create", address, "--name", "News")
-    for key, mode in modes.items():
-        user = people[key]
-        cli.ok("member", "add", address, user.email, "--key", write_key(base, user), "--name", user.name,
-               "--mode", mode)
-    list_key = cli.ok("list", "key", address).stdout.encode()
-    fingerprint = json.loads(cli.ok("list", "show", address, "--json").stdout)["fingerprint"]
-    return cli, list_key, fingerprint
+# -- a list keyring as deployed, and members' clients (stages/test_fanout.py, test_pkesk.py) --
+
+@pytest.fixture(scope="module")
+def outsiders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, User]:
+    base = tmp_path_factory.mktemp("outsiders")
+    users = {
+        "expired": make_expired_gpg_user(base, "Expired", "expired@example.org", at="20240101T000000",
+                                         home="gpg-expired"),  # valid one day in January 2024
+        "signonly": make_gpg_user(base, "Sign Only", "signonly@example.org", encrypt=False),
+    }
+    yield users
+    for user in users.values():
+        kill_agent(user.home)
+
+
+@pytest.fixture(scope="module")
+def ring(tmp_path_factory: pytest.TempPathFactory, people: dict[str, User], outsiders: dict[str, User]) -> ListRing:
+    """A keyring laid out like a deployment's: the list key and every member's public key."""
+    base = tmp_path_factory.mktemp("listserv")
+    home = base / "keys"
+    home.mkdir(mode=0o700)
+    keyring = Keyring(home)
+    fingerprint = keyring.generate_list_key("news@example.org", "News")
+    for user in [*people.values(), *outsiders.values()]:
+        assert keyring.import_keys(user.public_key) == [user.fingerprint]
+    cert = base / "list.asc"
+    cert.write_text(keyring.export(fingerprint))
+    yield ListRing(keyring, fingerprint, cert)
+    kill_agent(home)
+
+
+@pytest.fixture(scope="module")
+def clients(tmp_path_factory: pytest.TempPathFactory, people: dict[str, User], ring: ListRing) -> dict[str, Clients]:
+    made = {}
+    for name, user in people.items():
+        base = tmp_path_factory.mktemp(f"client-{name}")
+        secret = base / "secret.asc"
+        secret.write_bytes(export_secret(user))
+        gpg_home, rnp_home = base / "gpg", base / "rnp"
+        gpg_home.mkdir(mode=0o700)
+        rnp_home.mkdir(mode=0o700)
+        run([*GPG_BATCH, "--homedir", str(gpg_home), "--import", str(secret), str(ring.cert)])
+        for key in (secret, ring.cert):
+            run(["rnpkeys", "--homedir", str(rnp_home), "--import", str(key), "--password", ""])
+        made[name] = Clients(gpg_home, rnp_home, secret)
+    yield made
+    for client in made.values():
+        kill_agent(client.gpg_home)

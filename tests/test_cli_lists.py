@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from . import mail_factory as mf
-from .conftest import Cli, make_site, write_key
-from .server import ServeProcess
-from .smtp_client import submit
-from .support import fingerprints_in, run
-from .test_cli_members import assert_refused, state
+from tests.helpers import mail as mf
+from tests.helpers.cli import Cli, assert_refused, make_site, state, write_key
+from tests.helpers.keys import fingerprints, fingerprints_in, run
+from tests.helpers.server import ServeProcess
+from tests.helpers.smtp import submit
 
 LIST_FIELDS = {"address", "name", "fingerprint", "urgent_address", "created", "members", "options"}
 OPTION_NAMES = {"name", "subject_prefix", "require_encryption", "alert_senders", "digest_schedule",
@@ -163,8 +162,7 @@ def test_list_key_is_the_armored_public_key_gpg_imports(cli, news, tmp_path):
     member_home.mkdir(mode=0o700)
     run(["gpg", "--batch", "--homedir", str(member_home), "--import"], input=armored.encode())
     listing = run(["gpg", "--homedir", str(member_home), "--with-colons", "--list-keys"]).stdout.decode()
-    fingerprints = [line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")]
-    assert fingerprints[0] == cli.json("list", "show", news)["fingerprint"]
+    assert fingerprints(listing)[0] == cli.json("list", "show", news)["fingerprint"]
     assert "News <news@example.org>" in listing
     assert not run(["gpg", "--homedir", str(member_home), "--list-secret-keys"]).stdout
 

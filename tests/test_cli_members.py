@@ -10,29 +10,11 @@ import pytest
 
 from listserv.cli.members import EXPIRY_WARNING_DAYS
 
-from . import forge
-from .conftest import Cli, write_key
-from .support import GPG_BATCH, fingerprints_in, keyring_listing, make_gpg_user, run
+from tests.helpers import forge
+from tests.helpers.cli import Cli, assert_refused, state, write_key
+from tests.helpers.keys import GPG_BATCH, fingerprints, fingerprints_in, make_gpg_key, make_gpg_user, run
 
 MEMBER_FIELDS = {"email", "name", "fingerprint", "mode", "role", "state", "key_expires", "bounces", "added"}
-
-
-def state(cli: Cli) -> tuple[bytes | None, list[str]]:
-    """Everything a refused command must leave alone: the database and the keyring."""
-    database = cli.home / "data" / "listserv.json"
-    return (database.read_bytes() if database.exists() else None), keyring_listing(cli.home / "keys")
-
-
-def assert_refused(result, exit_code: int, *fragments: str) -> None:
-    """Exit code as documented, one plain sentence on stderr, nothing on stdout, no traceback."""
-    assert result.exit_code == exit_code, (result.exit_code, result.output)
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("listserv: ") and lines[0].endswith("."), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 def member_list(cli: Cli, address: str = "news@example.org") -> list[dict]:
@@ -199,15 +181,9 @@ def keyring_file(tmp_path_factory, people, unusable_keys) -> tuple[Path, dict]:
     home = base / "gnupg"
     home.mkdir(mode=0o700)
     gpg = [*GPG_BATCH, "--homedir", str(home)]
-    params = "".join(
-        "Key-Type: eddsa\nKey-Curve: ed25519\nKey-Usage: sign\nSubkey-Type: ecdh\n"
-        f"Subkey-Curve: cv25519\nSubkey-Usage: encrypt\nName-Real: {uid.split(' <')[0]}\n"
-        f"Name-Email: {uid.split('<')[1].rstrip('>')}\nExpire-Date: 0\n%no-protection\n%commit\n"
-        for uid in FRESH
-    )
-    # gpg puts "(comment)" in Name-Comment; Name-Real "Carol (work phone)" is refused, so:
-    params = params.replace("Name-Real: Carol (work phone)\n", "Name-Real: Carol\nName-Comment: work phone\n")
-    run([*gpg, "--gen-key"], input=params.encode())
+    for uid in FRESH:
+        name, email = uid.split(" <")
+        run([*gpg, "--import"], input=make_gpg_user(base, name, email.rstrip(">")).public_key)
     for who in ("alice", "bob", "sally", "rita"):
         run([*gpg, "--import"], input=people[who].public_key)
     for kind in ("sign-only", "expired", "expired-subkey", "revoked"):
@@ -216,7 +192,7 @@ def keyring_file(tmp_path_factory, people, unusable_keys) -> tuple[Path, dict]:
     keyring.write_bytes(run([*gpg, "--export"]).stdout)
     listing = run(["gpg", "--show-keys", "--with-colons"], input=keyring.read_bytes()).stdout.decode()
     assert listing.count("\npub:") + listing.startswith("pub:") == 20
-    return keyring, {line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")}
+    return keyring, set(fingerprints(listing))
 
 
 def test_member_import_adds_usable_keys_and_explains_each_refusal(cli, news, people, tmp_path, keyring_file):
@@ -353,7 +329,7 @@ def test_member_json_is_a_json_array(cli, news, people, tmp_path):
 
 def test_member_set_key_with_the_same_key_renewed_updates_its_expiry(cli, news, tmp_path):
     """A member extends their key's expiry and sends it again: same fingerprint, new date."""
-    from .support import make_gpg_user
+    from tests.helpers.keys import make_gpg_user
 
     carol = make_gpg_user(tmp_path, "Carol", "carol@example.org", expire="1y")
     add(cli, tmp_path, carol)
@@ -405,12 +381,8 @@ def test_addresses_that_only_look_like_the_lists_are_members_like_any(cli, news,
 
 
 def test_member_import_refuses_a_key_whose_address_is_the_lists(cli, news, people, tmp_path):
-    home = tmp_path / "g"
-    home.mkdir(mode=0o700)
-    gpg = [*GPG_BATCH, "--homedir", str(home)]
-    run([*gpg, "--quick-gen-key", "Loop <news-owner@example.org>", "ed25519", "sign", "never"])
-    fingerprint = run([*gpg, "--with-colons", "--list-keys"]).stdout.decode().split("fpr:::::::::")[1].split(":")[0]
-    run([*gpg, "--quick-add-key", fingerprint, "cv25519", "encr", "never"])
+    loop = make_gpg_key(tmp_path, "Loop", "news-owner@example.org", home="g")  # short: gpg-agent's socket path
+    gpg = [*GPG_BATCH, "--homedir", str(loop.home)]
     run([*gpg, "--import"], input=people["bob"].public_key)
     keyring = tmp_path / "two.gpg"
     keyring.write_bytes(run([*gpg, "--export"]).stdout)

@@ -20,7 +20,7 @@ import pytest
 
 from listserv.cli import main
 
-from .conftest import Cli, write_key
+from tests.helpers.cli import Cli, write_key
 
 LIST = "news@example.org"
 

@@ -10,7 +10,7 @@ from listserv.config import DEFAULT_TOML, SETTINGS, Home, Settings, key_lines, p
 from listserv.deliver import RetryPolicy
 from listserv.errors import ConfigProblem
 
-from .conftest import Cli
+from tests.helpers.cli import Cli
 
 
 def settings_of(tmp_path, text: str) -> Settings:

@@ -17,7 +17,7 @@ from listserv.context import Context
 from listserv.spool import Spool
 from listserv.templates import Templates
 
-from .conftest import make_site
+from tests.helpers.cli import make_site
 
 
 class Syscalls:

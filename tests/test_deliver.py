@@ -1,294 +1,171 @@
-"""Issue 4 end to end: each member gets one copy only they can read, signed by the list,
-carrying nothing of the sender's identity, delivered durably with retries."""
+"""The delivery workers on their own: a job on disk, a transport that misbehaves."""
 
 from __future__ import annotations
 
-import email
-import json
-import os
-import signal
-import subprocess
-import time
-from email import policy
-from pathlib import Path
+import asyncio
+import logging
+import threading
 
-import pytest
+from listserv import deliver as deliver_module
+from listserv.deliver import Deliverer, Outcome, RetryPolicy, Transport
+from listserv.errors import DeliveryFailed
+from listserv.model import Recipient
+from listserv.spool import Outgoing, OutJob, Spool
+from listserv.stages.fanout import Fanned
 
-from . import mail_factory as mf
-from .conftest import Cli, write_key
-from .conftest import make_site as site_with
-from .members_clients import decrypt, encrypted_part, recipient_key_ids
-from .server import ServeProcess
-from .sink import Sink
-from .smtp_client import submit
-from .support import make_gpg_user, revoked
-
-LIST = "news@example.org"
-MEMBERS = ("alice", "bob", "sally", "rita")
+EMAILS = ("alice@example.org", "bob@example.org", "carol@example.net")
 
 
-def make_site(base: Path, people, settings: str = "") -> tuple[Cli, bytes, str]:
-    return site_with(base, people, {key: "immediate" for key in MEMBERS}, settings)
+def job_on_disk(tmp_path) -> tuple[Outgoing, OutJob]:
+    """A fan-out job as distribute() writes it (the packets need not decrypt for this)."""
+    spool = Spool(tmp_path / "spool")
+    spool.prepare()
+    outgoing = Outgoing(spool)
+    recipients = [Recipient(email, f"token{i}", bytes([0xC1, 0x01, i]), 0) for i, email in enumerate(EMAILS)]
+    job = outgoing.write("0123456789ab", "news@example.org", "post",
+                         Fanned((b"\xd2\x03abc",), b"Subject: [...]\r\n\r\n", b"\r\n",
+                                "news-bounces+{token}@example.org", tuple(recipients), ()))
+    return outgoing, job
 
 
-FAST_RETRY = "[delivery]\nretry_min = 1\nretry_max = 2\nconcurrency = 2\n"
+class Recording(Transport):
+    """Takes every copy, except that its first send fails with `first` (a bug, say)."""
+
+    def __init__(self, first: Exception):
+        self.first: Exception | None = first
+        self.sent: list[str] = []
+
+    async def send(self, connection, sender, recipient, message):
+        if self.first is not None:
+            error, self.first = self.first, None
+            raise error
+        self.sent.append(recipient)
 
 
-def test_each_member_gets_one_copy_only_they_can_read(tmp_path, people):
-    cli, list_key, list_fpr = make_site(tmp_path, people)
-    alice = people["alice"]
-    raw = mf.post(alice, list_key, body="The meeting moved to Thursday.", subject="Meeting")
-    assert b"User-Agent" not in raw
-    raw = raw.replace(b"MIME-Version: 1.0", b"MIME-Version: 1.0\r\nUser-Agent: Thunderbird/115\r\n"
-                      b"Received: from laptop ([192.0.2.44]) by mx.example.org", 1)
-    submitter_id = email.message_from_bytes(raw, policy=policy.default)["Message-ID"]
-    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
-        code, _ = submit(proc.port, LIST, raw)
-        assert code == 250
-        copies = sink.wait_for(len(MEMBERS))
-    by_member = {c.rcpt_tos: c for c in copies}
-    assert sorted(by_member) == sorted((people[k].email,) for k in MEMBERS)
-    key_ids = {}
-    for key in MEMBERS:
-        user = people[key]
-        copy = by_member[(user.email,)]
-        assert copy.mail_from.startswith("news-bounces+") and copy.mail_from.endswith("@example.org")
-        outer = email.message_from_bytes(copy.data, policy=policy.default)
-        assert outer["Subject"] == "[...]"
-        assert outer["List-Id"] == "News <news.example.org>"
-        armored = encrypted_part(copy.data)
-        key_ids[key] = recipient_key_ids(armored)
-        assert len(key_ids[key]) == 1, "a copy names exactly one recipient"
-        plain = decrypt(user, armored, list_key, list_fpr)
-        assert b"The meeting moved to Thursday." in plain
-        inner = email.message_from_bytes(plain, policy=policy.default)
-        assert inner["Subject"] == "[News] Meeting"
-        assert inner["From"].addresses[0].display_name == "Alice via News"
-        assert inner["From"].addresses[0].addr_spec == LIST
-        for leak in (b"alice@example.org", b"Thunderbird", b"192.0.2.44", b"laptop",
-                     submitter_id.strip("<>").encode()):
-            assert leak not in plain and leak not in copy.data, leak
-    assert len({ids[0] for ids in key_ids.values()}) == len(MEMBERS)
-    # Another member's key cannot open alice's copy.
-    with pytest.raises(Exception):
-        decrypt(people["bob"], encrypted_part(by_member[(alice.email,)].data), list_key, list_fpr)
-
-
-def test_a_451_is_retried_and_then_delivered(tmp_path, people):
-    cli, list_key, _ = make_site(tmp_path, people, FAST_RETRY)
-    with Sink(replies=["451 4.3.0 Greylisted, come back later"]) as sink, \
-            ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
-        assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
-        proc.wait_log(r"deferred qid=\S+ copy=\d+ attempts=1 reason=data-451-4\.3\.0")
-        copies = sink.wait_for(len(MEMBERS))
-        proc.wait_log(r"delivered qid=\S+ sent=4 failed=0")
-    assert sink.refused == 1
-    assert len({c.rcpt_tos for c in copies}) == len(MEMBERS)
-    assert json.loads(cli.ok("queue", "--json").stdout) == []
-
-
-def test_a_550_fails_that_member_only(tmp_path, people):
-    cli, list_key, _ = make_site(tmp_path, people, FAST_RETRY)
-    refuse = {people["rita"].email: "550 5.1.1 No such user"}
-    with Sink(refuse_rcpt=refuse) as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
-        assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
-        proc.wait_log(r"delivered qid=\S+ sent=3 failed=1")
-    assert sorted(c.rcpt_tos[0] for c in sink.messages) == sorted(
-        people[k].email for k in MEMBERS if k != "rita")
-
-
-def test_with_no_relay_copies_go_to_the_outbox(tmp_path, people):
-    cli, list_key, list_fpr = make_site(tmp_path, people)
-    with ServeProcess(cli.home) as proc:
-        assert submit(proc.port, LIST, mf.post(people["sally"], list_key, body="outbox test"))[0] == 250
-        proc.wait_log(r"delivered qid=\S+ sent=4")
-    files = list((cli.home / "data" / "outbox" / "new").iterdir())
-    assert len(files) == len(MEMBERS)
-    for path in files:
-        data = path.read_bytes()
-        recipient = email.message_from_bytes(data, policy=policy.default)["Delivered-To"]
-        user = next(people[k] for k in MEMBERS if people[k].email == recipient)
-        assert b"outbox test" in decrypt(user, encrypted_part(data), list_key, list_fpr)
-
-
-def test_sigkill_during_fan_out_loses_nothing_and_doubles_nothing(tmp_path, people):
-    cli, list_key, _ = make_site(tmp_path, people, "[delivery]\nconcurrency = 1\nretry_min = 1\n")
-    proc = None
-
-    def kill_at_third(taken: int) -> bool:
-        if taken == 2 and proc is not None and proc.proc.poll() is None:
-            os.kill(proc.proc.pid, signal.SIGKILL)
-            return True
-        return False
-
-    with Sink(on_data=kill_at_third) as sink:
-        proc = ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}").start()
-        assert submit(proc.port, LIST, mf.post(people["rita"], list_key))[0] == 250
-        proc.proc.wait(60)
-        assert proc.stop() == -signal.SIGKILL  # stop() only reaps a dead process
-        assert len(sink.messages) == 2
-        sink.on_data = None
-        with ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as again:
-            sink.wait_for(len(MEMBERS))
-            again.wait_log(r"delivered qid=\S+ sent=4 failed=0")
-            time.sleep(0.5)
-    recipients = sorted(c.rcpt_tos[0] for c in sink.messages)
-    assert recipients == sorted(people[k].email for k in MEMBERS)  # each exactly once
-
-
-def test_bounces_are_counted_per_member(tmp_path, people):
-    cli, list_key, _ = make_site(tmp_path, people)
-    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
-        assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
-        copies = sink.wait_for(len(MEMBERS))
-        bob_copy = next(c for c in copies if c.rcpt_tos == (people["bob"].email,))
-        bounce = (b"From: MAILER-DAEMON@mx.example.net\r\nTo: " + bob_copy.mail_from.encode() +
-                  b"\r\nSubject: Undelivered Mail Returned to Sender\r\n\r\nMailbox full.\r\n")
-        code, _ = submit(proc.port, bob_copy.mail_from, bounce, mail_from="")
-        assert code == 250
-    members = {m["email"]: m for m in json.loads(cli.ok("member", "list", LIST, "--json").stdout)}
-    assert members[people["bob"].email]["bounces"] == 1
-    assert members[people["alice"].email]["bounces"] == 0
-
-
-def test_queue_shows_deferred_copies_and_queue_retry_sends_them_now(tmp_path, people):
-    cli, list_key, _ = make_site(tmp_path, people, "[delivery]\nconcurrency = 1\n")  # retry after 300 s
-    with Sink(replies=["451 4.3.0 Try later"]) as sink, \
-            ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
-        assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
-        proc.wait_log(r"deferred qid=")
-        sink.wait_for(len(MEMBERS) - 1)
-        # The relay has the third copy a moment before the journal records it: wait for that.
-        deadline = time.monotonic() + 15
-        while True:
-            [job] = json.loads(cli.ok("queue", "--json").stdout)
-            if job["copies"]["sent"] == 3 or time.monotonic() > deadline:
+async def deliver(deliverer: Deliverer, job: OutJob, transport: Recording, copies: int) -> None:
+    stop = asyncio.Event()
+    workers = asyncio.ensure_future(deliverer.run(stop))
+    deliverer.load(job)
+    try:
+        for _ in range(500):
+            if len(transport.sent) >= copies and not deliverer.active or workers.done():
                 break
-            time.sleep(0.05)
-        assert job["copies"] == {"pending": 0, "sent": 3, "deferred": 1, "failed": 0}
-        assert "deferred=1" in cli.ok("queue").stdout
-        cli.ok("queue", "retry")
-        sink.wait_for(len(MEMBERS), timeout=15)
-        proc.wait_log(r"delivered qid=\S+ sent=4 failed=0")
-    assert json.loads(cli.ok("queue", "--json").stdout) == []
+            await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await asyncio.wait_for(workers, 5)
 
 
-def test_queue_retry_while_a_deferred_copy_is_being_sent_sends_it_once(tmp_path, people):
-    cli, list_key, _ = make_site(tmp_path, people, "[delivery]\nconcurrency = 2\n")  # retry after 300 s
-    flag = cli.home / "data" / "spool" / "retry-now"
-
-    def second_retry_while_sending(taken: int) -> bool:
-        if taken == len(MEMBERS) - 1:  # the deferred copy, retried: an operator retries again
-            flag.touch()
-            time.sleep(2.5)  # the relay is slow to answer; the server sees the flag meanwhile
-        return False
-
-    with Sink(replies=["451 4.3.0 Try later"], on_data=second_retry_while_sending) as sink, \
-            ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
-        assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
-        proc.wait_log(r"deferred qid=")
-        sink.wait_for(len(MEMBERS) - 1)
-        cli.ok("queue", "retry")
-        proc.wait_log(r"delivered qid=\S+ sent=4 failed=0")
-        time.sleep(1.5)
-    assert not flag.exists()  # the second retry was seen while the copy was on its way
-    assert sorted(c.rcpt_tos[0] for c in sink.messages) == sorted(people[k].email for k in MEMBERS)
+def test_a_worker_carries_on_after_an_unexpected_error(tmp_path, caplog):
+    outgoing, job = job_on_disk(tmp_path)
+    transport = Recording(RuntimeError("a bug in the transport"))
+    deliverer = Deliverer(outgoing, transport, concurrency=1, retry=RetryPolicy(0.05, 0.1, 3600))
+    with caplog.at_level(logging.INFO, logger="listserv.deliver"):
+        asyncio.run(deliver(deliverer, job, transport, len(EMAILS)))
+    assert sorted(transport.sent) == sorted(EMAILS)  # the copy that hit the error too, once
+    assert not job.path.exists()  # the job finished
+    assert f"error qid={job.qid} copy=0 RuntimeError" in caplog.text
+    assert "a bug in the transport" not in caplog.text
 
 
-def test_a_damaged_delivery_job_goes_to_bad_and_serve_delivers_the_rest(tmp_path, people):
-    cli, list_key, _ = make_site(tmp_path, people)
-    damaged = cli.home / "data" / "spool" / "outgoing" / "badbadbadbad"
-    damaged.mkdir(parents=True)
-    meta = {"qid": "badbadbadbad", "list": LIST, "kind": "post", "created": time.time(),
-            "return_path": "news-bounces+{token}@example.org", "batches": 1}
-    (damaged / "meta.json").write_text(json.dumps(meta))
-    for name in ("shared.pgp.0", "prefix", "suffix", "journal"):
-        (damaged / name).write_bytes(b"")
-    (damaged / "recipients").write_bytes(b"what a disk error left\n")
-    with ServeProcess(cli.home) as proc:
-        assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
-        proc.wait_log(r"delivered qid=\S+ sent=4 failed=0")
-        proc.wait_log(r"unreadable qid=badbadbadbad ValueError")
-    assert len(list((cli.home / "data" / "outbox" / "new").iterdir())) == len(MEMBERS)
-    assert (cli.home / "data" / "spool" / "bad" / "badbadbadbad" / "recipients").exists()
+def test_loading_a_job_that_was_delivered_meanwhile_does_nothing(tmp_path):
+    outgoing, job = job_on_disk(tmp_path)
+    outgoing.spool.remove(job)  # delivered and removed while a caller held on to `job`
+
+    async def load() -> None:
+        deliverer = Deliverer(outgoing, Recording(RuntimeError("unused")), concurrency=1)
+        deliverer.load(job)
+        assert deliverer.active == {}
+
+    asyncio.run(load())
 
 
-def test_a_disk_error_while_fanning_out_defers_the_post_instead_of_dropping_it(tmp_path, people):
-    cli, list_key, _ = site_with(tmp_path, people, {"alice": "immediate", "bob": "digest"})
-    blocker = cli.home / "data" / "digest"
-    blocker.parent.mkdir(parents=True, exist_ok=True)
-    blocker.write_bytes(b"")  # the backlog folder cannot be made: an OSError mid-distribute
-    with ServeProcess(cli.home) as proc:
-        assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
-        proc.wait_log(r"deferred qid=\S+ stage=distribute NotADirectoryError")
-    blocker.unlink()
-    with ServeProcess(cli.home) as again:
-        again.wait_log(r"delivered qid=\S+ sent=1 failed=0")
-    assert len(list((cli.home / "data" / "digest" / LIST).glob("*.pgp"))) == 1  # bob's digest
-    assert len(list((cli.home / "data" / "outbox" / "new").iterdir())) == 1  # alice's copy
+def test_a_damaged_job_goes_to_bad_and_the_others_are_delivered(tmp_path, caplog):
+    outgoing, job = job_on_disk(tmp_path)
+    damaged = outgoing.write("badbadbadbad", "news@example.org", "alert",
+                             Fanned((b"\xd2\x03abc",), b"", b"", "news-bounces+{token}@example.org",
+                                    (Recipient("dave@example.org", "t", b"\xc1", 0),), ()))
+    (damaged.path / "recipients").write_bytes(b"a line a disk error left\n")
+    transport = Recording(ValueError("unused"))
+    transport.first = None
+    deliverer = Deliverer(outgoing, transport, concurrency=1)
+
+    async def both() -> None:
+        deliverer.load(damaged)
+        await deliver(deliverer, job, transport, len(EMAILS))
+
+    with caplog.at_level(logging.INFO, logger="listserv.deliver"):
+        asyncio.run(both())
+    assert sorted(transport.sent) == sorted(EMAILS)
+    assert (outgoing.spool.bad / damaged.qid / "recipients").exists()
+    assert outgoing.jobs() == []
+    assert f"unreadable qid={damaged.qid} ValueError" in caplog.text
 
 
-def test_queue_shows_a_damaged_delivery_job_instead_of_failing(cli):
-    job = cli.home / "data" / "spool" / "outgoing" / "abcdef123456"
-    job.mkdir(parents=True)
-    (job / "meta.json").write_text(json.dumps({"qid": "abcdef123456", "list": LIST, "kind": "post",
-                                               "created": time.time(), "return_path": "x", "batches": 1}))
-    (job / "recipients").write_bytes(b"not a record\n")
-    (job / "journal").write_bytes(b"")
-    [row] = json.loads(cli.ok("queue", "--json").stdout)
-    assert (row["qid"], row["state"]) == ("abcdef123456", "damaged")
-    assert "damaged" in cli.ok("queue").stdout
+def test_the_armor_checksum_of_a_post_is_computed_off_the_event_loop(tmp_path, monkeypatch):
+    """SharedArmor's CRC over the shared packet takes ~10 ms per MB: on the loop's thread a
+    large post would stall every SMTP session and delivery while a job is taken up."""
+    outgoing, job = job_on_disk(tmp_path)
+    threads = []
+
+    class Watched(deliver_module.SharedArmor):
+        def __init__(self, *args, **kwargs):
+            threads.append(threading.get_ident())
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(deliver_module, "SharedArmor", Watched)
+    transport = Recording(RuntimeError("unused"))
+    transport.first = None
+    deliverer = Deliverer(outgoing, transport, concurrency=2)
+    asyncio.run(deliver(deliverer, job, transport, len(EMAILS)))
+    assert sorted(transport.sent) == sorted(EMAILS)
+    assert threads and threading.main_thread().ident not in threads  # asyncio.run's loop thread
 
 
-def test_a_member_whose_key_became_unusable_gets_no_copy_and_admins_get_a_notice(
-        tmp_path, tmp_path_factory, people):
-    cli, list_key, list_fpr = make_site(tmp_path, people)
-    cli.ok("member", "set", LIST, people["bob"].email, "--role", "admin")
-    # A short path: gpg-agent's socket path must fit in 108 bytes.
-    carol = make_gpg_user(tmp_path_factory.mktemp("c"), "Carol", "carol@example.org")
-    cli.ok("member", "add", LIST, carol.email, "--key", write_key(tmp_path, carol), "--name", "Carol")
-    # Carol's key is revoked after she joined: the revocation reaches the list's keyring.
-    subprocess.run(["gpg", "--batch", "--homedir", str(cli.home / "keys"), "--import"],
-                   input=revoked(carol), capture_output=True, check=True)
-    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
-        assert submit(proc.port, LIST, mf.post(people["alice"], list_key, body="after the revocation"))[0] == 250
-        copies = sink.wait_for(len(MEMBERS) + 1)
-        proc.wait_log(rf"unusable={carol.fingerprint}")
-    assert carol.email not in {c.rcpt_tos[0] for c in copies}
-    notices = [c for c in copies if c.rcpt_tos[0] == people["bob"].email
-               and b"after the revocation" not in decrypt(people["bob"], encrypted_part(c.data), list_key, list_fpr)]
-    [notice] = notices
-    plain = decrypt(people["bob"], encrypted_part(notice.data), list_key, list_fpr)
-    text = email.message_from_bytes(plain, policy=policy.default).get_body(("plain",)).get_content()
-    assert carol.fingerprint in text and "no copy" in text
-    assert email.message_from_bytes(notice.data, policy=policy.default)["Subject"] == "[...]"
+class Refusing(Transport):
+    """A relay that refuses every copy for good, at RCPT for one address, at DATA for the rest."""
+
+    def __init__(self):
+        self.sent: list[str] = []
+
+    async def send(self, connection, sender, recipient, message):
+        self.sent.append(recipient)  # tried, at least
+        raise DeliveryFailed("rcpt-550-5.1.1" if recipient == EMAILS[0] else "data-552-5.3.4")
 
 
-def test_admins_hear_when_a_members_copies_keep_bouncing(tmp_path, people):
-    cli, list_key, list_fpr = make_site(tmp_path, people)
-    cli.ok("member", "set", LIST, people["bob"].email, "--role", "admin")
-    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
-        assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
-        copies = sink.wait_for(len(MEMBERS))
-        rita_copy = next(c for c in copies if c.rcpt_tos == (people["rita"].email,))
-        for _ in range(3):
-            bounce = (b"From: MAILER-DAEMON@mx.example.net\r\nSubject: Undelivered\r\n\r\nGone.\r\n")
-            assert submit(proc.port, rita_copy.mail_from, bounce, mail_from="")[0] == 250
-        [notice] = sink.wait_for(len(MEMBERS) + 1)[len(MEMBERS):]
-    assert notice.rcpt_tos == (people["bob"].email,)
-    plain = decrypt(people["bob"], encrypted_part(notice.data), list_key, list_fpr)
-    text = email.message_from_bytes(plain, policy=policy.default).get_body(("plain",)).get_content()
-    assert people["rita"].fingerprint in text and "3 times" in text
+def test_a_job_that_delivered_nothing_is_undelivered_and_its_outcome_is_settled(tmp_path, caplog):
+    outgoing, job = job_on_disk(tmp_path)
+    outcomes: list[Outcome] = []
+
+    async def settled(outcome: Outcome) -> None:
+        assert job.path.exists()  # settled before the job leaves the spool
+        outcomes.append(outcome)
+
+    transport = Refusing()
+    deliverer = Deliverer(outgoing, transport, concurrency=1, on_final=settled)
+    with caplog.at_level(logging.INFO, logger="listserv.deliver"):
+        asyncio.run(deliver(deliverer, job, transport, len(EMAILS)))
+    [outcome] = outcomes
+    assert (outcome.copies, outcome.sent) == (3, 0)
+    assert [(f.email, f.reason) for f in outcome.failures] == [
+        (EMAILS[0], "rcpt-550-5.1.1"), (EMAILS[1], "data-552-5.3.4"), (EMAILS[2], "data-552-5.3.4")]
+    assert not job.path.exists()
+    assert f"undelivered qid={job.qid} failed=3 kind=post reasons=data-552-5.3.4x2,rcpt-550-5.1.1x1" in caplog.text
+    assert f"delivered qid={job.qid}" not in caplog.text.replace("undelivered", "")
+    assert "example.org" not in caplog.text and "example.net" not in caplog.text
 
 
-def test_copies_go_over_starttls_when_the_settings_ask_for_it(tmp_path, people):
-    from .test_smtpclient import _certificate
+def test_a_failed_settle_keeps_the_job_to_settle_again(tmp_path, caplog):
+    outgoing, job = job_on_disk(tmp_path)
 
-    cert_file, context = _certificate(tmp_path)
-    settings = f'[delivery]\nstarttls = "always"\ntls_ca_file = "{cert_file}"\n'
-    cli, list_key, list_fpr = make_site(tmp_path, people, settings)
-    with Sink(tls_context=context) as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
-        assert submit(proc.port, LIST, mf.post(people["alice"], list_key, body="sent over TLS"))[0] == 250
-        copies = sink.wait_for(len(MEMBERS))
-    alice_copy = next(c for c in copies if c.rcpt_tos == (people["alice"].email,))
-    assert b"sent over TLS" in decrypt(people["alice"], encrypted_part(alice_copy.data), list_key, list_fpr)
+    async def broken(outcome: Outcome) -> None:
+        raise OSError("the disk is full")
+
+    transport = Recording(RuntimeError("unused"))
+    transport.first = None
+    deliverer = Deliverer(outgoing, transport, concurrency=1, retry=RetryPolicy(0.05, 0.1, 3600), on_final=broken)
+    with caplog.at_level(logging.INFO, logger="listserv.deliver"):
+        asyncio.run(deliver(deliverer, job, transport, len(EMAILS)))
+    assert job.path.exists()  # taken up again (the server's poller) and settled then
+    assert f"error qid={job.qid} stage=settle OSError" in caplog.text
+    assert [p.state for p in outgoing.progress(job, len(EMAILS))] == ["sent"] * 3

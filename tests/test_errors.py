@@ -6,7 +6,7 @@ import pytest
 
 from listserv.errors import Malformed, UsageError, one_line
 
-from .conftest import Cli, write_key
+from tests.helpers.cli import Cli, write_key
 
 LIST = "news@example.org"
 

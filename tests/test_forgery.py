@@ -2,7 +2,7 @@
 GnuPG might honour, each carrying a complete forged status sequence for a member -- in every
 shape a post can take. All must be refused: nobody but Alice can make listserv read "Alice".
 
-The attacker's packets come from tests/forge.py (built byte by byte), so a field holds
+The attacker's packets come from tests/helpers/forge.py (built byte by byte), so a field holds
 exactly what the attacker wants, including what gpg's own command line would refuse. Alice
 is a member; Eve's key is in the keyring (a member of some other list) but not a member
 here; Stranger's key is unknown to the server.
@@ -22,9 +22,9 @@ from listserv.stages.authorize import authorize
 from listserv.stages.open import open_message
 from listserv.stages.route import Route
 
-from . import forge
-from . import mail_factory as mf
-from .support import User
+from tests.helpers import forge
+from tests.helpers import mail as mf
+from tests.helpers.keys import User
 
 LIST = "news@example.org"
 SEPARATORS = {

@@ -14,9 +14,8 @@ from listserv.errors import CryptoError, KeyProblem, Refusal
 from listserv.keyring import GPG_OPTIONS, MIN_GNUPG, GpgTimeout, Keyring, check_fingerprint, gnupg_version
 from listserv.stages.open import open_message
 
-from . import mail_factory as mf
-
-from .support import GPG_BATCH, gpg_fingerprint, keyring_listing, make_gpg_user, run
+from tests.helpers import mail as mf
+from tests.helpers.keys import keyring_listing, keys_in, make_gpg_key, make_gpg_user, run
 
 
 def listing_fields(cli, fingerprint: str) -> list[list[str]]:
@@ -112,13 +111,8 @@ def test_staging_refuses_too_much_data(cli, people):
 
 
 def test_user_ids_are_read_as_utf8(cli, news, tmp_path):
-    home = tmp_path / "jose"
-    home.mkdir(mode=0o700)
-    run([*GPG_BATCH, "--homedir", str(home), "--quick-gen-key", "José Ñandú <jose@example.org>",
-         "ed25519", "sign", "never"])
-    fingerprint = gpg_fingerprint(home, "jose@example.org")
-    run([*GPG_BATCH, "--homedir", str(home), "--quick-add-key", fingerprint, "cv25519", "encr", "never"])
-    public = run(["gpg", "--homedir", str(home), "--export", fingerprint]).stdout
+    jose = make_gpg_key(tmp_path, "José Ñandú", "jose@example.org", home="jose")
+    public = jose.gpg("--export", jose.fingerprint).stdout
     with Keyring(cli.home / "keys").stage(public) as staged:
         assert staged.keys[0].uids == ("José Ñandú <jose@example.org>",)
 
@@ -126,16 +120,10 @@ def test_user_ids_are_read_as_utf8(cli, news, tmp_path):
 def test_key_expires_is_when_encryption_stops_working(cli, news, tmp_path):
     """A primary key that never expires with an encryption subkey that does: the member's key
     is useless from the subkey's expiry on, and `member list` says so."""
-    home = tmp_path / "carol"
-    home.mkdir(mode=0o700)
-    run([*GPG_BATCH, "--homedir", str(home), "--quick-gen-key", "Carol <carol@example.org>",
-         "ed25519", "sign", "never"])
-    fingerprint = gpg_fingerprint(home, "carol@example.org")
-    run([*GPG_BATCH, "--homedir", str(home), "--quick-add-key", fingerprint, "cv25519", "encr", "2y"])
-    records = [line.split(":") for line in run(["gpg", "--homedir", str(home), "--with-colons",
-                                                "--list-keys", fingerprint]).stdout.decode().splitlines()]
-    [sub_expiry] = [int(r[6]) for r in records if r[0] == "sub"]
-    public = run(["gpg", "--homedir", str(home), "--armor", "--export", fingerprint]).stdout
+    carol = make_gpg_key(tmp_path, "Carol", "carol@example.org", subkeys=[("cv25519", "2y", None)], home="carol")
+    listing = carol.gpg("--with-colons", "--list-keys", carol.fingerprint).stdout
+    [sub_expiry] = [int(r[6]) for r, _ in keys_in(listing) if r[0] == "sub"]
+    public = carol.public_key
     cli.ok("member", "add", news, "carol@example.org", "--key", "-", input=public)
     [carol] = cli.json("member", "list", news)
     expected = datetime.fromtimestamp(sub_expiry, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -18,7 +18,7 @@ from listserv.mimescan import (
     MAX_LINE, MAX_PARAMS, MAX_PARTS, MAX_STRUCTURED, MAX_TOKENS, scan,
 )
 
-from . import mail_factory as mf
+from tests.helpers import mail as mf
 
 PROPERTIES = settings(max_examples=400, deadline=None, database=None,
                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -1,5 +1,5 @@
 """`listserv mta postfix`: the maps for every list, printed or written. (A real Postfix reads
-them in tests/test_postfix.py; this file checks what they say.)"""
+them in tests/e2e/test_postfix.py; this file checks what they say.)"""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from listserv.errors import UnknownRecipient
 from listserv.postfix import FILES, POST_HEADROOM
 from listserv.stages.route import route
 
-from .conftest import Cli, write_key
-from .test_cli_members import assert_refused
+from tests.helpers.cli import Cli, assert_refused, write_key
 
 TEAM, NEWS = "team@lists.example.org", "news@example.net"
 

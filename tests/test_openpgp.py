@@ -12,7 +12,7 @@ import pytest
 from listserv import openpgp
 from listserv.errors import CryptoError
 
-from .support import User, make_gpg_user, run
+from tests.helpers.keys import User, make_gpg_user, run
 
 
 @pytest.fixture(scope="module")

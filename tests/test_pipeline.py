@@ -16,9 +16,9 @@ from listserv.spool import Outgoing
 from listserv.stages.route import route
 from listserv.templates import Templates
 
-from . import mail_factory as mf
-from .conftest import make_site, write_key
-from .support import make_gpg_user
+from tests.helpers import mail as mf
+from tests.helpers.cli import make_site, write_key
+from tests.helpers.keys import make_gpg_user
 
 LIST = "news@example.org"
 

@@ -15,11 +15,8 @@ from listserv.keyring import Keyring
 from listserv.stages import fanout as fanout_stage
 from listserv.stages.fanout import armored_copy, encrypt_for
 
-from .support import GPG_BATCH, User, make_gpg_user, run
-from .test_fanout import (  # noqa: F401  (module fixtures used by the tests below)
-    POST, Clients, ListRing, clients, encryption_key_ids, kill_agent, outsiders, read_everywhere,
-    read_with_gpg, ring,
-)
+from tests.helpers.fanout import POST, Clients, ListRing, encryption_key_ids, kill_agent, read_everywhere, read_with_gpg
+from tests.helpers.keys import GPG_BATCH, User, keys_in, make_gpg_key, run
 
 
 @dataclass(frozen=True)
@@ -28,35 +25,17 @@ class Special:
     client: Clients  # the member's own secret key, alone, in a gpg home
 
 
-def gpg_in(home: Path, *args: str, past: str | None = None) -> None:
-    time = ["--faked-system-time", past] if past else []
-    run([*GPG_BATCH, "--homedir", str(home), *time, *args])
-
-
 def subkeys(home: Path, fingerprint: str) -> list[tuple[str, str, str]]:
     """(fingerprint, capabilities, validity) of each subkey, in key block order."""
-    listing = run(["gpg", "--homedir", str(home), "--with-colons", "--list-keys", fingerprint]).stdout.decode()
-    rows, found = listing.splitlines(), []
-    for line, following in zip(rows, rows[1:]):
-        fields = line.split(":")
-        if fields[0] == "sub" and following.startswith("fpr:"):
-            found.append((following.split(":")[9], fields[11], fields[1]))
-    return found
+    listing = run(["gpg", "--homedir", str(home), "--with-colons", "--list-keys", fingerprint]).stdout
+    return [(subkey, fields[11], fields[1]) for fields, subkey in keys_in(listing) if fields[0] == "sub"]
 
 
 def make_special(base: Path, name: str, steps: list[tuple[str, str, str | None]], algo: str = "ed25519") -> Special:
     """A gpg key with primary `algo` (sign) and subkeys added by `steps`: (algo, expiry, faked time)."""
-    home = base / f"gpg-{name}"
-    home.mkdir(mode=0o700)
-    email = f"{name}@example.org"
-    gpg_in(home, "--quick-gen-key", f"{name} <{email}>", algo, "sign", "never", past="20230101T000000")
-    listing = run(["gpg", "--homedir", str(home), "--with-colons", "--list-keys"]).stdout.decode()
-    fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
-    for subkey_algo, expire, past in steps:
-        gpg_in(home, "--quick-add-key", fingerprint, subkey_algo, "encr", expire, past=past)
-    public = run(["gpg", "--homedir", str(home), "--armor", "--export", fingerprint]).stdout
-    user = User("gpg", name, email, home, fingerprint, public)
-    return Special(user, Clients(home, home, home))
+    user = make_gpg_key(base, name, f"{name}@example.org", algo=algo, at="20230101T000000", subkeys=steps,
+                        home=f"gpg-{name}")
+    return Special(user, Clients(user.home, user.home, user.home))
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import re
 import subprocess
@@ -127,3 +128,44 @@ def test_the_wheel_ships_the_templates(tmp_path):
     assert "listserv/__init__.py" in names and "listserv/cli/__init__.py" in names
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt")))
     assert b"listserv = listserv.cli:main" in metadata
+
+
+TESTS = ROOT / "tests"
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    """(level, module) of each import in `path`: level 0 is absolute, 1 is `from . import`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(0, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found += [(node.level, node.module or "")]
+    return found
+
+
+def test_tests_import_only_the_helpers_package_never_one_another():
+    """A test module imports shared code from tests.helpers, never from another test module or
+    from conftest (which holds fixtures only); the helpers import nothing of the tests."""
+    helpers = TESTS / "helpers"
+    sources = sorted(TESTS.rglob("*.py"))
+    assert any(path.name.startswith("test_") for path in sources)
+    for path in sources:
+        where = path.relative_to(ROOT)
+        for level, module in imported_modules(path):
+            if path.is_relative_to(helpers):
+                assert level == 1 or not module.startswith("tests"), f"{where} imports {module}"
+                assert not module.startswith(("test_", "conftest")), f"{where} imports {module}"
+                continue
+            assert level == 0, f"{where}: relative import of {'.' * level}{module}; use tests.helpers"
+            if module == "tests" or module.startswith("tests."):
+                assert module == "tests.helpers" or module.startswith("tests.helpers."), \
+                    f"{where} imports {module}: shared code belongs in tests/helpers/"
+            assert "conftest" not in module.split("."), f"{where} imports conftest: fixtures are not imported"
+
+
+def test_every_stage_has_its_tests_beside_it():
+    stages = sorted(p.stem for p in (ROOT / "listserv" / "stages").glob("*.py") if p.stem != "__init__")
+    assert stages
+    missing = [s for s in stages if not (TESTS / "stages" / f"test_{s}.py").is_file()]
+    assert not missing, f"listserv/stages/ modules without tests/stages/test_NAME.py: {missing}"

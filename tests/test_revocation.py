@@ -25,14 +25,13 @@ from listserv.stages.open import Opened
 from listserv.stages.route import route
 from listserv.templates import Templates
 
-from . import mail_factory as mf
-from .conftest import Cli, make_site, write_key
-from .members_clients import decrypt, encrypted_part
-from .server import ServeProcess
-from .sink import Sink
-from .smtp_client import submit
-from .support import User, keyring_listing, make_gpg_user, revoked
-from .test_cli_members import assert_refused
+from tests.helpers import mail as mf
+from tests.helpers.cli import Cli, assert_refused, make_site, write_key
+from tests.helpers.keys import User, keyring_listing, keys_in, make_gpg_user, revoked
+from tests.helpers.members_clients import decrypt, encrypted_part
+from tests.helpers.server import ServeProcess
+from tests.helpers.sink import Sink
+from tests.helpers.smtp import submit
 
 LIST = "news@example.org"
 OPS = "ops@example.org"
@@ -54,8 +53,7 @@ def key_file(tmp_path: Path, name: str, data: bytes) -> str:
 def revoked_in_keyring(cli: Cli, fingerprint: str) -> bool:
     """gpg's own word on the home's keyring: the key's validity field says 'r'."""
     listing = keyring_listing(cli.home / "keys")
-    return any(line.startswith("pub:r:") and following == f"fpr:::::::::{fingerprint}:"
-               for line, following in zip(listing, listing[1:]))
+    return any(fields[:2] == ["pub", "r"] and key == fingerprint for fields, key in keys_in("\n".join(listing)))
 
 
 def members(cli: Cli, address: str = LIST) -> dict[str, dict]:

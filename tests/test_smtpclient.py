@@ -8,7 +8,8 @@ import pytest
 
 from listserv.smtpclient import SMTPClient, SMTPConnectionError, SMTPReplyError, dot_safe
 
-from .sink import Sink
+from tests.helpers.sink import Sink
+from tests.helpers.tls import relay_certificate
 
 
 def run(coro):
@@ -102,37 +103,8 @@ def test_dot_safe_stuffs_only_leading_dots():
     assert dot_safe(b"From: a\r\n\r\n") == b"From: a\r\n\r\n"
 
 
-def _certificate(tmp_path):
-    """A self-signed certificate for 127.0.0.1, and a server TLS context that uses it."""
-    import datetime
-    import ipaddress
-    import ssl
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
-    cert_file, key_file = tmp_path / "relay.pem", tmp_path / "relay.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_file, key_file)
-    return cert_file, context
-
-
 def test_starttls_with_a_trusted_certificate_delivers(tmp_path):
-    cert_file, context = _certificate(tmp_path)
+    cert_file, context = relay_certificate(tmp_path)
 
     async def go(port):
         client = await SMTPClient.connect("127.0.0.1", port, "listserv.test", starttls=True,
@@ -147,7 +119,7 @@ def test_starttls_with_a_trusted_certificate_delivers(tmp_path):
 
 
 def test_starttls_refuses_an_untrusted_certificate(tmp_path):
-    _, context = _certificate(tmp_path)
+    _, context = relay_certificate(tmp_path)
     with Sink(tls_context=context) as sink:
         with pytest.raises(SMTPConnectionError):
             run(SMTPClient.connect("127.0.0.1", sink.port, "listserv.test", starttls=True, timeout=10))

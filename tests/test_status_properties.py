@@ -22,9 +22,9 @@ from listserv.keyring.run import run as gpg_run
 from listserv.keyring import status
 from listserv.stages.open import open_message
 
-from . import forge
-from . import mail_factory as mf
-from .support import User
+from tests.helpers import forge
+from tests.helpers import mail as mf
+from tests.helpers.keys import User
 
 PROPERTY = settings(derandomize=True, database=None, deadline=None, max_examples=300,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -17,7 +17,7 @@ from listserv.errors import Conflict, StoreError
 from listserv.model import MailingList, Member
 from listserv.store import Store
 
-from .conftest import Cli
+from tests.helpers.cli import Cli
 
 # Writes one value per transaction and prints its number once the transaction has returned:
 # a printed number is a change "reported done". Each value carries padding so the database

@@ -15,14 +15,14 @@ import pytest
 from listserv.config import Settings
 from listserv.systemd import unit
 
-from . import mail_factory as mf
-from .conftest import Cli, make_site
-from .members_clients import decrypt, encrypted_part
-from .server import ServeProcess
-from .smtp_client import submit
-from .test_cli_members import assert_refused
+from tests.helpers import mail as mf
+from tests.helpers import sandbox
+from tests.helpers.cli import Cli, assert_refused, make_site
+from tests.helpers.members_clients import decrypt, encrypted_part
+from tests.helpers.server import ServeProcess
+from tests.helpers.smtp import submit
 
-SANDBOX = (sys.executable, str(Path(__file__).with_name("sandbox.py")))
+SANDBOX = (sys.executable, sandbox.__file__)
 
 
 def analyze(*args: str) -> subprocess.CompletedProcess:

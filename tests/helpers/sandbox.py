@@ -1,6 +1,6 @@
 """Run a command under the rule systemd's MemoryDenyWriteExecute=yes sets, then exec it:
 
-    python tests/sandbox.py COMMAND [ARGS...]
+    python tests/helpers/sandbox.py COMMAND [ARGS...]
 
 The same seccomp filter systemd installs (src/shared/seccomp-util.c): no mapping that is
 writable and executable at once, no mprotect or pkey_mprotect that adds execute permission,
@@ -32,7 +32,7 @@ _NR, _ARCH, _ARG2 = 0, 4, 16 + 2 * 8  # offsets in struct seccomp_data (low word
 def program() -> list[tuple[int, int, int, int]]:
     machine = platform.machine()
     if machine not in _ARCHES:
-        raise SystemExit(f"tests/sandbox.py knows the system call numbers of {sorted(_ARCHES)}, not {machine}.")
+        raise SystemExit(f"tests/helpers/sandbox.py knows the system call numbers of {sorted(_ARCHES)}, not {machine}.")
     arch, mmap, mprotect, pkey_mprotect, shmat = _ARCHES[machine]
     # Each check: load the third argument, test the flags, refuse or allow. Jumps are relative.
     checks = [
@@ -62,7 +62,7 @@ def install() -> None:
     PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or \
             libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0) != 0:
-        raise SystemExit(f"tests/sandbox.py: the seccomp filter was refused: {os.strerror(ctypes.get_errno())}")
+        raise SystemExit(f"tests/helpers/sandbox.py: the seccomp filter was refused: {os.strerror(ctypes.get_errno())}")
 
 
 if __name__ == "__main__":

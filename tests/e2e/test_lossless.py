@@ -1,6 +1,6 @@
 """Issue 10, findings 1 and 4: nothing lost without a word.
 
-The relay here is tests/sink.py with a message size limit, as Postfix's message_size_limit
+The relay here is tests/helpers/sink.py with a message size limit, as Postfix's message_size_limit
 (200 KB instead of 10,240,000 bytes): it announces SIZE, refuses MAIL FROM SIZE= above it and
 a larger message at DATA with 552 5.3.4. Before this issue listserv said 250 to a post whose
 copies the relay then refused, logged `delivered ... sent=0 failed=4` and told no one.
@@ -16,20 +16,18 @@ import re
 import smtplib
 import time
 from email import policy
-from pathlib import Path
 
 from listserv.config import Home
 from listserv.context import Context
 from listserv.pipeline import receive
 from listserv.stages.route import route
 
-from . import mail_factory as mf
-from .conftest import Cli
-from .conftest import make_site as site_with
-from .members_clients import decrypt, encrypted_part
-from .server import ServeProcess
-from .sink import Sink
-from .smtp_client import submit
+from tests.helpers import mail as mf
+from tests.helpers.cli import make_site
+from tests.helpers.members_clients import decrypt, encrypted_part
+from tests.helpers.server import ServeProcess
+from tests.helpers.sink import Sink
+from tests.helpers.smtp import submit
 
 LIST = "news@example.org"
 MEMBERS = ("alice", "bob", "sally", "rita")
@@ -38,8 +36,7 @@ FAST = "[delivery]\nretry_min = 1\nretry_max = 2\nconcurrency = 2\n"
 DIGEST_MODES = {"alice": "immediate", "bob": "digest", "sally": "digest", "rita": "immediate"}
 
 
-def make_site(base: Path, people, settings: str = FAST, modes=None) -> tuple[Cli, bytes, str]:
-    return site_with(base, people, modes or {key: "immediate" for key in MEMBERS}, settings)
+IMMEDIATE = {key: "immediate" for key in MEMBERS}
 
 
 def filler(size: int) -> str:
@@ -79,7 +76,7 @@ def wait_until(condition, what: str, timeout: float = 30.0):
 # -- finding 1: a post whose copies the relay would refuse is refused at the door ----------
 
 def test_a_post_whose_copies_exceed_the_relays_size_is_refused_at_data_with_the_limit(tmp_path, people):
-    cli, list_key, _ = make_site(tmp_path, people)
+    cli, list_key, _ = make_site(tmp_path, people, IMMEDIATE, FAST)
     post = mf.post(people["alice"], list_key, body=filler(300_000), subject="Large report")
     assert 250_000 < len(post) < 7000 * 1024  # well under the list's own max_message_size_kb
     with Sink(size=RELAY_SIZE) as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
@@ -99,7 +96,7 @@ def test_a_post_whose_copies_exceed_the_relays_size_is_refused_at_data_with_the_
 
 
 def test_a_declared_size_over_the_limit_is_refused_at_mail_from(tmp_path, people):
-    cli, list_key, _ = make_site(tmp_path, people)
+    cli, list_key, _ = make_site(tmp_path, people, IMMEDIATE, FAST)
     with Sink(size=RELAY_SIZE) as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
         with smtplib.SMTP("127.0.0.1", proc.port, timeout=30) as client:
             client.ehlo("client.test")
@@ -120,7 +117,7 @@ def test_a_post_just_under_the_limit_fits_the_relay_and_one_just_over_is_refused
     """The bound is honest: with compression off (the bound never counts on it) and a
     signed-only post (whose content is as large as the post itself), copies of a post just
     under the limit come close to the relay's limit without passing it."""
-    cli, list_key, _ = make_site(tmp_path, people)
+    cli, list_key, _ = make_site(tmp_path, people, IMMEDIATE, FAST)
     cli.ok("list", "set", LIST, "require_encryption", "false")
     (cli.home / "keys" / "gpg.conf").write_text("compress-algo none\n")
 
@@ -149,7 +146,7 @@ def test_a_post_just_under_the_limit_fits_the_relay_and_one_just_over_is_refused
 def test_a_post_that_decompresses_into_too_much_is_measured_as_it_will_go(tmp_path, people):
     """A client that compresses can put far more content in a small post: the content is
     what fan-out encrypts, so that is what is held to the relay's limit."""
-    cli, list_key, _ = make_site(tmp_path, people)
+    cli, list_key, _ = make_site(tmp_path, people, IMMEDIATE, FAST)
     (cli.home / "keys" / "gpg.conf").write_text("compress-algo none\n")  # as an operator may set
     text = "The same line, over and over, compresses to almost nothing.\r\n" * 6000  # 374 KB
     post = mf.post(people["alice"], list_key, body=text)  # gpg compresses it
@@ -161,7 +158,7 @@ def test_a_post_that_decompresses_into_too_much_is_measured_as_it_will_go(tmp_pa
 
 
 def test_the_limit_is_kept_in_the_home_and_an_outbox_has_none(tmp_path, people):
-    cli, list_key, _ = make_site(tmp_path, people)
+    cli, list_key, _ = make_site(tmp_path, people, IMMEDIATE, FAST)
     post = mf.post(people["alice"], list_key, body=filler(300_000))
     with Sink(size=RELAY_SIZE) as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
         proc.wait_log(rf"relay-limit size={RELAY_SIZE}")
@@ -178,7 +175,7 @@ def test_the_limit_is_kept_in_the_home_and_an_outbox_has_none(tmp_path, people):
 
 
 def test_a_relay_that_refuses_by_size_without_saying_so_teaches_its_limit(tmp_path, people):
-    cli, list_key, _ = make_site(tmp_path, people)
+    cli, list_key, _ = make_site(tmp_path, people, IMMEDIATE, FAST)
     post = mf.post(people["alice"], list_key, body=filler(300_000))
     with Sink(size=RELAY_SIZE, announce=False) as sink, \
             ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
@@ -194,7 +191,7 @@ def test_a_relay_that_refuses_by_size_without_saying_so_teaches_its_limit(tmp_pa
 # -- finding 1: when no copy can be delivered, someone hears of it --------------------------
 
 def test_when_every_copy_fails_admins_and_the_poster_are_told_and_no_line_says_delivered(tmp_path, people):
-    cli, list_key, list_fpr = make_site(tmp_path, people)
+    cli, list_key, list_fpr = make_site(tmp_path, people, IMMEDIATE, FAST)
     cli.ok("member", "set", LIST, people["bob"].email, "--role", "admin")
     refusals = ["554 5.7.1 Refused by policy"] * len(MEMBERS)  # every copy of the post, at DATA
     with Sink(replies=refusals) as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
@@ -218,7 +215,7 @@ def test_when_every_copy_fails_admins_and_the_poster_are_told_and_no_line_says_d
 # -- finding 1: digests fit the relay, and a digest nobody got is not marked sent ---------------
 
 def test_a_digest_over_the_limit_goes_out_in_parts_each_under_it(tmp_path, people):
-    cli, list_key, list_fpr = make_site(tmp_path, people, modes=DIGEST_MODES)
+    cli, list_key, list_fpr = make_site(tmp_path, people, DIGEST_MODES, FAST)
     bodies = [f"Report {n}.\r\n" + filler(60_000) for n in (1, 2, 3)]
     with Sink(size=RELAY_SIZE) as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
         for n, body in enumerate(bodies, start=1):
@@ -247,7 +244,7 @@ def test_a_digest_over_the_limit_goes_out_in_parts_each_under_it(tmp_path, peopl
 
 
 def test_a_digest_whose_copies_failed_is_not_marked_sent_and_goes_out_with_the_next(tmp_path, people):
-    cli, list_key, list_fpr = make_site(tmp_path, people, modes=DIGEST_MODES)
+    cli, list_key, list_fpr = make_site(tmp_path, people, DIGEST_MODES, FAST)
     cli.ok("member", "set", LIST, people["alice"].email, "--role", "admin")
     with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
         assert submit(proc.port, LIST, mf.post(people["rita"], list_key, body="Keep this one."))[0] == 250
@@ -274,7 +271,7 @@ def test_a_post_too_large_for_a_digest_after_the_limit_shrank_is_set_aside_and_t
     """The door made sure each post fits a digest part of its own. If the relay's limit then
     shrinks, splitting cannot help that post: once refused as too large it is set aside
     (still sealed), and the admins and the poster hear of it; nothing loops."""
-    cli, list_key, list_fpr = make_site(tmp_path, people, modes=DIGEST_MODES)
+    cli, list_key, list_fpr = make_site(tmp_path, people, DIGEST_MODES, FAST)
     cli.ok("member", "set", LIST, people["alice"].email, "--role", "admin")
     with Sink(size=RELAY_SIZE) as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
         assert submit(proc.port, LIST, mf.post(people["rita"], list_key, body=filler(80_000)))[0] == 250
@@ -298,7 +295,7 @@ def test_a_post_too_large_for_a_digest_after_the_limit_shrank_is_set_aside_and_t
 # -- finding 4: a member refused at RCPT is a bounce ------------------------------------------
 
 def test_a_member_refused_at_rcpt_counts_a_bounce_and_admins_hear_at_the_threshold(tmp_path, people):
-    cli, list_key, list_fpr = make_site(tmp_path, people)
+    cli, list_key, list_fpr = make_site(tmp_path, people, IMMEDIATE, FAST)
     cli.ok("member", "set", LIST, people["bob"].email, "--role", "admin")
     rita = people["rita"]
     with Sink(refuse_rcpt={rita.email: "550 5.1.1 <rita@example.net>: Recipient address rejected"}) as sink, \
@@ -329,7 +326,7 @@ def test_a_member_refused_at_rcpt_counts_a_bounce_and_admins_hear_at_the_thresho
 
 
 def test_a_relay_refusing_every_recipient_is_the_relay_not_the_members(tmp_path, people):
-    cli, list_key, list_fpr = make_site(tmp_path, people)
+    cli, list_key, list_fpr = make_site(tmp_path, people, IMMEDIATE, FAST)
     cli.ok("member", "set", LIST, people["bob"].email, "--role", "admin")
     refuse = {people[k].email: "554 5.7.1 Relay access denied" for k in MEMBERS}
     with Sink(refuse_rcpt=refuse) as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
@@ -346,7 +343,7 @@ def test_a_relay_refusing_every_recipient_is_the_relay_not_the_members(tmp_path,
 def test_a_post_accepted_then_set_aside_at_fan_out_is_told_to_the_admins(tmp_path, people):
     """Accepted (250) and spooled, then its sender was removed before the worker reached it:
     the post is quarantined -- and the admins hear of it, where there was only a log line."""
-    cli, list_key, list_fpr = make_site(tmp_path, people)
+    cli, list_key, list_fpr = make_site(tmp_path, people, IMMEDIATE, FAST)
     cli.ok("member", "set", LIST, people["bob"].email, "--role", "admin")
     home = Home(cli.home)
     accepted = receive(mf.post(people["alice"], list_key, body="hello"), route(LIST, [LIST]),

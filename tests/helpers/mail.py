@@ -33,7 +33,7 @@ from email.header import Header
 from email.utils import formatdate
 from pathlib import Path
 
-from .support import User, run
+from .keys import User, fingerprints, run
 
 LIST = "news@example.org"
 STYLES = ("pgpmime", "mutt", "encrypted-signed-mime", "signed", "inline", "inline-signed",
@@ -243,8 +243,7 @@ class _ListKeyFile:
 
 
 def key_fingerprint(key: bytes) -> str:
-    listing = _tool(["gpg", "--show-keys", "--with-colons"], key).decode()
-    return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+    return fingerprints(_tool(["gpg", "--show-keys", "--with-colons"], key))[0]
 
 
 def sign_and_encrypt(user: User, list_key: bytes, data: bytes, *, to_self: bool = False) -> bytes:

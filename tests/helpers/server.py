@@ -16,7 +16,7 @@ _LISTENING = re.compile(r"listserv listening on (\S+):(\d+)")
 
 class ServeProcess:
     def __init__(self, home: Path, *args: str, listen: str = "127.0.0.1:0", wrapper: tuple[str, ...] = ()):
-        """`wrapper` goes before the command (e.g. tests/sandbox.py); `listen` is HOST:PORT."""
+        """`wrapper` goes before the command (e.g. tests/helpers/sandbox.py); `listen` is HOST:PORT."""
         self.home = home
         self.args = args
         self.listen = listen

@@ -24,7 +24,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "postfix.md"
 DOC_MAPS = "/etc/postfix/listserv"  # where the recipe installs the maps
 DOC_RETURN = "127.0.0.1:10026"

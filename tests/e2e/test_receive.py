@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from . import forge
-from . import mail_factory as mf
-from .conftest import Cli, write_key
-from .server import ServeProcess
-from .smtp_client import submit
+from tests.helpers import forge
+from tests.helpers import mail as mf
+from tests.helpers.cli import Cli, write_key
+from tests.helpers.server import ServeProcess
+from tests.helpers.smtp import submit
 
 LIST = "news@example.org"
 UNAUTHORIZED = "5.7.1"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from . import mail_factory as mf
-from .conftest import make_site
-from .server import ServeProcess
-from .smtp_client import submit
+from tests.helpers import mail as mf
+from tests.helpers.cli import make_site
+from tests.helpers.server import ServeProcess
+from tests.helpers.smtp import submit
 
 LIST = "news@example.org"
 # "2026-05-01 12:00:00,123 INFO listserv.deliver delivered ..." (cli/serve.py's format)

@@ -20,12 +20,12 @@ from listserv.context import Context
 from listserv.pipeline import receive
 from listserv.stages.route import route
 
-from . import mail_factory as mf
-from .conftest import Cli, write_key
-from .members_clients import encrypted_part
-from .server import ServeProcess
-from .smtp_client import submit
-from .support import run
+from tests.helpers import mail as mf
+from tests.helpers.cli import Cli, write_key
+from tests.helpers.keys import run
+from tests.helpers.members_clients import encrypted_part
+from tests.helpers.server import ServeProcess
+from tests.helpers.smtp import submit
 
 NEWS, TIPS, LEAKS = "news@example.org", "tips@example.org", "leaks@example.org"
 LISTS = (NEWS, TIPS, LEAKS)

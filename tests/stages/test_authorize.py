@@ -1,5 +1,5 @@
 """The pure rules of the authorize stage: what the signed content names, and when a
-signature seen before is a replay. (End to end, with real gpg: tests/test_cross_list.py.)"""
+signature seen before is a replay. (End to end, with real gpg: tests/e2e/test_cross_list.py.)"""
 
 from __future__ import annotations
 

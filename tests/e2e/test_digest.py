@@ -8,7 +8,6 @@ import json
 import threading
 from datetime import datetime, timedelta, timezone
 from email import policy
-from pathlib import Path
 
 import pytest
 
@@ -19,20 +18,15 @@ from listserv.model import MailingList, Member
 from listserv.stages.compose import Post, Wrapping, compose
 from listserv.templates import Templates
 
-from . import mail_factory as mf
-from .conftest import Cli, write_key
-from .conftest import make_site as site_with
-from .members_clients import decrypt, encrypted_part, recipient_key_ids
-from .server import ServeProcess
-from .sink import Sink
-from .smtp_client import submit
+from tests.helpers import mail as mf
+from tests.helpers.cli import make_site, write_key
+from tests.helpers.members_clients import decrypt, encrypted_part, recipient_key_ids
+from tests.helpers.server import ServeProcess
+from tests.helpers.sink import Sink
+from tests.helpers.smtp import submit
 
 LIST = "news@example.org"
 MODES = {"alice": "immediate", "bob": "digest", "sally": "digest", "rita": "immediate"}
-
-
-def make_site(base: Path, people, settings: str = "") -> tuple[Cli, bytes, str]:
-    return site_with(base, people, MODES, settings)
 
 
 def outer(copy) -> email.message.EmailMessage:
@@ -40,7 +34,7 @@ def outer(copy) -> email.message.EmailMessage:
 
 
 def test_digest_members_get_one_digest_with_every_pending_post(tmp_path, people):
-    cli, list_key, list_fpr = make_site(tmp_path, people)
+    cli, list_key, list_fpr = make_site(tmp_path, people, MODES)
     with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
         for n, who in enumerate(("alice", "rita", "alice"), start=1):
             assert submit(proc.port, LIST, mf.post(people[who], list_key, subject=f"Topic {n}",
@@ -80,7 +74,7 @@ def test_digest_members_get_one_digest_with_every_pending_post(tmp_path, people)
 
 
 def test_the_backlog_is_sealed(tmp_path, people):
-    cli, list_key, _ = make_site(tmp_path, people)
+    cli, list_key, _ = make_site(tmp_path, people, MODES)
     marker = "digest-backlog-marker-3310"
     with ServeProcess(cli.home, "--relay", "127.0.0.1:9") as proc:
         assert submit(proc.port, LIST, mf.post(people["alice"], list_key, body=marker, subject=marker))[0] == 250
@@ -93,7 +87,7 @@ def test_the_backlog_is_sealed(tmp_path, people):
 
 
 def test_a_scheduled_digest_fires_from_serve(tmp_path, people):
-    cli, list_key, _ = make_site(tmp_path, people)
+    cli, list_key, _ = make_site(tmp_path, people, MODES)
     with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
         assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
         sink.wait_for(2)
@@ -104,7 +98,7 @@ def test_a_scheduled_digest_fires_from_serve(tmp_path, people):
 
 
 def test_an_urgent_alert_reaches_everyone_ahead_of_a_large_queued_post(tmp_path, people):
-    cli, list_key, list_fpr = make_site(tmp_path, people, "[delivery]\nconcurrency = 1\n")
+    cli, list_key, list_fpr = make_site(tmp_path, people, MODES, "[delivery]\nconcurrency = 1\n")
     big = "A long report.\n" + ("x" * 70 + "\n") * 3000
     with Sink(delay=0.4) as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
         # A post to every member (sent as an alert to reach the digest members too) keeps the
@@ -135,7 +129,7 @@ def test_an_urgent_alert_reaches_everyone_ahead_of_a_large_queued_post(tmp_path,
 
 
 def test_an_alert_appears_in_the_next_digest_marked(tmp_path, people):
-    cli, list_key, list_fpr = make_site(tmp_path, people)
+    cli, list_key, list_fpr = make_site(tmp_path, people, MODES)
     with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
         alert = mf.post(people["alice"], list_key, to="news+urgent@example.org", subject="Fire drill")
         assert submit(proc.port, "news+urgent@example.org", alert)[0] == 250
@@ -148,7 +142,7 @@ def test_an_alert_appears_in_the_next_digest_marked(tmp_path, people):
 
 
 def test_missed_schedule_times_give_one_digest_and_due_follows_the_oldest_post(tmp_path, people):
-    cli, list_key, _ = make_site(tmp_path, people)
+    cli, list_key, _ = make_site(tmp_path, people, MODES)
     cli.ok("list", "set", LIST, "digest_schedule", "daily 18:00")
     with ServeProcess(cli.home, "--relay", "127.0.0.1:9") as proc:
         assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
@@ -167,7 +161,7 @@ def test_missed_schedule_times_give_one_digest_and_due_follows_the_oldest_post(t
 
 
 def test_two_processes_never_send_the_same_digest(tmp_path, people):
-    cli, list_key, _ = make_site(tmp_path, people)
+    cli, list_key, _ = make_site(tmp_path, people, MODES)
     with ServeProcess(cli.home, "--relay", "127.0.0.1:9") as proc:
         assert submit(proc.port, LIST, mf.post(people["alice"], list_key))[0] == 250
         proc.wait_log(r"fanned-out")
@@ -184,7 +178,7 @@ def test_two_processes_never_send_the_same_digest(tmp_path, people):
 
 
 def test_welcome_is_encrypted_to_the_new_member_with_the_list_key(tmp_path, people):
-    cli, list_key, list_fpr = make_site(tmp_path, {**people, **{}})
+    cli, list_key, list_fpr = make_site(tmp_path, {**people, **{}}, MODES)
     cli.ok("member", "remove", LIST, people["rita"].email)
     result = cli.ok("member", "add", LIST, people["rita"].email, "--key", write_key(tmp_path, people["rita"]),
                     "--name", "Rita", "--welcome")
@@ -205,7 +199,7 @@ def test_welcome_is_encrypted_to_the_new_member_with_the_list_key(tmp_path, peop
 def test_a_digest_interrupted_after_its_job_was_written_takes_no_later_post(tmp_path, people, monkeypatch):
     """kill -9 between writing the digest job and recording the issue: the restarted send
     finishes that issue with its own posts; a post that arrived meanwhile waits for the next."""
-    cli, _, _ = make_site(tmp_path, people)
+    cli, _, _ = make_site(tmp_path, people, MODES)
     digests = digests_for(App(cli.home))
     mailing_list = digests.store.read().require_list(LIST)
 
@@ -235,7 +229,7 @@ def test_a_digest_interrupted_after_its_job_was_written_takes_no_later_post(tmp_
 
 
 def test_an_unreadable_backlog_entry_is_set_aside_and_does_not_block_the_digest(tmp_path, people):
-    cli, list_key, list_fpr = make_site(tmp_path, people)
+    cli, list_key, list_fpr = make_site(tmp_path, people, MODES)
     with ServeProcess(cli.home, "--relay", "127.0.0.1:9") as proc:
         assert submit(proc.port, LIST, mf.post(people["alice"], list_key, body="readable post"))[0] == 250
         proc.wait_log(r"fanned-out")
@@ -279,7 +273,7 @@ def test_a_digest_entry_shows_a_post_as_an_rfc_9788_client_does(tmp_path):
 
 @pytest.mark.parametrize("count", [1, 2])
 def test_digest_commands_count_posts_in_the_singular_and_the_plural(tmp_path, people, count):
-    cli, _, _ = make_site(tmp_path, people)
+    cli, _, _ = make_site(tmp_path, people, MODES)
     digests = digests_for(App(cli.home))
     mailing_list = digests.store.read().require_list(LIST)
     for n in range(count):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from listserv import openpgp
 
-from .support import User, run
+from .keys import User, run
 
 
 def encrypted_part(copy: bytes) -> bytes:

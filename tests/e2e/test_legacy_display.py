@@ -7,12 +7,12 @@ import email
 from email import policy
 from pathlib import Path
 
-from . import mail_factory as mf
-from .conftest import make_site
-from .members_clients import decrypt, encrypted_part
-from .server import ServeProcess
-from .sink import Sink
-from .smtp_client import submit
+from tests.helpers import mail as mf
+from tests.helpers.cli import make_site
+from tests.helpers.members_clients import decrypt, encrypted_part
+from tests.helpers.server import ServeProcess
+from tests.helpers.sink import Sink
+from tests.helpers.smtp import submit
 
 LIST = "news@example.org"
 MEMBERS = {"alice": "immediate", "bob": "immediate", "sally": "immediate", "rita": "immediate"}

@@ -13,12 +13,12 @@ from email import policy
 
 import pytest
 
-from . import mail_factory as mf
-from .conftest import make_site
-from .members_clients import decrypt, encrypted_part
-from .server import ServeProcess
-from .sink import Sink
-from .smtp_client import submit
+from tests.helpers import mail as mf
+from tests.helpers.cli import make_site
+from tests.helpers.members_clients import decrypt, encrypted_part
+from tests.helpers.server import ServeProcess
+from tests.helpers.sink import Sink
+from tests.helpers.smtp import submit
 
 LIST = "news@example.org"
 PLANTED = "PLANTED-UNSIGNED-WORDS"

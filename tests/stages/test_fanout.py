@@ -3,149 +3,20 @@
 from __future__ import annotations
 
 import bz2
-import os
 import re
-import subprocess
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from listserv import openpgp
 from listserv.errors import CryptoError, NotFound
-from listserv.keyring import Keyring
 from listserv.stages.fanout import Fanout, armored_copy, encrypt_for
 
-from .support import GPG_BATCH, User, make_gpg_user, run
+from tests.helpers.fanout import POST, Clients, ListRing, encryption_key_ids, key_ids, read_everywhere, read_with_gpg
+from tests.helpers.keys import GPG_BATCH, User, run
 
-POST = os.urandom(7 * 1024).hex().encode()[:10 * 1024]  # 10 KB: gpg writes partial body lengths
 MISSING = "0123456789ABCDEF0123456789ABCDEF01234567"  # in no keyring
-
-
-def make_expired_user(base: Path) -> User:
-    """A key that was valid for one day in January 2024."""
-    home = base / "gpg-expired"
-    home.mkdir(mode=0o700)
-    past = [*GPG_BATCH, "--homedir", str(home), "--faked-system-time", "20240101T000000"]
-    run([*past, "--quick-gen-key", "Expired <expired@example.org>", "ed25519", "sign", "1d"])
-    listing = run(["gpg", "--homedir", str(home), "--with-colons", "--list-keys"]).stdout.decode()
-    fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
-    run([*past, "--quick-add-key", fingerprint, "cv25519", "encr", "1d"])
-    public = run(["gpg", "--homedir", str(home), "--armor", "--export", fingerprint]).stdout
-    return User("gpg", "Expired", "expired@example.org", home, fingerprint, public)
-
-
-def kill_agent(home: Path) -> None:
-    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def outsiders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, User]:
-    base = tmp_path_factory.mktemp("outsiders")
-    users = {
-        "expired": make_expired_user(base),
-        "signonly": make_gpg_user(base, "Sign Only", "signonly@example.org", encrypt=False),
-    }
-    yield users
-    for user in users.values():
-        kill_agent(user.home)
-
-
-@dataclass(frozen=True)
-class ListRing:
-    keyring: Keyring
-    fingerprint: str  # the list key
-    cert: Path  # the list's public key, as members have it
-
-
-@pytest.fixture(scope="module")
-def ring(tmp_path_factory: pytest.TempPathFactory, people: dict[str, User], outsiders: dict[str, User]) -> ListRing:
-    """A keyring laid out like a deployment's: the list key and every member's public key."""
-    base = tmp_path_factory.mktemp("listserv")
-    home = base / "keys"
-    home.mkdir(mode=0o700)
-    keyring = Keyring(home)
-    fingerprint = keyring.generate_list_key("news@example.org", "News")
-    for user in [*people.values(), *outsiders.values()]:
-        assert keyring.import_keys(user.public_key) == [user.fingerprint]
-    cert = base / "list.asc"
-    cert.write_text(keyring.export(fingerprint))
-    yield ListRing(keyring, fingerprint, cert)
-    kill_agent(home)
-
-
-@dataclass(frozen=True)
-class Clients:
-    """One member's secret key, and nothing else secret, in each of the three implementations."""
-
-    gpg_home: Path
-    rnp_home: Path
-    sq_key: Path
-
-
-def export_secret(user: User) -> bytes:
-    if user.tool == "sq":
-        return user.secret_file.read_bytes()
-    if user.tool == "rnp":
-        return run(["rnpkeys", "--homedir", str(user.home), "--export-key", "--secret", user.email,
-                    "--password", ""]).stdout
-    return user.gpg("--armor", "--export-secret-keys", user.fingerprint).stdout
-
-
-@pytest.fixture(scope="module")
-def clients(tmp_path_factory: pytest.TempPathFactory, people: dict[str, User], ring: ListRing) -> dict[str, Clients]:
-    made = {}
-    for name, user in people.items():
-        base = tmp_path_factory.mktemp(f"client-{name}")
-        secret = base / "secret.asc"
-        secret.write_bytes(export_secret(user))
-        gpg_home, rnp_home = base / "gpg", base / "rnp"
-        gpg_home.mkdir(mode=0o700)
-        rnp_home.mkdir(mode=0o700)
-        run([*GPG_BATCH, "--homedir", str(gpg_home), "--import", str(secret), str(ring.cert)])
-        for key in (secret, ring.cert):
-            run(["rnpkeys", "--homedir", str(rnp_home), "--import", str(key), "--password", ""])
-        made[name] = Clients(gpg_home, rnp_home, secret)
-    yield made
-    for client in made.values():
-        kill_agent(client.gpg_home)
-
-
-def read_with_gpg(client: Clients, ring: ListRing, copy: bytes) -> bytes:
-    result = run([*GPG_BATCH, "--homedir", str(client.gpg_home), "--status-fd", "2", "--decrypt"],
-                 input=copy, check=False)
-    status = result.stderr.decode()
-    assert result.returncode == 0, status
-    valid = [line.split() for line in status.splitlines() if line.startswith("[GNUPG:] VALIDSIG ")]
-    assert [fields[-1] for fields in valid] == [ring.fingerprint]  # signed by the list's primary key
-    return result.stdout
-
-
-def read_with_sq(client: Clients, ring: ListRing, copy: bytes) -> bytes:
-    result = run(["sq", "decrypt", "--recipient-key", str(client.sq_key), "--signer-cert", str(ring.cert)],
-                 input=copy, check=False)
-    assert result.returncode == 0, result.stderr.decode()
-    assert f"Good signature from {ring.fingerprint[-16:]}" in result.stderr.decode()
-    return result.stdout
-
-
-def read_with_rnp(client: Clients, ring: ListRing, copy: bytes, scratch: Path) -> bytes:
-    source, target = scratch / "copy.asc", scratch / "plain.out"  # rnp deletes --output on failure
-    source.write_bytes(copy)
-    target.unlink(missing_ok=True)
-    result = run(["rnp", "--homedir", str(client.rnp_home), "--password", "", "--decrypt", str(source),
-                  "--output", str(target)], check=False)
-    messages = result.stderr.decode()
-    assert result.returncode == 0, messages
-    assert "Signature(s) verified successfully" in messages and ring.fingerprint.lower() in messages
-    return target.read_bytes()
-
-
-def read_everywhere(client: Clients, ring: ListRing, copy: bytes, scratch: Path) -> None:
-    assert read_with_gpg(client, ring, copy) == POST
-    assert read_with_sq(client, ring, copy) == POST
-    assert read_with_rnp(client, ring, copy, scratch) == POST
 
 
 @pytest.fixture(scope="module")
@@ -160,17 +31,6 @@ def test_every_member_reads_their_own_copy_with_gpg_sq_and_rnp(
     assert len(fanout.shared) == 1
     for name, user in people.items():
         read_everywhere(clients[name], ring, armored_copy(fanout, user.fingerprint), tmp_path)
-
-
-def key_ids(user: User) -> set[str]:
-    listing = run(["gpg", "--show-keys", "--with-colons"], input=user.public_key).stdout.decode()
-    return {line.split(":")[4] for line in listing.splitlines() if line.startswith(("pub:", "sub:"))}
-
-
-def encryption_key_ids(user: User) -> set[str]:
-    listing = run(["gpg", "--show-keys", "--with-colons"], input=user.public_key).stdout.decode()
-    return {fields[4] for fields in (line.split(":") for line in listing.splitlines())
-            if fields[0] in ("pub", "sub") and "e" in fields[11]}
 
 
 def test_each_copy_is_one_pkesk_with_its_members_real_key_id_and_the_shared_packet(

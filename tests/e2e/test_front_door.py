@@ -17,10 +17,10 @@ import pytest
 
 from listserv import mimescan
 
-from . import mail_factory as mf
-from .conftest import make_site
-from .server import ServeProcess
-from .smtp_client import submit
+from tests.helpers import mail as mf
+from tests.helpers.cli import make_site
+from tests.helpers.server import ServeProcess
+from tests.helpers.smtp import submit
 
 LIST = "news@example.org"
 

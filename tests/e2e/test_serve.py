@@ -8,9 +8,9 @@ import socket
 import subprocess
 import sys
 
-from . import mail_factory as mf
-from .conftest import Cli, make_site
-from .server import ServeProcess
+from tests.helpers import mail as mf
+from tests.helpers.cli import Cli, make_site
+from tests.helpers.server import ServeProcess
 
 LIST = "news@example.org"
 

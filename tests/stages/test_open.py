@@ -18,8 +18,8 @@ from listserv.keyring import Keyring
 from listserv.stages import open as open_stage
 from listserv.stages.open import Opened, open_message
 
-from . import mail_factory as mf
-from .support import GPG_BATCH, User, make_gpg_user, run
+from tests.helpers import mail as mf
+from tests.helpers.keys import GPG_BATCH, User, make_gpg_key, make_gpg_user, run
 
 MEMBERS = ("alice", "bob", "sally", "rita")
 
@@ -238,25 +238,17 @@ def ten_days_ago(tmp_path_factory, people) -> dict[str, object]:
         return run([*GPG_BATCH, "--homedir", str(home), "--trust-model", "always",
                     f"--faked-system-time={at}!", *args], input=data).stdout
 
-    def fingerprint(home: Path) -> str:
-        listing = gpg(home, "--with-colons", "--list-keys", at=then).decode()
-        return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
-
-    homes = {name: base / name for name in ("keys", "expired")}
-    for home in homes.values():
-        home.mkdir(mode=0o700)
-    gpg(homes["keys"], "--quick-gen-key", "News <news@example.org>", "ed25519", "cert,sign", "never", at=then)
-    list_fpr = fingerprint(homes["keys"])
-    gpg(homes["keys"], "--quick-add-key", list_fpr, "cv25519", "encr", "never", at=then)
-    gpg(homes["expired"], "--quick-gen-key", "Ex <ex@example.org>", "ed25519", "sign", "2d", at=then)
-    signer_fpr = fingerprint(homes["expired"])
-    public = gpg(homes["expired"], "--armor", "--export", signer_fpr, at=then)
+    made_then = f"{then}!"
+    list_user = make_gpg_key(base, "News", "news@example.org", usage="cert,sign", at=made_then,
+                             subkeys=[("cv25519", "never", made_then)], home="keys")
+    signer = make_gpg_key(base, "Ex", "ex@example.org", expire="2d", at=made_then, subkeys=[], home="expired")
+    homes = {"keys": list_user.home, "expired": signer.home}
+    list_fpr, signer_fpr, public = list_user.fingerprint, signer.fingerprint, signer.public_key
     keyring = Keyring(homes["keys"])
     keyring.import_keys(public)
     keyring.import_keys(people["alice"].public_key)
     keyfile = base / "list.asc"
     keyfile.write_bytes(keyring.export(list_fpr).encode())
-    signer = User("gpg", "Ex", "ex@example.org", homes["expired"], signer_fpr, public)
 
     def post(*args: str) -> bytes:
         armored = gpg(homes["expired"], *args, "--armor", "--sign", "--encrypt", "--local-user",

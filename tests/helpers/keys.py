@@ -1,7 +1,8 @@
 """Throwaway OpenPGP identities made by real implementations: GnuPG, Sequoia `sq` and RNP.
 
 Each `User` owns a private keyring directory and can export its public key; tests make them
-at run time, so no secret is ever committed.
+at run time, so no secret is ever committed. Every key a test needs is made here, and gpg's
+colon listings are read here (`keys_in`, `fingerprints`).
 """
 
 from __future__ import annotations
@@ -37,24 +38,58 @@ class User:
         return run([*GPG_BATCH, "--homedir", str(self.home), *args], input=input, check=check)
 
 
+def keys_in(listing: str | bytes) -> list[tuple[list[str], str]]:
+    """gpg's `--with-colons` listing as (key record's fields, fingerprint) pairs, in order: each
+    pub/sub/sec/ssb record with the `fpr:` record that follows it. The one place tests read it."""
+    text = listing.decode() if isinstance(listing, bytes) else listing
+    rows = [line.split(":") for line in text.splitlines()]
+    return [(row, following[9]) for row, following in zip(rows, rows[1:])
+            if row[0] in ("pub", "sub", "sec", "ssb") and following[0] == "fpr"]
+
+
+def fingerprints(listing: str | bytes) -> list[str]:
+    """Every fingerprint in a colon listing, keys' and subkeys', in order."""
+    return [fingerprint for _, fingerprint in keys_in(listing)]
+
+
+def primary_fingerprints(listing: str | bytes) -> list[str]:
+    """The fingerprints of the primary keys in a colon listing, in order."""
+    return [fingerprint for row, fingerprint in keys_in(listing) if row[0] in ("pub", "sec")]
+
+
 def gpg_fingerprint(home: Path, who: str) -> str:
-    out = run(["gpg", "--homedir", str(home), "--with-colons", "--list-keys", who]).stdout.decode()
-    return next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))
+    return fingerprints(run(["gpg", "--homedir", str(home), "--with-colons", "--list-keys", who]).stdout)[0]
+
+
+def make_gpg_key(
+    base: Path, name: str, email: str, *, algo: str = "ed25519", usage: str = "sign",
+    expire: str = "never", at: str | None = None,
+    subkeys: list[tuple[str, str, str | None]] = (("cv25519", "never", None),), home: str | None = None,
+) -> User:
+    """A GnuPG key in its own home `base / home` (default gpg-EMAIL): primary `algo` for `usage`,
+    expiring `expire`, made at the faked time `at` (as gpg's --faked-system-time reads it: e.g.
+    "20240101T000000", or "EPOCH!"); then one encryption subkey per (algo, expire, at) in `subkeys`."""
+    home_dir = base / (home or f"gpg-{email}")
+    home_dir.mkdir(mode=0o700, parents=True)
+
+    def gpg(when: str | None, *args: str) -> subprocess.CompletedProcess:
+        past = ["--faked-system-time", when] if when else []
+        return run([*GPG_BATCH, "--homedir", str(home_dir), *past, *args])
+
+    gpg(at, "--quick-gen-key", f"{name} <{email}>", algo, usage, expire)
+    fingerprint = gpg_fingerprint(home_dir, email)
+    for subkey_algo, subkey_expire, subkey_at in subkeys:
+        gpg(subkey_at, "--quick-add-key", fingerprint, subkey_algo, "encr", subkey_expire)
+    public = run(["gpg", "--homedir", str(home_dir), "--armor", "--export", fingerprint]).stdout
+    return User("gpg", name, email, home_dir, fingerprint, public)
 
 
 def make_gpg_user(
     base: Path, name: str, email: str, *, algo: str = "ed25519", encrypt: bool = True,
     expire: str = "never", subkey_algo: str = "cv25519",
 ) -> User:
-    home = base / f"gpg-{email}"
-    home.mkdir(mode=0o700, parents=True)
-    uid = f"{name} <{email}>"
-    run([*GPG_BATCH, "--homedir", str(home), "--quick-gen-key", uid, algo, "sign", expire])
-    fingerprint = gpg_fingerprint(home, email)
-    if encrypt:
-        run([*GPG_BATCH, "--homedir", str(home), "--quick-add-key", fingerprint, subkey_algo, "encr", expire])
-    public = run(["gpg", "--homedir", str(home), "--armor", "--export", fingerprint]).stdout
-    return User("gpg", name, email, home, fingerprint, public)
+    return make_gpg_key(base, name, email, algo=algo, expire=expire,
+                        subkeys=[(subkey_algo, expire, None)] if encrypt else [])
 
 
 def make_sq_user(base: Path, name: str, email: str) -> User:
@@ -78,22 +113,16 @@ def make_rnp_user(base: Path, name: str, email: str) -> User:
     run(["rnpkeys", "--homedir", str(home), "--generate-key", "--userid", uid, "--password", ""])
     public = run(["rnpkeys", "--homedir", str(home), "--export-key", email]).stdout
     # Ask GnuPG for the fingerprint of what RNP exported: an independent reading.
-    listing = run(["gpg", "--show-keys", "--with-colons"], input=public).stdout.decode()
-    fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+    fingerprint = fingerprints(run(["gpg", "--show-keys", "--with-colons"], input=public).stdout)[0]
     return User("rnp", name, email, home, fingerprint, public)
 
 
-def make_expired_gpg_user(base: Path, name: str, email: str, *, primary_expire: str = "1d") -> User:
-    """A GnuPG key made in 2020 whose encryption subkey expired a day later (and its primary
-    key too, unless primary_expire is "never")."""
-    home = base / f"gpg-expired-{email}"
-    home.mkdir(mode=0o700, parents=True)
-    past = ["--faked-system-time", "20200101T000000"]
-    run([*GPG_BATCH, "--homedir", str(home), *past, "--quick-gen-key", f"{name} <{email}>", "ed25519", "sign", primary_expire])
-    fingerprint = gpg_fingerprint(home, email)
-    run([*GPG_BATCH, "--homedir", str(home), *past, "--quick-add-key", fingerprint, "cv25519", "encr", "1d"])
-    public = run(["gpg", "--homedir", str(home), "--armor", "--export", fingerprint]).stdout
-    return User("gpg", name, email, home, fingerprint, public)
+def make_expired_gpg_user(base: Path, name: str, email: str, *, primary_expire: str = "1d",
+                          at: str = "20200101T000000", home: str | None = None) -> User:
+    """A GnuPG key made at `at` (2020 unless told) whose encryption subkey expired a day later
+    (and its primary key too, unless primary_expire is "never")."""
+    return make_gpg_key(base, name, email, expire=primary_expire, at=at, subkeys=[("cv25519", "1d", at)],
+                        home=home or f"gpg-expired-{email}")
 
 
 def revoked(user: User) -> bytes:
@@ -116,9 +145,4 @@ def keyring_listing(keys: Path) -> list[str]:
 
 
 def fingerprints_in(keys: Path) -> set[str]:
-    listing = keyring_listing(keys)
-    return {
-        following.split(":")[9]
-        for line, following in zip(listing, listing[1:])
-        if line.startswith("pub:") and following.startswith("fpr:")
-    }
+    return set(primary_fingerprints("\n".join(keyring_listing(keys))))

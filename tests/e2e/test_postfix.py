@@ -19,13 +19,13 @@ from email.message import EmailMessage
 
 import pytest
 
-from . import mail_factory as mf
-from .conftest import Cli, write_key
-from .members_clients import decrypt, encrypted_part
-from .postfix import Postfix, cannot_run, free_port
-from .server import ServeProcess
-from .smtp_client import submit
-from .support import User, make_gpg_user
+from tests.helpers import mail as mf
+from tests.helpers.cli import Cli, write_key
+from tests.helpers.keys import User, make_gpg_user
+from tests.helpers.members_clients import decrypt, encrypted_part
+from tests.helpers.postfix import Postfix, cannot_run, free_port
+from tests.helpers.server import ServeProcess
+from tests.helpers.smtp import submit
 
 TEAM, OPS = "team@lists.example.org", "ops@lists.example.org"  # no system user is called either
 TEAM_KB, OPS_KB = 96, 32  # ops has the smaller limit: Postfix can only enforce the larger

@@ -31,8 +31,8 @@ except ImportError:  # pragma: no cover - older cryptography
 
 from listserv import openpgp, pkesk
 
-from . import mail_factory as mf
-from .support import User
+from . import mail as mf
+from .keys import User
 
 ED25519_OID = bytes.fromhex("2B06010401DA470F01")
 EDDSA, SHA256, AES256 = 22, 8, 9
