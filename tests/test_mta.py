@@ -9,10 +9,12 @@ import stat
 import pytest
 
 from listserv.errors import UnknownRecipient
+from listserv.options import OPTIONS
 from listserv.postfix import FILES, POST_HEADROOM
 from listserv.stages.route import route
 
 from .conftest import Cli, write_key
+from .postfix import DOC, doc_block
 from .test_cli_members import assert_refused
 
 TEAM, NEWS = "team@lists.example.org", "news@example.net"
@@ -43,7 +45,7 @@ def site(cli: Cli, tmp_path, people) -> Cli:
 
 def test_the_transport_map_sends_every_address_of_every_list_to_listserv(site, tmp_path):
     transport = entries(files(site, tmp_path)["transport"])
-    assert transport == [(a, "smtp:[127.0.0.1]:8125") for a in (
+    assert transport == [(a, "listserv:[127.0.0.1]:8125") for a in (
         "news@example.net", "news+urgent@example.net", "news-bounces@example.net",
         "team@lists.example.org", "team+urgent@lists.example.org", "team-bounces@lists.example.org")]
 
@@ -66,6 +68,16 @@ def test_every_address_in_the_maps_is_one_listserv_takes_and_no_other(site, tmp_
             route(later, lists)  # when listserv takes them, the maps must list them
 
 
+def test_the_listserv_transport_is_an_smtp_client_with_one_recipient_per_delivery(site, tmp_path):
+    """The transport map names the `listserv` service; service.cf makes it, for postconf -M -e."""
+    maps = files(site, tmp_path)
+    assert {value.split(":")[0] for _, value in entries(maps["transport"])} == {"listserv"}
+    [(service, entry)] = [line.split("=", 1) for line in maps["service.cf"].splitlines()
+                          if line and not line.startswith("#")]
+    assert service == "listserv/unix" and entry.split() == ["listserv", "unix", "-", "-", "n", "-", "-", "smtp"]
+    assert "listserv_destination_recipient_limit=1\n" in maps["limits.cf"]
+
+
 def test_relay_domains_names_each_list_domain_once(site, tmp_path):
     assert entries(files(site, tmp_path)["relay_domains"]) == [("example.net", "OK"), ("lists.example.org", "OK")]
 
@@ -81,7 +93,8 @@ def test_the_size_limits_follow_the_largest_list_limit(site, tmp_path):
     limits = dict(line.split("=") for line in files(site, tmp_path)["limits.cf"].splitlines()
                   if line and not line.startswith("#"))
     assert limits == {"message_size_limit": str(2 * 2048 * 1024),
-                      "listserv_post_size_limit": str(2048 * 1024 - POST_HEADROOM)}
+                      "listserv_post_size_limit": str(2048 * 1024 - POST_HEADROOM),
+                      "listserv_destination_recipient_limit": "1"}
 
 
 def test_the_size_limits_stop_at_the_servers_own_data_limit(site, tmp_path):
@@ -116,7 +129,7 @@ def test_writing_replaces_each_file_whole_and_leaves_nothing_else(site, tmp_path
 def test_a_wildcard_listen_address_is_reached_on_loopback(cli, tmp_path):
     (cli.home / "listserv.toml").write_text('[server]\nlisten = "0.0.0.0:2525"\n')
     cli.ok("list", "create", TEAM, "--name", "Team")
-    assert entries(files(cli, tmp_path)["transport"])[0] == (TEAM, "smtp:[127.0.0.1]:2525")
+    assert entries(files(cli, tmp_path)["transport"])[0] == (TEAM, "listserv:[127.0.0.1]:2525")
 
 
 def test_refusals(cli, tmp_path):
@@ -134,3 +147,16 @@ def test_a_home_with_no_lists_gives_empty_maps(cli, tmp_path):
     for name in ("transport", "relay_domains", "relay_recipients", "virtual"):
         assert entries(maps[name]) == []
         assert re.search(r"do not edit", maps[name])
+
+
+def test_what_docs_postfix_md_shows_is_what_a_home_at_the_defaults_gets(cli, tmp_path):
+    """The figures a reader copies from docs/postfix.md: the default post limit, the transport
+    map of team@ and limits.cf for lists at the default size, from the code itself."""
+    cli.ok("list", "create", "team@lists.example.org", "--name", "Team")
+    maps = files(cli, tmp_path)
+    assert doc_block("transport", "output") + "\n" == "".join(
+        line + "\n" for line in maps["transport"].splitlines() if line and not line.startswith("#"))
+    body = [line for line in maps["limits.cf"].splitlines() if line and not line.startswith("#")]
+    assert doc_block("limits.cf", "output").splitlines() == body
+    [stated] = re.findall(r"<!-- default: max_message_size_kb -->(\d+)<!-- /default -->", DOC.read_text())
+    assert int(stated) == OPTIONS["max_message_size_kb"].default

@@ -25,7 +25,8 @@ def mta_group() -> None:
               help="Write one file per map into DIR (made if missing) instead of printing them.")
 @pass_app
 def mta_postfix(app: App, directory: Path | None) -> None:
-    """The Postfix maps for every list: transport, relay_domains, relay_recipients, virtual, limits.cf."""
+    """The Postfix maps for every list: transport, relay_domains, relay_recipients, virtual,
+    service.cf (the listserv transport) and limits.cf."""
     settings = app.settings
     snapshot = app.store.read()
     lists = snapshot.lists()
@@ -45,7 +46,7 @@ def mta_postfix(app: App, directory: Path | None) -> None:
         raise StoreError(f"Cannot write the maps into {directory}: {exc.strerror}.") from None
     for name in postfix.FILES:
         click.echo(f"wrote {directory / name}")
-    click.echo("Next, as root: postmap each map and apply limits.cf (docs/postfix.md).")
+    click.echo("Next, as root: apply service.cf, postmap each map, apply limits.cf (docs/postfix.md).")
 
 
 def _command() -> list[str]:
