@@ -343,6 +343,15 @@ class Home:
             created.append(str(self.config_file))
         return created
 
+    def git_checkout(self) -> Path | None:
+        """The git work tree the home is in (its top, the folder holding `.git`), if any. The
+        home need not exist yet; its path, with links resolved too, is walked up to /."""
+        for start in dict.fromkeys((self.root.absolute(), self.root.resolve())):
+            for folder in (start, *start.parents):
+                if (folder / ".git").exists():  # a folder, or a file in a worktree or submodule
+                    return folder
+        return None
+
     def foreign_part(self) -> tuple[Path, int] | None:
         """The first part of the home (and its owner's uid) that the user of this process does
         not own; None when all that exists is theirs, or nothing exists yet."""

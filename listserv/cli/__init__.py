@@ -148,9 +148,13 @@ def main(ctx: click.Context, home: Path) -> None:
 @pass_app
 def init(app: App) -> None:
     """Create the home (listserv.toml, keys/, data/). Harmless to run again."""
-    if (app.home.root / ".git").exists():
-        raise UsageError(f"{app.home.root} is a git checkout, where the lists' secret keys would be "
-                         "one 'git clean -xdf' from deletion; give --home a directory outside it.")
+    checkout = app.home.git_checkout()
+    if checkout is not None:
+        where = ("is a git checkout" if checkout in (app.home.root.absolute(), app.home.root.resolve())
+                 else f"is inside the git checkout {checkout}")
+        raise UsageError(f"{app.home.root} {where}, where the lists' secret keys would be one 'git add' "
+                         "from a commit and one 'git clean -xdf' from deletion; give --home a directory "
+                         "outside it.")
     require_gnupg()
     created = app.home.initialise()
     for path in created:
