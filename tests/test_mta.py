@@ -3,8 +3,12 @@ them in tests/test_postfix.py; this file checks what they say.)"""
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -160,3 +164,27 @@ def test_what_docs_postfix_md_shows_is_what_a_home_at_the_defaults_gets(cli, tmp
     assert doc_block("limits.cf", "output").splitlines() == body
     [stated] = re.findall(r"<!-- default: max_message_size_kb -->(\d+)<!-- /default -->", DOC.read_text())
     assert int(stated) == OPTIONS["max_message_size_kb"].default
+
+
+@pytest.mark.parametrize("args", [["mta", "postfix"], ["lists"], ["list", "show", TEAM, "--json"],
+                                  ["--help"], ["mta", "postfix", "--help"], ["--version"]])
+def test_output_into_a_pipe_whose_reader_has_gone_ends_quietly_with_sigpipes_status(site, args):
+    """`listserv mta postfix | grep -m1 ...` once grep has exited: a real pipe with no reader.
+    Like coreutils: status 141 (128 + SIGPIPE), nothing on stderr, no traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "listserv", "--home", str(site.home), *args],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, ""), (args, done.returncode, done.stderr)
+
+
+def test_mta_postfix_into_grep_m1_prints_the_line_and_nothing_else(site):
+    command = shlex.join([sys.executable, "-m", "listserv", "--home", str(site.home), "mta", "postfix"])
+    done = subprocess.run(["bash", "-c", f"{command} | grep -m1 urgent; echo \"status=${{PIPESTATUS[0]}}\""],
+                          capture_output=True, text=True, timeout=60)
+    line, status = done.stdout.splitlines()
+    assert line.startswith("news+urgent@example.net") and done.stderr == ""
+    assert status in ("status=0", "status=141")  # 0 when listserv had written everything before grep left

@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import pwd
+import select
 import shlex
 import shutil
 import sys
@@ -23,6 +24,26 @@ from ..store import Store
 from .agent import stop_agent_after_command
 
 INTERNAL_ERROR_EXIT = 70
+CLOSED_PIPE_EXIT = 128 + 13  # SIGPIPE's: what the shell reports for `cat big | head -1`
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (`listserv ... | head -1`)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False  # not a file (click's test runner): a broken pipe came from elsewhere
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _leave_quietly() -> None:
+    """What is still buffered for stdout goes nowhere: else Python's flush at exit fails again
+    and prints 'Exception ignored ... BrokenPipeError'."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 _ARGV = "listserv.argv"  # ctx.meta key: the arguments as typed, before click parsed them
@@ -92,7 +113,13 @@ class _Group(click.Group):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if ctx.parent is None:
             ctx.meta[_ARGV] = list(args)
-        return super().parse_args(ctx, args)
+        try:
+            return super().parse_args(ctx, args)  # where `listserv --help` and --version print
+        except BrokenPipeError:
+            if not _stdout_closed():
+                raise
+            _leave_quietly()
+            ctx.exit(CLOSED_PIPE_EXIT)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -103,6 +130,11 @@ class _Group(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except Exception as exc:  # never a traceback for a user, unless asked for
+            if isinstance(exc, BrokenPipeError) and _stdout_closed():
+                # The reader went away, as `| head` or `| grep -m1` do: stop quietly, like
+                # coreutils. (A broken pipe of listserv's own, to gpg, is an internal error.)
+                _leave_quietly()
+                ctx.exit(CLOSED_PIPE_EXIT)
             if os.environ.get("LISTSERV_DEBUG"):
                 traceback.print_exc()
             click.echo(
