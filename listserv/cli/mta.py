@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import sys
 from pathlib import Path
@@ -71,4 +72,16 @@ def mta_systemd(app: App, user: str) -> None:
     """A hardened systemd unit that runs `listserv serve` on this home as USER."""
     app.home.require()
     settings = app.settings
-    click.echo(systemd.unit(_command(), app.home.root, app.home.outbox(settings), settings, user), nl=False)
+    command, home, outbox = _command(), app.home.root, app.home.outbox(settings)
+    text = systemd.unit(command, home, outbox, settings, user)
+    for warning in systemd.warnings(command, home, outbox, user, _owner(home)):
+        click.echo(f"listserv: warning: {warning}.", err=True)  # the unit is printed all the same
+    click.echo(text, nl=False)
+
+
+def _owner(path: Path) -> str:
+    uid = path.stat().st_uid
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
