@@ -364,6 +364,29 @@ class Home:
                 return path, owner
         return None
 
+    def owners(self) -> dict[int, tuple[int, Path]]:
+        """Each owner's uid among the home and everything in it, with how many entries it owns
+        and the first of them; the home's own owner first. Empty when the home does not exist.
+        Links are not followed (a link's target may well be another user's)."""
+        found: dict[int, tuple[int, Path]] = {}
+
+        def count(path: Path, uid: int) -> None:
+            number, first = found.get(uid, (0, path))
+            found[uid] = (number + 1, first)
+
+        try:
+            count(self.root, self.root.stat().st_uid)
+        except OSError:
+            return {}
+        for folder, dirs, files in os.walk(self.root, onerror=lambda error: None):
+            for name in sorted(dirs) + sorted(files):
+                path = Path(folder, name)
+                try:
+                    count(path, path.lstat().st_uid)
+                except OSError:
+                    continue  # gone meanwhile
+        return found
+
     def require(self) -> None:
         if not self.keys.is_dir() or not self.data.is_dir():
             raise EnvironmentProblem(

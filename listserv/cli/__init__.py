@@ -70,6 +70,13 @@ def _as_owner(uid: int, command_line: list[str]) -> tuple[str, str]:
     return name, shlex.join([*prefix, *command_line])
 
 
+def _name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
 class App:
     """What every command needs, opened lazily: the home, its settings, store and keyring."""
 
@@ -82,12 +89,31 @@ class App:
         """The home, once it is known to belong to the user running this command. Every
         command reaches the home through here, so none writes a file another user's server
         then cannot read; `--help` never gets here."""
+        owners = self._home.owners()
+        if len(owners) > 1:
+            raise WrongUser(self._mixed(owners))
         foreign = self._home.foreign_part()
         if foreign is not None:
             path, uid = foreign
             name, command = _as_owner(uid, self.command_line)
             raise WrongUser(f"{path} belongs to {name}; run: {command}")
         return self._home
+
+    def _mixed(self, owners: dict[int, tuple[int, Path]]) -> str:
+        """The sentence for a home whose files have several owners (a command run as root in
+        a service user's home, a copy made as root): who owns what, and the chown that mends it."""
+        keeper = next(iter(owners))  # the home folder's owner: whom the rest is given back to
+        name, command = _as_owner(keeper, self.command_line)
+        chown_to = name if not name.startswith("uid ") else str(keeper)
+        strays = [(uid, count, first) for uid, (count, first) in owners.items() if uid != keeper]
+        parts = []
+        for uid, count, first in strays:
+            more = f" and {count - 1} more" if count > 1 else ""
+            parts.append(f"{first}{more} belong{'s' if count == 1 else ''} to {_name(uid)}")
+        fix = f"as root, run: chown -R {shlex.quote(chown_to)}: {shlex.quote(str(self._home.root))}"
+        then = f", then: {command}" if os.geteuid() != keeper else ""
+        return (f"{self._home.root} has files of more than one owner ({'; '.join(parts)}; the rest "
+                f"to {name}), which the server cannot all read; {fix}{then}")
 
     @functools.cached_property
     def settings(self) -> Settings:
