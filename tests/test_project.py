@@ -127,3 +127,31 @@ def test_the_wheel_ships_the_templates(tmp_path):
     assert "listserv/__init__.py" in names and "listserv/cli/__init__.py" in names
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt")))
     assert b"listserv = listserv.cli:main" in metadata
+
+
+def delivery_doc() -> str:
+    return (ROOT / "docs" / "delivery.md").read_text()
+
+
+def test_delivery_doc_lists_every_shipped_template_and_no_other():
+    from listserv.templates import shipped_templates
+
+    match = re.search(r"<!-- shipped templates -->(.*?)<!-- /shipped templates -->", delivery_doc(), re.S)
+    assert match, "docs/delivery.md lost its list of shipped templates"
+    named = re.findall(r"`([^`]+\.j2)`", match.group(1))
+    assert named == sorted(p.name for p in shipped_templates().iterdir() if p.name.endswith(".j2"))
+
+
+def test_the_template_copy_command_of_delivery_doc_works_in_a_shell(tmp_path):
+    """The block as written, with this test's python and home and without `sudo -u listserv`
+    (the tests run as the home's owner)."""
+    from listserv.templates import shipped_templates
+
+    block = re.search(r"<!-- tested: copy a template -->\n```sh\n(.*?)\n```", delivery_doc(), re.S).group(1)
+    home = tmp_path / "home"
+    home.mkdir()
+    script = (block.replace("sudo -u listserv ", "").replace("/opt/listserv/bin/python3", sys.executable)
+              .replace("/var/lib/listserv", str(home)))
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, cwd="/")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert (home / "templates" / "footer.txt.j2").read_bytes() == (shipped_templates() / "footer.txt.j2").read_bytes()

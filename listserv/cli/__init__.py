@@ -184,8 +184,8 @@ pass_app = click.make_pass_decorator(App)
     type=click.Path(file_okay=False, path_type=Path),
     envvar="LISTSERV_HOME",
     default=".",
-    show_default="the current directory, or $LISTSERV_HOME",
-    help="Deployment home: listserv.toml, keys/ and data/.",
+    help="Deployment home (listserv.toml, keys/, data/). Without --home: $LISTSERV_HOME, "
+    "else the current directory.",
 )
 @click.version_option(package_name="listserv")
 @click.pass_context
