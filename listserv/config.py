@@ -343,6 +343,15 @@ class Home:
             created.append(str(self.config_file))
         return created
 
+    def git_checkout(self) -> Path | None:
+        """The git work tree the home is in (its top, the folder holding `.git`), if any. The
+        home need not exist yet; its path, with links resolved too, is walked up to /."""
+        for start in dict.fromkeys((self.root.absolute(), self.root.resolve())):
+            for folder in (start, *start.parents):
+                if (folder / ".git").exists():  # a folder, or a file in a worktree or submodule
+                    return folder
+        return None
+
     def foreign_part(self) -> tuple[Path, int] | None:
         """The first part of the home (and its owner's uid) that the user of this process does
         not own; None when all that exists is theirs, or nothing exists yet."""
@@ -354,6 +363,29 @@ class Home:
             if owner != os.geteuid():
                 return path, owner
         return None
+
+    def owners(self) -> dict[int, tuple[int, Path]]:
+        """Each owner's uid among the home and everything in it, with how many entries it owns
+        and the first of them; the home's own owner first. Empty when the home does not exist.
+        Links are not followed (a link's target may well be another user's)."""
+        found: dict[int, tuple[int, Path]] = {}
+
+        def count(path: Path, uid: int) -> None:
+            number, first = found.get(uid, (0, path))
+            found[uid] = (number + 1, first)
+
+        try:
+            count(self.root, self.root.stat().st_uid)
+        except OSError:
+            return {}
+        for folder, dirs, files in os.walk(self.root, onerror=lambda error: None):
+            for name in sorted(dirs) + sorted(files):
+                path = Path(folder, name)
+                try:
+                    count(path, path.lstat().st_uid)
+                except OSError:
+                    continue  # gone meanwhile
+        return found
 
     def require(self) -> None:
         if not self.keys.is_dir() or not self.data.is_dir():

@@ -1,12 +1,14 @@
 """The maps Postfix needs in front of listserv, made from the home's lists (pure: text out).
 
-    transport         each address listserv takes at RCPT -> smtp:[HOST]:PORT of `listserv serve`
+    transport         each address listserv takes at RCPT -> listserv:[HOST]:PORT of `listserv serve`
+    service.cf        the master.cf entry of that `listserv` transport: Postfix's smtp client
     relay_domains     the lists' domains: Postfix relays them (they must not be in mydestination)
     relay_recipients  the addresses Postfix takes at RCPT in those domains; any other address
                       there is refused at once (550 5.1.1), never taken and bounced later
     virtual           LIST-owner@ -> the list's active admins
     limits.cf         message_size_limit (the return path) and listserv_post_size_limit (the
-                      inbound smtpd), from the lists' own size limits
+                      inbound smtpd), from the lists' own size limits; and
+                      listserv_destination_recipient_limit = 1 (below)
 
 LIST-bounces@ stands for every LIST-bounces+TOKEN@: with `recipient_delimiter = +` Postfix
 looks a full address up first, then the address without its +extension. The addresses are
@@ -14,6 +16,11 @@ the ones `stages.route` takes, built from its own constants so the two cannot dr
 LIST-request@ and LIST-sendkey@ are not listed: listserv refuses them at RCPT until the
 issues that add the request and sendkey addresses, and a map entry would only turn that
 refusal into a bounce.
+
+listserv takes one list per SMTP transaction and answers a second RCPT with 452, so a
+cross-post (one message to two lists) given to the plain `smtp` transport would have every
+list but the first deferred for a retry. The `listserv` transport is an smtp client of its
+own, and its recipient limit of 1 makes Postfix give each list address its own transaction.
 """
 
 from __future__ import annotations
@@ -32,7 +39,13 @@ POST_HEADROOM = 8 * 1024
 # footer added); the return path must take the copies of the largest post.
 COPY_FACTOR = 2
 WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
-FILES = ("transport", "relay_domains", "relay_recipients", "virtual", "limits.cf")
+FILES = ("transport", "relay_domains", "relay_recipients", "virtual", "service.cf", "limits.cf")
+TRANSPORT = "listserv"  # the master.cf service the transport map names
+# For `postconf -M -e`: the service, by name/type, and its master.cf line (chroot off: the
+# client reaches a bracketed loopback address and needs no files from /etc).
+SERVICE = f"{TRANSPORT}/unix={TRANSPORT} unix - - n - - smtp"
+# One recipient per delivery: each list address is its own SMTP transaction (see above).
+RECIPIENT_LIMIT = f"{TRANSPORT}_destination_recipient_limit"
 
 
 @dataclass(frozen=True)
@@ -42,12 +55,13 @@ class Limits:
 
 
 def nexthop(listen: tuple[str, int]) -> str:
-    """The transport that reaches `listen`; brackets keep Postfix from looking up an MX."""
+    """The transport that reaches `listen`: the `listserv` service, brackets keep Postfix
+    from looking up an MX."""
     host, port = listen
     if port == 0:
         raise UsageError("[server] listen has port 0; give listserv a fixed port for Postfix to reach.")
     host = WILDCARDS.get(host, host)
-    return f"smtp:[{host}]:{port}"
+    return f"{TRANSPORT}:[{host}]:{port}"
 
 
 def list_addresses(mailing_list: MailingList) -> list[str]:
@@ -102,8 +116,13 @@ def render(lists: list[MailingList], members: Mapping[str, list[Member]], listen
         + _table([(a, "OK") for a in addresses]),
         "virtual": _header("Postfix virtual_alias_maps: LIST-owner@ reaches the list's admins.", source)
         + _table(owners),
-        "limits.cf": _header("main.cf size limits, from the lists' own.", source,
+        "service.cf": "# master.cf: the `listserv` transport the lists' addresses go through, an smtp client.\n"
+        f"# Made by `listserv mta postfix` from {source}; do not edit. Apply it before the\n"
+        "# transport map that names it: postconf -M -e \"$(grep -v '^#' service.cf)\" (docs/postfix.md).\n\n"
+        f"{SERVICE}\n",
+        "limits.cf": _header("main.cf limits: sizes from the lists' own; one list per delivery.", source,
                              "apply it: postconf -e $(grep -v '^#' limits.cf)")
         + "# Above 51200000, mailbox_size_limit and virtual_mailbox_limit must be at least as large.\n"
-        + f"message_size_limit={size.copy}\nlistserv_post_size_limit={size.post}\n",
+        + f"message_size_limit={size.copy}\nlistserv_post_size_limit={size.post}\n"
+        + f"{RECIPIENT_LIMIT}=1\n",
     }

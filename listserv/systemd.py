@@ -46,6 +46,36 @@ def _under(path: Path, roots: tuple[Path, ...]) -> bool:
     return any(path == root or root in path.parents for root in roots)
 
 
+def _protect_home(writable: list[Path]) -> str:
+    # A home under /home stays reachable: read-only there, the home writable through ReadWritePaths.
+    return "read-only" if any(_under(p, _HOMES) for p in writable) else "yes"
+
+
+def warnings(command: list[str], home: Path, outbox: Path, user: str, owner: str) -> list[str]:
+    """What would keep the unit from working although it is valid, one sentence each; `owner`
+    is the name of the home's owner."""
+    found = []
+    if user != owner:
+        found.append(f"the unit runs as {user}, but {home} belongs to {owner}, so the service would "
+                     f"stop at once (exit 77): give --user {owner}, or as root run: chown -R {user}: {home}")
+    program = Path(command[0])
+    if _under(program, _TEMPORARY):
+        found.append(f"{program} is under /tmp or /var/tmp, which the service's PrivateTmp hides from it, "
+                     "so it could not start: install listserv elsewhere, such as /opt/listserv (docs/guide.md)")
+    writable = [home] + ([] if _under(outbox, (home,)) else [outbox])
+    protect = _protect_home(writable)
+    if _under(home, _HOMES):
+        found.append(f"{home} is under {'/root' if _under(home, (Path('/root'),)) else 'a user home'}, "
+                     f"which the unit's ProtectHome={protect} makes read-only (the home alone writable "
+                     "again) and which other users may not enter: put the home under /var/lib/listserv "
+                     "(docs/guide.md)")
+    if protect == "yes" and _under(program, _HOMES):
+        found.append(f"{program} is under /home or /root, which the unit's ProtectHome=yes hides from the "
+                     "service, so it could not start: install listserv elsewhere, such as /opt/listserv "
+                     "(docs/guide.md)")
+    return found
+
+
 def unit(command: list[str], home: Path, outbox: Path, settings: Settings, user: str) -> str:
     """The unit file; `command` is how to run listserv (absolute paths), `home` its home."""
     writable = [home] + ([] if _under(outbox, (home,)) else [outbox])
@@ -76,8 +106,7 @@ def unit(command: list[str], home: Path, outbox: Path, settings: Settings, user:
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "ReadWritePaths=" + " ".join(quote(str(p)) for p in writable),
-        # A home under /home stays reachable: read-only there, the home writable through the above.
-        f"ProtectHome={'read-only' if any(_under(p, _HOMES) for p in writable) else 'yes'}",
+        f"ProtectHome={_protect_home(writable)}",
         "PrivateTmp=yes",
         "PrivateDevices=yes",
         "PrivateMounts=yes",

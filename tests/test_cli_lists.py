@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -248,6 +249,27 @@ def test_init_refuses_a_git_checkout_as_the_home(tmp_path):
     (checkout / ".git").mkdir(parents=True)
     assert_refused(Cli(checkout)("init"), 2, "is a git checkout", "git clean -xdf", "--home")
     assert sorted(p.name for p in checkout.iterdir()) == [".git"]
+
+
+@pytest.mark.parametrize("worktree", [False, True])
+def test_init_refuses_a_home_anywhere_inside_a_git_checkout(tmp_path, worktree):
+    """A real `git init` (or a `git worktree`, whose .git is a file); the home a folder or two
+    down, existing or not: `git add .` at the top would take the lists' secret keys along."""
+    top = tmp_path / "project"
+    subprocess.run(["git", "init", "-q", str(top)], check=True)
+    if worktree:
+        subprocess.run(["git", "-C", str(top), "-c", "user.name=t", "-c", "user.email=t@example.org",
+                        "commit", "-q", "--allow-empty", "-m", "first"], check=True)
+        subprocess.run(["git", "-C", str(top), "worktree", "add", "-q", str(tmp_path / "wt")], check=True)
+        top = tmp_path / "wt"
+        assert (top / ".git").is_file()
+    (top / "deploy").mkdir()
+    for home in (top / "deploy", top / "deploy" / "lists" / "home"):
+        result = Cli(home)("init")
+        assert_refused(result, 2, f"{home} is inside the git checkout {top}", "git clean -xdf", "--home")
+        assert not (home / "keys").exists() and not (home / "listserv.toml").exists()
+    # Beside the checkout is fine.
+    Cli(tmp_path / "home").ok("init")
 
 
 # -- the gpg-agent a command needed is gone when it ends -----------------------------------------

@@ -169,7 +169,8 @@ def test_a_part_of_the_home_owned_by_another_user_is_named(cli, stranger):
     stranger.take(cli.home / "data")
     result = cli("lists")
     assert result.exit_code == 77
-    assert result.stderr.startswith(f"listserv: {cli.home / 'data'} belongs to {stranger.name}; run: ")
+    assert result.stderr.startswith(f"listserv: {cli.home} has files of more than one owner "
+                                    f"({cli.home / 'data'} belongs to {stranger.name}; the rest to root)")
 
 
 def test_init_of_an_existing_home_of_another_user_is_refused(tmp_path, stranger):
@@ -180,3 +181,38 @@ def test_init_of_an_existing_home_of_another_user_is_refused(tmp_path, stranger)
     assert result.exit_code == 77
     assert list(home.iterdir()) == []
 
+
+
+def test_a_home_of_mixed_owners_is_refused_with_the_chown_that_gives_it_back(foreign_home):
+    """The service user's home, where root then made files (a copy, an old version run as
+    root): one sentence names them and the exact `chown -R USER: HOME`; doing it mends it."""
+    cli, owner, _ = foreign_home
+    for name in ("data/listserv.json", "keys/pubring.kbx"):
+        os.chown(cli.home / name, 0, 0)
+    before = snapshot(cli.home)
+    result = cli("lists")
+    assert result.exit_code == 77 and result.stdout == "" and "Traceback" not in result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"listserv: {cli.home} has files of more than one owner (")
+    assert f"{cli.home / 'keys'}" in line or f"{cli.home / 'data'}" in line
+    assert "and 1 more belong to root; the rest to " + owner in line
+    chown = f"as root, run: chown -R {owner}: {cli.home}"
+    assert chown in line, line
+    then = shlex.split(line.split(", then: ", 1)[1])
+    assert then[:3] == [*the_runner(), owner] and then[-3:] == ["--home", str(cli.home), "lists"]
+    assert snapshot(cli.home) == before
+    # What the sentence says to type, typed: one owner again, and only "run it as them" is left.
+    subprocess.run(shlex.split(chown.split("run: ", 1)[1]), check=True)
+    again = cli("lists")
+    assert again.exit_code == 77
+    assert again.stderr.startswith(f"listserv: {cli.home} belongs to {owner}; run: ")
+
+
+def test_the_owner_is_told_the_chown_too_but_not_to_switch_user(cli, news, stranger):
+    """Root's own home with a file another user owns: root is the owner, so only the chown."""
+    stranger.take(cli.home / "data" / "listserv.json")
+    result = cli("lists")
+    assert result.exit_code == 77
+    [line] = result.stderr.splitlines()
+    assert f"{cli.home / 'data' / 'listserv.json'} belongs to {stranger.name}; the rest to root" in line
+    assert line.endswith(f"as root, run: chown -R root: {cli.home}") and ", then: " not in line

@@ -3,16 +3,22 @@ them in tests/e2e/test_postfix.py; this file checks what they say.)"""
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import stat
+import subprocess
+import sys
 
 import pytest
 
 from listserv.errors import UnknownRecipient
+from listserv.options import OPTIONS
 from listserv.postfix import FILES, POST_HEADROOM
 from listserv.stages.route import route
 
 from tests.helpers.cli import Cli, assert_refused, write_key
+from tests.helpers.postfix import DOC, doc_block
 
 TEAM, NEWS = "team@lists.example.org", "news@example.net"
 
@@ -42,7 +48,7 @@ def site(cli: Cli, tmp_path, people) -> Cli:
 
 def test_the_transport_map_sends_every_address_of_every_list_to_listserv(site, tmp_path):
     transport = entries(files(site, tmp_path)["transport"])
-    assert transport == [(a, "smtp:[127.0.0.1]:8125") for a in (
+    assert transport == [(a, "listserv:[127.0.0.1]:8125") for a in (
         "news@example.net", "news+urgent@example.net", "news-bounces@example.net",
         "team@lists.example.org", "team+urgent@lists.example.org", "team-bounces@lists.example.org")]
 
@@ -65,6 +71,16 @@ def test_every_address_in_the_maps_is_one_listserv_takes_and_no_other(site, tmp_
             route(later, lists)  # when listserv takes them, the maps must list them
 
 
+def test_the_listserv_transport_is_an_smtp_client_with_one_recipient_per_delivery(site, tmp_path):
+    """The transport map names the `listserv` service; service.cf makes it, for postconf -M -e."""
+    maps = files(site, tmp_path)
+    assert {value.split(":")[0] for _, value in entries(maps["transport"])} == {"listserv"}
+    [(service, entry)] = [line.split("=", 1) for line in maps["service.cf"].splitlines()
+                          if line and not line.startswith("#")]
+    assert service == "listserv/unix" and entry.split() == ["listserv", "unix", "-", "-", "n", "-", "-", "smtp"]
+    assert "listserv_destination_recipient_limit=1\n" in maps["limits.cf"]
+
+
 def test_relay_domains_names_each_list_domain_once(site, tmp_path):
     assert entries(files(site, tmp_path)["relay_domains"]) == [("example.net", "OK"), ("lists.example.org", "OK")]
 
@@ -80,7 +96,8 @@ def test_the_size_limits_follow_the_largest_list_limit(site, tmp_path):
     limits = dict(line.split("=") for line in files(site, tmp_path)["limits.cf"].splitlines()
                   if line and not line.startswith("#"))
     assert limits == {"message_size_limit": str(2 * 2048 * 1024),
-                      "listserv_post_size_limit": str(2048 * 1024 - POST_HEADROOM)}
+                      "listserv_post_size_limit": str(2048 * 1024 - POST_HEADROOM),
+                      "listserv_destination_recipient_limit": "1"}
 
 
 def test_the_size_limits_stop_at_the_servers_own_data_limit(site, tmp_path):
@@ -115,7 +132,7 @@ def test_writing_replaces_each_file_whole_and_leaves_nothing_else(site, tmp_path
 def test_a_wildcard_listen_address_is_reached_on_loopback(cli, tmp_path):
     (cli.home / "listserv.toml").write_text('[server]\nlisten = "0.0.0.0:2525"\n')
     cli.ok("list", "create", TEAM, "--name", "Team")
-    assert entries(files(cli, tmp_path)["transport"])[0] == (TEAM, "smtp:[127.0.0.1]:2525")
+    assert entries(files(cli, tmp_path)["transport"])[0] == (TEAM, "listserv:[127.0.0.1]:2525")
 
 
 def test_refusals(cli, tmp_path):
@@ -133,3 +150,40 @@ def test_a_home_with_no_lists_gives_empty_maps(cli, tmp_path):
     for name in ("transport", "relay_domains", "relay_recipients", "virtual"):
         assert entries(maps[name]) == []
         assert re.search(r"do not edit", maps[name])
+
+
+def test_what_docs_postfix_md_shows_is_what_a_home_at_the_defaults_gets(cli, tmp_path):
+    """The figures a reader copies from docs/postfix.md: the default post limit, the transport
+    map of team@ and limits.cf for lists at the default size, from the code itself."""
+    cli.ok("list", "create", "team@lists.example.org", "--name", "Team")
+    maps = files(cli, tmp_path)
+    assert doc_block("transport", "output") + "\n" == "".join(
+        line + "\n" for line in maps["transport"].splitlines() if line and not line.startswith("#"))
+    body = [line for line in maps["limits.cf"].splitlines() if line and not line.startswith("#")]
+    assert doc_block("limits.cf", "output").splitlines() == body
+    [stated] = re.findall(r"<!-- default: max_message_size_kb -->(\d+)<!-- /default -->", DOC.read_text())
+    assert int(stated) == OPTIONS["max_message_size_kb"].default
+
+
+@pytest.mark.parametrize("args", [["mta", "postfix"], ["lists"], ["list", "show", TEAM, "--json"],
+                                  ["--help"], ["mta", "postfix", "--help"], ["--version"]])
+def test_output_into_a_pipe_whose_reader_has_gone_ends_quietly_with_sigpipes_status(site, args):
+    """`listserv mta postfix | grep -m1 ...` once grep has exited: a real pipe with no reader.
+    Like coreutils: status 141 (128 + SIGPIPE), nothing on stderr, no traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "listserv", "--home", str(site.home), *args],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, ""), (args, done.returncode, done.stderr)
+
+
+def test_mta_postfix_into_grep_m1_prints_the_line_and_nothing_else(site):
+    command = shlex.join([sys.executable, "-m", "listserv", "--home", str(site.home), "mta", "postfix"])
+    done = subprocess.run(["bash", "-c", f"{command} | grep -m1 urgent; echo \"status=${{PIPESTATUS[0]}}\""],
+                          capture_output=True, text=True, timeout=60)
+    line, status = done.stdout.splitlines()
+    assert line.startswith("news+urgent@example.net") and done.stderr == ""
+    assert status in ("status=0", "status=141")  # 0 when listserv had written everything before grep left

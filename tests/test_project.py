@@ -80,7 +80,7 @@ def test_cli_doc_names_every_command_option_and_exit_status():
                     assert flag in doc, f"docs/cli.md does not mention {flag} of {path}"
     codes = {cls.exit_code for cls in [ListservError, *all_subclasses(ListservError)]
              if not cls.__name__.endswith(("Refusal", "Unauthorized", "Recipient", "Large", "Malformed"))}
-    for code in codes | {0, 2, 70}:
+    for code in codes | {0, 2, 70, 141}:
         assert re.search(rf"^\| {code} \|", doc, re.M), f"exit status {code} missing from docs/cli.md"
 
 
@@ -169,3 +169,31 @@ def test_every_stage_has_its_tests_beside_it():
     assert stages
     missing = [s for s in stages if not (TESTS / "stages" / f"test_{s}.py").is_file()]
     assert not missing, f"listserv/stages/ modules without tests/stages/test_NAME.py: {missing}"
+
+
+def delivery_doc() -> str:
+    return (ROOT / "docs" / "delivery.md").read_text()
+
+
+def test_delivery_doc_lists_every_shipped_template_and_no_other():
+    from listserv.templates import shipped_templates
+
+    match = re.search(r"<!-- shipped templates -->(.*?)<!-- /shipped templates -->", delivery_doc(), re.S)
+    assert match, "docs/delivery.md lost its list of shipped templates"
+    named = re.findall(r"`([^`]+\.j2)`", match.group(1))
+    assert named == sorted(p.name for p in shipped_templates().iterdir() if p.name.endswith(".j2"))
+
+
+def test_the_template_copy_command_of_delivery_doc_works_in_a_shell(tmp_path):
+    """The block as written, with this test's python and home and without `sudo -u listserv`
+    (the tests run as the home's owner)."""
+    from listserv.templates import shipped_templates
+
+    block = re.search(r"<!-- tested: copy a template -->\n```sh\n(.*?)\n```", delivery_doc(), re.S).group(1)
+    home = tmp_path / "home"
+    home.mkdir()
+    script = (block.replace("sudo -u listserv ", "").replace("/opt/listserv/bin/python3", sys.executable)
+              .replace("/var/lib/listserv", str(home)))
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, cwd="/")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert (home / "templates" / "footer.txt.j2").read_bytes() == (shipped_templates() / "footer.txt.j2").read_bytes()

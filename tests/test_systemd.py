@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from listserv.config import Settings
-from listserv.systemd import unit
+from listserv.systemd import unit, warnings
 
 from tests.helpers import mail as mf
 from tests.helpers import sandbox
@@ -22,6 +22,7 @@ from tests.helpers.members_clients import decrypt, encrypted_part
 from tests.helpers.server import ServeProcess
 from tests.helpers.smtp import submit
 
+ROOT = Path(__file__).resolve().parent.parent
 SANDBOX = (sys.executable, sandbox.__file__)
 
 
@@ -32,7 +33,7 @@ def analyze(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["systemd-analyze", *args], capture_output=True, text=True)
 
 
-def verify(tmp_path: Path, text: str) -> None:
+def verify(tmp_path: Path, text: str) -> float:
     """systemd's own parser: any unknown key, bad value or missing program is a complaint."""
     path = tmp_path / "listserv.service"
     path.write_text(text)
@@ -41,6 +42,7 @@ def verify(tmp_path: Path, text: str) -> None:
     security = analyze("security", "--offline=true", str(path))
     level = re.search(r"Overall exposure level for listserv.service: (\d+\.\d+)", security.stdout)
     assert level and float(level.group(1)) <= 2.0, security.stdout  # 2.0 is systemd's "OK"
+    return float(level.group(1))
 
 
 @pytest.fixture
@@ -77,13 +79,48 @@ def test_a_unit_for_a_home_in_var_lib_is_valid_and_scores_ok(tmp_path):
     home = Path("/var/lib/listserv")
     text = unit(command, home, home / "data" / "outbox", Settings(relay=("127.0.0.1", 10026)), "listserv")
     assert "ProtectHome=yes" in text and "IPAddressAllow=localhost" in text
-    verify(tmp_path, text)
+    loopback = verify(tmp_path, text)
     # A remote relay may be anywhere: no address allow-list then. Odd paths stay one word.
     odd = Path("/var/lib/list serv%1")
     text = unit(command, odd, Path("/srv/outbox"), Settings(relay=("mx.example.org", 25)), "listserv")
     assert "IPAddressDeny" not in text
     assert 'ReadWritePaths="/var/lib/list serv%%1" /srv/outbox' in text
-    verify(tmp_path, text)
+    remote = verify(tmp_path, text)
+    # The figures docs/cli.md gives, as this systemd measures them.
+    version = analyze("--version").stdout.split()[1]
+    doc = " ".join((ROOT / "docs" / "cli.md").read_text().split())
+    stated = re.search(r"rates it \"OK\": ([\d.]+) with systemd (\d+) for a home in `/var/lib/listserv` "
+                       r"with `listen` and `relay` on loopback, ([\d.]+) with a relay elsewhere", doc)
+    assert stated, "docs/cli.md no longer states the systemd-analyze security figures"
+    if stated.group(2) == version:
+        assert (float(stated.group(1)), float(stated.group(3))) == (loopback, remote), \
+            f"systemd {version} rates the unit {loopback} and {remote}: update docs/cli.md"
+
+
+def test_the_unit_is_printed_with_a_warning_for_each_reason_it_would_not_work(home_outside_tmp):
+    """A home under /root, owned by root, made for the default user listserv: systemd takes the
+    unit, but listserv cannot enter /root and would refuse a home of another user (exit 77)."""
+    cli = home_outside_tmp
+    result = cli.ok("mta", "systemd")
+    assert result.stdout.startswith("# listserv as a system service") and "User=listserv\n" in result.stdout
+    warnings = result.stderr.splitlines()
+    assert len(warnings) == 2 and all(w.startswith("listserv: warning: ") and w.endswith(".") for w in warnings)
+    assert f"runs as listserv, but {cli.home} belongs to root" in warnings[0]
+    assert f"chown -R listserv: {cli.home}" in warnings[0]
+    assert f"{cli.home} is under /root" in warnings[1] and "ProtectHome=read-only" in warnings[1]
+    as_root = cli.ok("mta", "systemd", "--user", "root")
+    assert as_root.stdout == result.stdout.replace("User=listserv\n", "User=root\n")
+    assert [w for w in as_root.stderr.splitlines() if "belongs to" in w] == []
+
+
+def test_warnings_for_a_program_the_sandbox_hides_and_none_for_the_documented_layout():
+    home = Path("/var/lib/listserv")
+    outbox = home / "data" / "outbox"
+    assert warnings(["/opt/listserv/bin/listserv"], home, outbox, "listserv", "listserv") == []
+    [tmp] = warnings(["/tmp/venv/bin/listserv"], home, outbox, "listserv", "listserv")
+    assert "/tmp/venv/bin/listserv is under /tmp" in tmp and "PrivateTmp" in tmp
+    [hidden] = warnings(["/home/ann/.venv/bin/listserv"], home, outbox, "listserv", "listserv")
+    assert "/home/ann/.venv/bin/listserv is under /home or /root" in hidden and "ProtectHome=yes" in hidden
 
 
 def test_a_home_under_tmp_is_refused(cli):

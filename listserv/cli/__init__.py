@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import pwd
+import select
 import shlex
 import shutil
 import sys
@@ -27,6 +28,26 @@ if TYPE_CHECKING:
     from ..context import Context
 
 INTERNAL_ERROR_EXIT = 70
+CLOSED_PIPE_EXIT = 128 + 13  # SIGPIPE's: what the shell reports for `cat big | head -1`
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (`listserv ... | head -1`)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False  # not a file (click's test runner): a broken pipe came from elsewhere
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _leave_quietly() -> None:
+    """What is still buffered for stdout goes nowhere: else Python's flush at exit fails again
+    and prints 'Exception ignored ... BrokenPipeError'."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 _ARGV = "listserv.argv"  # ctx.meta key: the arguments as typed, before click parsed them
@@ -53,6 +74,13 @@ def _as_owner(uid: int, command_line: list[str]) -> tuple[str, str]:
     return name, shlex.join([*prefix, *command_line])
 
 
+def _name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
 class App:
     """What every command needs, opened lazily: the home, its settings, store and keyring."""
 
@@ -65,12 +93,31 @@ class App:
         """The home, once it is known to belong to the user running this command. Every
         command reaches the home through here, so none writes a file another user's server
         then cannot read; `--help` never gets here."""
+        owners = self._home.owners()
+        if len(owners) > 1:
+            raise WrongUser(self._mixed(owners))
         foreign = self._home.foreign_part()
         if foreign is not None:
             path, uid = foreign
             name, command = _as_owner(uid, self.command_line)
             raise WrongUser(f"{path} belongs to {name}; run: {command}")
         return self._home
+
+    def _mixed(self, owners: dict[int, tuple[int, Path]]) -> str:
+        """The sentence for a home whose files have several owners (a command run as root in
+        a service user's home, a copy made as root): who owns what, and the chown that mends it."""
+        keeper = next(iter(owners))  # the home folder's owner: whom the rest is given back to
+        name, command = _as_owner(keeper, self.command_line)
+        chown_to = name if not name.startswith("uid ") else str(keeper)
+        strays = [(uid, count, first) for uid, (count, first) in owners.items() if uid != keeper]
+        parts = []
+        for uid, count, first in strays:
+            more = f" and {count - 1} more" if count > 1 else ""
+            parts.append(f"{first}{more} belong{'s' if count == 1 else ''} to {_name(uid)}")
+        fix = f"as root, run: chown -R {shlex.quote(chown_to)}: {shlex.quote(str(self._home.root))}"
+        then = f", then: {command}" if os.geteuid() != keeper else ""
+        return (f"{self._home.root} has files of more than one owner ({'; '.join(parts)}; the rest "
+                f"to {name}), which the server cannot all read; {fix}{then}")
 
     @functools.cached_property
     def settings(self) -> Settings:
@@ -103,7 +150,13 @@ class _Group(click.Group):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if ctx.parent is None:
             ctx.meta[_ARGV] = list(args)
-        return super().parse_args(ctx, args)
+        try:
+            return super().parse_args(ctx, args)  # where `listserv --help` and --version print
+        except BrokenPipeError:
+            if not _stdout_closed():
+                raise
+            _leave_quietly()
+            ctx.exit(CLOSED_PIPE_EXIT)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -114,6 +167,11 @@ class _Group(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except Exception as exc:  # never a traceback for a user, unless asked for
+            if isinstance(exc, BrokenPipeError) and _stdout_closed():
+                # The reader went away, as `| head` or `| grep -m1` do: stop quietly, like
+                # coreutils. (A broken pipe of listserv's own, to gpg, is an internal error.)
+                _leave_quietly()
+                ctx.exit(CLOSED_PIPE_EXIT)
             if os.environ.get("LISTSERV_DEBUG"):
                 traceback.print_exc()
             click.echo(
@@ -137,8 +195,8 @@ pass_app = click.make_pass_decorator(App)
     type=click.Path(file_okay=False, path_type=Path),
     envvar="LISTSERV_HOME",
     default=".",
-    show_default="the current directory, or $LISTSERV_HOME",
-    help="Deployment home: listserv.toml, keys/ and data/.",
+    help="Deployment home (listserv.toml, keys/, data/). Without --home: $LISTSERV_HOME, "
+    "else the current directory.",
 )
 @click.version_option(package_name="listserv")
 @click.pass_context
@@ -159,9 +217,13 @@ def main(ctx: click.Context, home: Path) -> None:
 @pass_app
 def init(app: App) -> None:
     """Create the home (listserv.toml, keys/, data/). Harmless to run again."""
-    if (app.home.root / ".git").exists():
-        raise UsageError(f"{app.home.root} is a git checkout, where the lists' secret keys would be "
-                         "one 'git clean -xdf' from deletion; give --home a directory outside it.")
+    checkout = app.home.git_checkout()
+    if checkout is not None:
+        where = ("is a git checkout" if checkout in (app.home.root.absolute(), app.home.root.resolve())
+                 else f"is inside the git checkout {checkout}")
+        raise UsageError(f"{app.home.root} {where}, where the lists' secret keys would be one 'git add' "
+                         "from a commit and one 'git clean -xdf' from deletion; give --home a directory "
+                         "outside it.")
     require_gnupg()
     created = app.home.initialise()
     for path in created:

@@ -116,10 +116,11 @@ def list_set(app: App, address: str, option: str, value: str) -> None:
 
 @list_group.command("delete")
 @click.argument("address")
-@click.option("--yes", is_flag=True, help="Confirm: the list, its members and its key are destroyed.")
+@click.option("--yes", is_flag=True, help="Required: confirms the deletion, which cannot be undone.")
 @pass_app
 def list_delete(app: App, address: str, yes: bool) -> None:
-    """Delete the list, its members and its secret key."""
+    """Delete the list for good: its members, its key pair, and the member keys no other
+    list pins. Nothing is deleted without --yes."""
     address = normalise_list_address(address)
     if not yes:
         raise UsageError(f"Deleting {address} destroys its key and members; repeat with --yes.")

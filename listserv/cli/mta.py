@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import sys
 from pathlib import Path
@@ -25,7 +26,8 @@ def mta_group() -> None:
               help="Write one file per map into DIR (made if missing) instead of printing them.")
 @pass_app
 def mta_postfix(app: App, directory: Path | None) -> None:
-    """The Postfix maps for every list: transport, relay_domains, relay_recipients, virtual, limits.cf."""
+    """The Postfix maps for every list: transport, relay_domains, relay_recipients, virtual,
+    service.cf (the listserv transport) and limits.cf."""
     settings = app.settings
     snapshot = app.store.read()
     lists = snapshot.lists()
@@ -45,7 +47,7 @@ def mta_postfix(app: App, directory: Path | None) -> None:
         raise StoreError(f"Cannot write the maps into {directory}: {exc.strerror}.") from None
     for name in postfix.FILES:
         click.echo(f"wrote {directory / name}")
-    click.echo("Next, as root: postmap each map and apply limits.cf (docs/postfix.md).")
+    click.echo("Next, as root: apply service.cf, postmap each map, apply limits.cf (docs/postfix.md).")
 
 
 def _command() -> list[str]:
@@ -70,4 +72,16 @@ def mta_systemd(app: App, user: str) -> None:
     """A hardened systemd unit that runs `listserv serve` on this home as USER."""
     app.home.require()
     settings = app.settings
-    click.echo(systemd.unit(_command(), app.home.root, app.home.outbox(settings), settings, user), nl=False)
+    command, home, outbox = _command(), app.home.root, app.home.outbox(settings)
+    text = systemd.unit(command, home, outbox, settings, user)
+    for warning in systemd.warnings(command, home, outbox, user, _owner(home)):
+        click.echo(f"listserv: warning: {warning}.", err=True)  # the unit is printed all the same
+    click.echo(text, nl=False)
+
+
+def _owner(path: Path) -> str:
+    uid = path.stat().st_uid
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"

@@ -12,10 +12,13 @@ import base64
 import email
 import json
 import os
+import re
 import smtplib
+import tempfile
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +33,7 @@ from tests.helpers.smtp import submit
 TEAM, OPS = "team@lists.example.org", "ops@lists.example.org"  # no system user is called either
 TEAM_KB, OPS_KB = 96, 32  # ops has the smaller limit: Postfix can only enforce the larger
 DAN_INBOX = "dan.inbox@example.net"  # dan@example.org is a virtual alias of this mailbox
+VICTIM = "victim@example.net"  # no member: an address a spammer puts in MAIL FROM
 
 
 @dataclass
@@ -64,7 +68,7 @@ def site(tmp_path_factory, people):
     dan = make_gpg_user(tmp_path_factory.mktemp("d"), "Dan", "dan@example.org")
     members = {k: people[k] for k in ("alice", "bob", "sally", "rita")} | {"dan": dan}
     postfix = Postfix(domains=["example.org", "example.net"],
-                      mailboxes=[u.email for u in members.values() if u is not dan] + [DAN_INBOX],
+                      mailboxes=[u.email for u in members.values() if u is not dan] + [DAN_INBOX, VICTIM],
                       aliases={dan.email: DAN_INBOX})
     try:
         postfix.configure()
@@ -134,6 +138,21 @@ def test_mail_to_list_owner_reaches_the_admins(site):
     assert not any(parsed(raw)["Subject"] == "For the admins" for raw in site.postfix.mailbox(site.members["alice"].email))
 
 
+def test_the_checks_of_the_recipe_show_what_docs_postfix_md_says(site):
+    postfix = site.postfix
+    # Step 3: the listserv transport, and the transport map naming it.
+    entry = postfix.run("postconf", "-c", str(postfix.conf), "-M", "listserv/unix")
+    assert entry.split() == ["listserv", "unix", "-", "-", "n", "-", "-", "smtp"], entry
+    hop = postfix.run("postmap", "-c", str(postfix.conf), "-q", TEAM, f"hash:{postfix.maps / 'transport'}")
+    assert hop == f"listserv:[127.0.0.1]:{site.serve.port}\n"
+    # Step 4: the lines of limits.cf in main.cf, with spaces around the =.
+    limits = [line.replace("=", " = ", 1) for line in (postfix.maps / "limits.cf").read_text().splitlines()
+              if line and not line.startswith("#")]
+    main_cf = (postfix.conf / "main.cf").read_text().splitlines()
+    assert sorted(line for line in main_cf if "message_size_limit" in line or line.startswith("listserv_")) \
+        == sorted(limits)
+
+
 @pytest.mark.parametrize("address", ["nobody@lists.example.org", "team-request@lists.example.org",
                                      "ops-owner@lists.example.org"])
 def test_addresses_listserv_does_not_take_are_refused_by_postfix_at_rcpt(site, address):
@@ -183,3 +202,61 @@ def test_a_post_over_a_smaller_lists_limit_is_refused_by_listserv_and_bounced_to
     bounce = parsed(site.postfix.wait_mail(alice.email, lambda m: "MAILER-DAEMON" in str(m["From"])))
     report = bounce.get_body(("plain",)).get_content()
     assert "552 5.3.4 The message is larger than this list accepts (at most" in " ".join(report.split())
+
+
+def test_a_cross_post_to_two_lists_reaches_both_without_being_deferred(site):
+    """One SMTP transaction, RCPT team@ and RCPT ops@, as the poster's MTA sends a cross-post.
+    listserv takes one list per transaction; the `listserv` transport's recipient limit of 1
+    makes Postfix hand each list its own transaction, so neither hears 452 and waits."""
+    alice = site.members["alice"]
+    ops_key = site.cli.ok("list", "key", OPS).stdout.encode()
+    both = f"{TEAM}, {OPS}"
+    inner = mf.protected(alice, both, "Both", {}, mf.text_part("For team and ops at once."))
+    with tempfile.TemporaryDirectory() as scratch:
+        paths = []
+        for name, key in (("team", site.team_key), ("ops", ops_key)):
+            paths += ["--recipient-file", str(Path(scratch, f"{name}.asc"))]
+            Path(scratch, f"{name}.asc").write_bytes(key)
+        armored = mf._gpg(alice, "--armor", "--sign", "--encrypt", "--local-user", alice.fingerprint,
+                          *paths, data=inner)
+    raw = mf.message(mf.outer_subject(mf.headers(alice, to=both), "..."), mf.encrypted_entity(armored))
+    with smtplib.SMTP("127.0.0.1", site.postfix.inbound, timeout=60) as client:
+        client.ehlo("mx.example.org")
+        code, reply = client.mail(alice.email)
+        assert code == 250, (code, reply)
+        for address in (TEAM, OPS):
+            code, reply = client.rcpt(address)
+            assert code == 250, (address, code, reply)
+        code, reply = client.data(raw)
+    assert code == 250, (code, reply)
+    qid = re.search(rb"queued as (\w+)", reply).group(1).decode()
+    ops_fingerprint = json.loads(site.cli.ok("list", "show", OPS, "--json").stdout)["fingerprint"]
+    for key, fingerprint, list_id in ((site.team_key, site.team_fingerprint, "Team <team.lists.example.org>"),
+                                      (ops_key, ops_fingerprint, "Ops <ops.lists.example.org>")):
+        seen: dict[bytes, bool] = {}
+
+        def opened(message, key=key, fingerprint=fingerprint, list_id=list_id, seen=seen) -> bool:
+            if message["List-Id"] != list_id:
+                return False
+            raw = message.as_bytes()
+            if raw not in seen:  # wait_mail asks again every 0.1 s: decrypt each copy once
+                seen[raw] = b"For team and ops at once." in decrypt(alice, encrypted_part(raw), key, fingerprint)
+            return seen[raw]
+        site.postfix.wait_mail(alice.email, opened)
+    handed = [line for line in site.postfix.log.splitlines() if f" {qid}: to=<" in line]
+    assert [line for line in handed if "status=sent" in line and "to=<team@" in line], handed
+    assert [line for line in handed if "status=sent" in line and "to=<ops@" in line], handed
+    assert not [line for line in handed if "status=deferred" in line], handed  # never a 452 and a retry
+
+
+def test_a_post_listserv_refuses_is_bounced_by_postfix_to_the_envelope_sender_whoever_that_is(site, people):
+    """docs/postfix.md, "Refused posts and backscatter": Postfix's smtpd has said 250 before
+    listserv sees the post, so listserv's refusal becomes Postfix's bounce to MAIL FROM --
+    here a forged one. Only what Postfix refuses at RCPT or by size is refused at once."""
+    raw = mf.post(people["mallory"], site.team_key, body="Not a member.", to=TEAM)
+    code, reply = submit(site.postfix.inbound, TEAM, raw, mail_from=VICTIM)
+    assert code == 250, (code, reply)
+    site.serve.wait_log(rf"refused ref=\S+ list={TEAM} reason=unknown-key")
+    bounce = parsed(site.postfix.wait_mail(VICTIM, lambda m: "MAILER-DAEMON" in str(m["From"])))
+    report = " ".join(bounce.get_body(("plain",)).get_content().split())
+    assert "550 5.7.1 Not accepted: this list takes only posts signed by a current member's key." in report

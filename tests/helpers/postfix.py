@@ -56,10 +56,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def doc_block(name: str) -> str:
-    """The fenced block after `<!-- tested: NAME -->` in docs/postfix.md."""
-    match = re.search(rf"<!-- tested: {re.escape(name)} -->\n```[^\n]*\n(.*?)\n```", DOC.read_text(), re.S)
-    assert match, f"docs/postfix.md has no block marked 'tested: {name}'"
+def doc_block(name: str, kind: str = "tested") -> str:
+    """The fenced block after `<!-- KIND: NAME -->` in docs/postfix.md: `tested` blocks are
+    applied to a real Postfix, `output` blocks are compared with what listserv prints."""
+    match = re.search(rf"<!-- {kind}: {re.escape(name)} -->\n```[^\n]*\n(.*?)\n```", DOC.read_text(), re.S)
+    assert match, f"docs/postfix.md has no block marked '{kind}: {name}'"
     return match.group(1)
 
 
@@ -165,7 +166,14 @@ virtual_gid_maps = static:{nobody.pw_gid}
         self.run("postmap", "-c", str(self.conf), f"hash:{self.conf / name}")
 
     def install_maps(self) -> None:
-        """What the recipe's root does with listserv's files: postmap the maps, apply limits.cf."""
+        """What the recipe's root does with listserv's files: add the service.cf transport to
+        master.cf, postmap the maps, apply limits.cf."""
+        command = self._doc("service")
+        assert command == f'postconf -M -e "$(grep -v \'^#\' {self.maps}/service.cf)"', command
+        # What the shell makes of "$(grep -v '^#' service.cf)": the other lines, as one word.
+        entry = "\n".join(line for line in (self.maps / "service.cf").read_text().splitlines()
+                          if not line.startswith("#")).strip("\n")
+        self.run("postconf", "-c", str(self.conf), "-M", "-e", entry)
         for name in ("transport", "relay_domains", "relay_recipients", "virtual"):
             self.run("postmap", "-c", str(self.conf), f"hash:{self.maps / name}")
         command = self._doc("limits")
