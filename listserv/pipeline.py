@@ -1,8 +1,6 @@
 """The paths a message takes, one stage per line (docs/architecture.md draws the same picture).
-
-Only this module, the server that runs it (listserv.server) and the CLI hold the Context;
-each stage gets the plain values it needs. A stage that refuses raises a Refusal, which ends
-the path: the listener replies with it, and `refused` keeps the reason for admins.
+Only this module, the server and the CLI hold the Context; each stage gets the plain values it
+needs. A Refusal ends a path: the listener replies with it, and `refused` keeps the reason.
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ def test_gpg_is_run_by_the_keyring_alone_and_python_gnupg_is_gone():
     assert "--status-fd" in run_module and "stderr=subprocess.PIPE" in run_module
 
 
-WRAPPERS = {"tinydb": "store.py", "aiosmtpd": "smtpd.py", "jinja2": "templates.py"}
+WRAPPERS = {"tinydb": "store.py", "aiosmtpd": "smtpd.py", "jinja2": "templates.py", "cryptography": "pkesk.py"}
 
 
 def test_each_third_party_library_is_wrapped_by_one_module():

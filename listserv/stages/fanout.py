@@ -30,8 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
-from .. import openpgp, pkesk
-from .. import verp
+from .. import openpgp, pkesk, verp
 from ..errors import CryptoError, NotFound
 from ..keyring import Keyring, check_fingerprint
 from ..model import MailingList, Member, Recipient
