@@ -42,7 +42,7 @@ from .errors import CryptoError
 from .keyring import Keyring
 from .outbox import Outbox
 from .legacy_display import shown_text
-from .model import Kind, MailingList, Member
+from .model import Kind, MailingList, Member, parse_iso
 from .schedule import parse_schedule
 from .spool import OutJob
 from .stages.compose import Composed, Post, compose, wrapping
@@ -442,7 +442,7 @@ def digest_copy_size(templates: Templates, mailing_list: MailingList, items: lis
 
 def _timestamp(iso: str) -> float | None:
     try:
-        return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+        return parse_iso(iso).timestamp()
     except (TypeError, ValueError):
         return None
 

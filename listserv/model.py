@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import re
+import time
 import unicodedata
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from functools import cached_property
 from enum import StrEnum
 from typing import Any
 
 from .errors import UsageError
 from .options import OPTIONS
+
+ISO = "%Y-%m-%dT%H:%M:%SZ"  # how times are written in the store, on the CLI and in JSON: UTC
+
+
+def iso(when: datetime | float | None = None) -> str:
+    """`when` (a datetime or a Unix time; default now) as ISO, UTC."""
+    if not isinstance(when, datetime):
+        when = datetime.fromtimestamp(time.time() if when is None else when, timezone.utc)
+    return when.astimezone(timezone.utc).strftime(ISO)
+
+
+def parse_iso(text: str) -> datetime:
+    """An ISO time as `iso` writes it; ValueError if it is not one."""
+    return datetime.strptime(text, ISO).replace(tzinfo=timezone.utc)
+
 
 class Kind(StrEnum):
     """What a piece of mail is. A StrEnum: on disk and in JSON it is its plain value."""

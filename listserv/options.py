@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from .errors import UsageError
-from .schedule import parse_schedule
+from .schedule import UNIT_SECONDS, parse_schedule
 
 
 def _text(value: str) -> str:
@@ -55,7 +55,6 @@ def _choice(*allowed: str) -> Callable[[str], str]:
 
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def duration_seconds(value: str) -> int:
@@ -63,7 +62,7 @@ def duration_seconds(value: str) -> int:
     match = _DURATION.match(value.strip())
     if not match or int(match.group(1)) == 0:
         raise UsageError(f"'{value}' is not a duration such as 90m, 12h, 7d or 2w.")
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return int(match.group(1)) * UNIT_SECONDS[match.group(2)]
 
 
 def _duration(value: str) -> str:

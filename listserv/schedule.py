@@ -60,14 +60,14 @@ class Every:
         return moment.astimezone(timezone.utc) + timedelta(seconds=self.seconds)
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}  # of intervals and durations
 
 
 def _interval(text: str) -> Every:
     number, unit = text[:-1], text[-1:]
-    if not number.isdigit() or unit not in _UNITS or int(number) == 0:
+    if not number.isdigit() or unit not in UNIT_SECONDS or int(number) == 0:
         raise UsageError(f"'{text}' is not an interval such as 30m, 6h or 1d.")
-    return Every(int(number) * _UNITS[unit])
+    return Every(int(number) * UNIT_SECONDS[unit])
 
 
 def _hhmm(text: str) -> tuple[int, int]:

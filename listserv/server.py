@@ -28,7 +28,7 @@ from . import notices, relaylimit
 from .config import Home, Settings, format_hostport
 from .context import Context
 from .deliver import Deliverer, MaildirTransport, Outcome, RelayTransport, RetryPolicy, Transport
-from .errors import DeliveryDeferred, EnvironmentProblem, ListservError, retryable
+from .errors import DeliveryDeferred, EnvironmentProblem, ListservError, Refusal, retryable
 from .model import PRIORITY
 from .pipeline import Accepted, distribute, settle
 from .smtpd import Handler, make_server
@@ -70,6 +70,17 @@ def _why(exc: OSError) -> str:
     else:
         text = exc.strerror or str(exc)
     return text[:1].lower() + text[1:]
+
+
+def _reason(job: Job, exc: Exception) -> str:
+    """Why a job was set aside, for the log and the admins' notice: a refusal's reason code,
+    an error's class -- or, for a bug, "internal-error" (its traceback goes to the log)."""
+    if isinstance(exc, Refusal):
+        return exc.reason
+    if isinstance(exc, ListservError):
+        return type(exc).__name__
+    log.error("error qid=%s stage=distribute unexpected", job.qid, exc_info=exc)
+    return "internal-error"
 
 
 def transport_for(options: ServeOptions, settings: Settings,
@@ -155,15 +166,12 @@ class Server:
         loop = asyncio.get_running_loop()
         try:
             result = await loop.run_in_executor(self.work, distribute, job, self.ctx)
-        except Exception as exc:
-            if retryable(exc):  # a passing problem (disk full, database busy): try again later
+        except Exception as exc:  # the error decides: a passing problem waits, anything else is set aside
+            if retryable(exc):
                 log.error("deferred qid=%s stage=distribute %s", job.qid, type(exc).__name__)
                 loop.call_later(REDISTRIBUTE_AFTER, self._enqueue, job)
-                return
-            if not isinstance(exc, ListservError):
-                log.error("error qid=%s stage=distribute unexpected", job.qid, exc_info=exc)
-            await self._quarantine(job, getattr(exc, "reason", type(exc).__name__)
-                                   if isinstance(exc, ListservError) else "internal-error")
+            else:
+                await self._quarantine(job, _reason(job, exc))
             return
         self._load(result.job, *result.notices)
         log.info("fanned-out qid=%s copies=%d unusable=%s", job.qid, result.fanned.copies,

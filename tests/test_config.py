@@ -6,7 +6,7 @@ import tomllib
 
 import pytest
 
-from listserv.config import DEFAULT_TOML, SETTINGS, Home, Settings, key_lines, parse_settings
+from listserv.config import DEFAULT_TOML, SETTINGS, Home, Settings, key_lines
 from listserv.deliver import RetryPolicy
 from listserv.errors import ConfigProblem
 

@@ -12,10 +12,9 @@ import pytest
 
 from listserv.config import Home
 from listserv.deliver import MaildirTransport
-from listserv.digest import DigestItem, Digests
+from listserv.digest import DigestItem
 from listserv.context import Context
 from listserv.spool import Spool
-from listserv.templates import Templates
 
 from tests.helpers.cli import make_site
 

@@ -14,7 +14,6 @@ from listserv.context import Context
 from listserv.pipeline import distribute, receive
 from listserv.spool import Outgoing
 from listserv.stages.route import route
-from listserv.templates import Templates
 
 from tests.helpers import mail as mf
 from tests.helpers.cli import make_site, write_key

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from listserv.config import Home
-from listserv.digest import Digests
 from listserv.errors import Unauthorized
 from listserv.model import MailingList, Member
 from listserv.notices import to_admins
@@ -23,7 +22,6 @@ from listserv.spool import Outgoing
 from listserv.stages.authorize import authorize
 from listserv.stages.open import Opened
 from listserv.stages.route import route
-from listserv.templates import Templates
 
 from tests.helpers import mail as mf
 from tests.helpers.cli import Cli, assert_refused, make_site, write_key

@@ -12,7 +12,7 @@ import shutil
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 from click.core import ParameterSource
@@ -182,6 +182,11 @@ class _Group(click.Group):
             ctx.exit(INTERNAL_ERROR_EXIT)
 
 
+def json_option(shape: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The --json flag of a command that prints a table or, with it, a JSON `shape`."""
+    return click.option("--json", "as_json", is_flag=True, help=f"Print a JSON {shape} (see docs/cli.md).")
+
+
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
 
@@ -233,7 +238,7 @@ def init(app: App) -> None:
 
 
 def _register() -> None:
-    from . import digests, lists, members, mta, serve  # noqa: F401  (the modules attach their commands)
+    from . import digests, lists, members, mta, queue, serve  # noqa: F401  (the modules attach their commands)
 
 
 _register()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ..model import normalise_list_address
+from ..model import iso, normalise_list_address
 from ..templates import counted
-from . import App, echo_json, main, pass_app
+from . import App, echo_json, json_option, main, pass_app
 
 
 def digests_for(app: App):
@@ -38,7 +38,7 @@ def digest_send(app: App, list_address: str) -> None:
 
 @digest_group.command("show")
 @click.argument("list_address", metavar="LIST")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object (see docs/cli.md).")
+@json_option("object")
 @pass_app
 def digest_show(app: App, list_address: str, as_json: bool) -> None:
     """How many posts wait for LIST's digest and when it is due."""
@@ -47,8 +47,8 @@ def digest_show(app: App, list_address: str, as_json: bool) -> None:
     outlook = digests_for(app).outlook(mailing_list)
     shown = {
         "list": address, "pending": outlook.pending,
-        "next_due": outlook.next_due.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "last_sent": outlook.last_sent.strftime("%Y-%m-%dT%H:%M:%SZ") if outlook.last_sent else None,
+        "next_due": iso(outlook.next_due),
+        "last_sent": iso(outlook.last_sent) if outlook.last_sent else None,
         "volume": outlook.volume, "issue": outlook.issue,
     }
     if as_json:

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import replace
-from datetime import datetime, timezone
 from typing import Any
 
 import click
 
 from ..errors import Conflict, CryptoError, UsageError
-from ..model import MailingList, fingerprint_format, normalise_list_address
+from ..model import MailingList, fingerprint_format, iso, normalise_list_address
 from ..store import Store
 from ..options import defaults, parse_option
-from . import App, echo_json, main, pass_app
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+from . import App, echo_json, json_option, main, pass_app
 
 
 def list_json(app: App, mailing_list: MailingList, member_count: int) -> dict[str, Any]:
@@ -55,7 +50,7 @@ def list_create(app: App, address: str, name: str) -> None:
         fingerprint = app.keyring.generate_list_key(address, name)
         options = {**defaults(), "name": name, "subject_prefix": f"[{name}]"}
         try:
-            tx.add_list(MailingList(address, name, fingerprint, options, now_iso()))
+            tx.add_list(MailingList(address, name, fingerprint, options, iso()))
         except BaseException:
             with contextlib.suppress(CryptoError):
                 app.keyring.delete(fingerprint)
@@ -66,7 +61,7 @@ def list_create(app: App, address: str, name: str) -> None:
 
 @list_group.command("show")
 @click.argument("address")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object (see docs/cli.md).")
+@json_option("object")
 @pass_app
 def list_show(app: App, address: str, as_json: bool) -> None:
     """Show a list: its key's fingerprint and its options."""
@@ -138,7 +133,7 @@ def list_delete(app: App, address: str, yes: bool) -> None:
 
 
 @main.command("lists")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array (see docs/cli.md).")
+@json_option("array")
 @pass_app
 def lists(app: App, as_json: bool) -> None:
     """Show every list."""

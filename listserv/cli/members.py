@@ -13,13 +13,12 @@ import click
 from ..errors import Conflict, KeyProblem, ListservError, UsageError
 from ..keyring import MAX_KEY_BYTES, MAX_KEYRING_BYTES, KeyInfo, StagedKeys
 from ..model import (
-    ACTIVE, KEY_REVOKED, MODES, ROLES, Member, check_pseudonym, fingerprint_format, list_of_address,
-    normalise_address, normalise_list_address, shown, split_user_id,
+    ACTIVE, KEY_REVOKED, MODES, ROLES, Member, check_pseudonym, fingerprint_format, iso, list_of_address,
+    normalise_address, normalise_list_address, parse_iso, shown, split_user_id,
 )
 from ..revocation import Revocation, take_in, tell_admins
 from ..store import Transaction
-from . import App, echo_json, main, pass_app
-from .lists import now_iso
+from . import App, echo_json, json_option, main, pass_app
 
 # A key whose usable life ends within this many days is pinned with a warning: a month leaves
 # the member time to extend it (or make a new one) and an admin time to pin that before the
@@ -76,7 +75,7 @@ def _warn_if_expiring(email: str, expires: str | None) -> None:
     EXPIRY_WARNING_DAYS; `expires` is KeyInfo.expires (the end of its usable life)."""
     if expires is None:
         return
-    ends = datetime.strptime(expires, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    ends = parse_iso(expires)
     if ends - datetime.now(timezone.utc) <= timedelta(days=EXPIRY_WARNING_DAYS):
         click.echo(f"listserv: warning: the key pinned to {email} stops working at {expires} "
                    f"(within {EXPIRY_WARNING_DAYS} days); ask the member for an extended key.", err=True)
@@ -186,7 +185,7 @@ def member_add(app: App, list_address: str, email: str, key_file: Path, name: st
                 list=list_address, email=email, fingerprint=key.fingerprint,
                 name=_unique_pseudonym(tx, list_address, name, email),
                 mode=mode or "immediate", role=role or "member",
-                key_expires=key.expires, added=now_iso(),
+                key_expires=key.expires, added=iso(),
             )
             tx.add_member(member)
             # Inside the transaction: if the key cannot be copied, the member is not stored.
@@ -233,7 +232,7 @@ def _import_keys(tx: Transaction, list_address: str, keys: list[KeyInfo], revoke
             continue
         taken.add(name.lower())
         candidates.append((label, Member(list_address, email, key.fingerprint, name, mode, role,
-                                         key.expires, now_iso())))
+                                         key.expires, iso())))
     labels = {id(member): label for label, member in candidates}
     for member, reason in tx.add_members(list_address, [member for _, member in candidates]):
         if reason is None:
@@ -352,7 +351,7 @@ def member_set(app: App, list_address: str, email: str, mode: str | None, role: 
 
 @member_group.command("list")
 @click.argument("list_address", metavar="LIST")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array (see docs/cli.md).")
+@json_option("array")
 @pass_app
 def member_list(app: App, list_address: str, as_json: bool) -> None:
     """Show the members of LIST with their pinned keys, modes and bounce counts."""

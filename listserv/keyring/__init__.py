@@ -26,10 +26,10 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import pkesk
+from ..model import iso
 from ..errors import CryptoError, EnvironmentProblem, KeyProblem, TooLarge, Unauthorized
 from . import listing, status
 from .listing import Listed
@@ -60,9 +60,6 @@ GPG_OPTIONS = [
 ]
 IMPORT_FILTER = ["--import-options", "import-clean,self-sigs-only"]
 _LIST = ["--with-colons", "--fixed-list-mode", "--with-fingerprint", "--with-subkey-fingerprint"]
-
-_FINGERPRINT = re.compile(r"^[0-9A-F]{40}$|^[0-9A-F]{64}$")
-
 
 @dataclass(frozen=True)
 class KeyInfo:
@@ -104,7 +101,7 @@ class Decrypted:
 def _iso(timestamp: int | None) -> str | None:
     if not timestamp:
         return None
-    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso(timestamp)
 
 
 _UNUSABLE = ("e", "r", "i", "d", "n")  # expired, revoked, invalid, disabled, not valid
@@ -139,7 +136,7 @@ def _key_info(key: Listed) -> KeyInfo:
 
 def check_fingerprint(text: str) -> str:
     fingerprint = text.replace(" ", "").upper()
-    if not _FINGERPRINT.match(fingerprint):
+    if not status.FPR.match(fingerprint):
         raise KeyProblem(f"'{text}' is not a full key fingerprint.")
     return fingerprint
 
