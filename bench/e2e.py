@@ -61,6 +61,7 @@ sys.path[:0] = [str(BENCH), str(REPO)]
 
 import keypool  # noqa: E402
 from collapsed import summarize  # noqa: E402
+from common import serve_port  # noqa: E402
 from fanout import revision  # noqa: E402
 
 from listserv.model import Member  # noqa: E402
@@ -246,8 +247,9 @@ class Server:
     def _read(self) -> None:
         for line in self.process.stderr:
             self.lines.append((time.monotonic(), line.rstrip("\n")))
-            if line.startswith("listserv listening on"):
-                self.port = int(line.strip().rsplit(":", 1)[1])
+            port = serve_port(line)
+            if port:
+                self.port = port
                 self.ready.set()
 
     def first(self, needle: str, after: float = 0.0) -> float | None:
@@ -288,6 +290,8 @@ def send(port: int, rcpt: str, raw: bytes) -> tuple[float, str]:
     code, text = submit(port, rcpt, raw)
     if code != 250:
         raise SystemExit(f"the server refused a post: {code} {text}")
+    if not text.startswith("2.0.0 Queued as "):  # listserv's 250 names its queue id
+        raise SystemExit(f"the post was not taken by listserv: {code} {text}")
     return time.monotonic(), text.split()[-1]
 
 

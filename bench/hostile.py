@@ -41,8 +41,9 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-sys.path[:0] = [str(REPO)]
+sys.path[:0] = [str(BENCH), str(REPO)]
 
+from common import serve_port  # noqa: E402
 from listserv import mimescan  # noqa: E402
 from tests import mail_factory as mf  # noqa: E402
 from tests.support import User, make_gpg_user  # noqa: E402
@@ -142,8 +143,9 @@ class Processes:
 
     def _read(self) -> None:
         for line in self.serve.stderr:
-            if line.startswith("listserv listening on"):
-                self.port = int(line.strip().rsplit(":", 1)[1])
+            port = serve_port(line)
+            if port:
+                self.port = port
                 self.ready.set()
 
     def stop(self) -> None:
