@@ -61,7 +61,7 @@ sys.path[:0] = [str(BENCH), str(REPO)]
 
 import keypool  # noqa: E402
 from collapsed import summarize  # noqa: E402
-from fanout import revision  # noqa: E402
+from common import LISTSERV, cli, log, machine, revision, serve_port, start_sink  # noqa: E402
 
 from listserv.model import Member  # noqa: E402
 from listserv.store import Store  # noqa: E402
@@ -71,22 +71,10 @@ from tests.helpers.keys import User  # noqa: E402
 
 LIST, TINY = "news@example.org", "tiny@example.org"
 URGENT = "news+urgent@example.org"
-LISTSERV = [sys.executable, "-m", "listserv"]
 POST_10K = 8 * 1024  # body text of a "10 KB" post: the armored copy a member gets is ~10 KiB
 
 
-def log(*args: object) -> None:
-    print(*args, file=sys.stderr, flush=True)
-
-
 # -- a listserv home per list size, prepared once --------------------------------------------------
-
-def cli(home: Path, *args: str) -> str:
-    done = subprocess.run([*LISTSERV, "--home", str(home), *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"listserv {' '.join(args)} failed: {done.stderr[-500:]}")
-    return done.stdout
-
 
 def template(members: int, root: Path, cli_import_max: int) -> tuple[Path, dict]:
     """HOME with news@ (`members` pool members) and tiny@ (20 members), cached."""
@@ -185,11 +173,7 @@ def text_of(size: int, seed: int) -> str:
 
 class Sink:
     def __init__(self) -> None:
-        self.process = subprocess.Popen([sys.executable, str(BENCH / "sink.py")], stdout=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        if not line.startswith("sink listening on"):
-            raise SystemExit(f"the sink did not start: {line!r}")
-        self.port = int(line.rsplit(":", 1)[1])
+        self.process, self.port = start_sink()
         self.control = smtplib.SMTP("127.0.0.1", self.port, timeout=30)
 
     def stats(self) -> dict:
@@ -246,8 +230,9 @@ class Server:
     def _read(self) -> None:
         for line in self.process.stderr:
             self.lines.append((time.monotonic(), line.rstrip("\n")))
-            if line.startswith("listserv listening on"):
-                self.port = int(line.strip().rsplit(":", 1)[1])
+            port = serve_port(line)
+            if port:
+                self.port = port
                 self.ready.set()
 
     def first(self, needle: str, after: float = 0.0) -> float | None:
@@ -288,6 +273,8 @@ def send(port: int, rcpt: str, raw: bytes) -> tuple[float, str]:
     code, text = submit(port, rcpt, raw)
     if code != 250:
         raise SystemExit(f"the server refused a post: {code} {text}")
+    if not text.startswith("2.0.0 Queued as "):  # listserv's 250 names its queue id
+        raise SystemExit(f"the post was not taken by listserv: {code} {text}")
     return time.monotonic(), text.split()[-1]
 
 
@@ -515,14 +502,6 @@ def big_list(home: Path, sink: Sink, raw: bytes, parallel: list[bytes], clients:
     worst = max(sampler.peak_spool, sealed + written)
     out.target("spool <= post + 1 KB/member (10,000 x 1 MB)", worst <= limit,
                f"{worst / 2**20:.1f} MiB vs {limit / 2**20:.1f} MiB")
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU")
-    gpg = subprocess.run(["gpg", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    load = Path("/proc/loadavg").read_text().split()[0]
-    return f"{os.cpu_count()} cores, {cpu}, {gpg}, Python {sys.version.split()[0]}, load average {load} at start"
 
 
 def main() -> int:

@@ -17,9 +17,9 @@ For each list size and post size it prints ms per member for:
   listserv   listserv.stages.fanout.encrypt_for() plus armored_copy() for every member
   floor      the raw public-key work per member in Python (`cryptography`): X25519 ECDH +
              SHA-256 KDF + AES key wrap, or RSA-3072 PKCS #1 v1.5 of the 32-byte session key,
-             mixed as the members' keys are (bench/direct.py), single core
-  prototype  gpg signs once; Python encrypts once and builds each PKESK from the session key
-             (bench/direct.py), plus every armored copy -- one way the issue asks to measure
+             mixed as the members' keys are (listserv.pkesk.build), single core
+  prototype  gpg signs once; Python encrypts once (bench/direct.py) and builds each PKESK from
+             the session key (listserv.pkesk), plus every armored copy -- one way the issue asks to measure
 
 and, under "other ways": encrypt_for with batches of N/cores members (every core busy); gpg
 with one keybox per shard of --shard-keys members, shards in parallel; and the prototype with
@@ -54,8 +54,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import direct  # noqa: E402
 import keypool  # noqa: E402
+from common import log, machine, revision  # noqa: E402
 
-from listserv import openpgp  # noqa: E402
+from listserv import openpgp, pkesk  # noqa: E402
 from listserv.keyring import GPG_OPTIONS, Keyring  # noqa: E402
 from listserv.stages import fanout as fanout_stage  # noqa: E402
 
@@ -64,10 +65,6 @@ POSTS = {"10k": 10 * 1024, "1m": 1024 * 1024}
 TARGET_BASELINE = {"10k": 25.0, "1m": 100.0}  # listserv at least this many times faster, at 1,000
 TARGET_FLOOR = 3.0
 TARGET_FLAT = 1.5
-
-
-def log(*args: object) -> None:
-    print(*args, file=sys.stderr, flush=True)
 
 
 # -- the material -------------------------------------------------------------------------------
@@ -187,14 +184,14 @@ def listserv_way(ring: ListHome, fingerprints: list[str], plaintext: bytes) -> d
             "batches": len(fan.shared)}
 
 
-def floor_way(keys: dict[str, direct.EncryptionKey], fingerprints: list[str]) -> dict[str, float]:
+def floor_way(keys: dict[str, pkesk.RecipientKey], fingerprints: list[str]) -> dict[str, float]:
     session_key = os.urandom(32)
     spent = {1: 0.0, 18: 0.0}
     counts = {1: 0, 18: 0}
     for fingerprint in fingerprints:
         key = keys[fingerprint]
         started = time.perf_counter()
-        direct.pkesk(key, session_key)
+        pkesk.build(key, session_key)
         spent[key.algorithm] += time.perf_counter() - started
         counts[key.algorithm] += 1
     return {"total": spent[1] + spent[18],
@@ -225,12 +222,12 @@ def gpg_encrypt_to_list(ring: ListHome, plaintext: bytes) -> tuple[bytes, bytes]
                            input=done.stdout, capture_output=True)
     line = next((l for l in shown.stderr.decode().splitlines() if l.startswith("[GNUPG:] SESSION_KEY ")), "")
     algorithm, _, key = line.split()[-1].partition(":") if line else ("", "", "")
-    if algorithm != str(direct.AES256):
+    if algorithm != str(pkesk.AES256):
         raise SystemExit(f"gpg did not show an AES-256 session key: {shown.stderr.decode()[-300:]}")
     return shared.raw, bytes.fromhex(key)
 
 
-def prototype_way(ring: ListHome, keys: dict[str, direct.EncryptionKey], fingerprints: list[str],
+def prototype_way(ring: ListHome, keys: dict[str, pkesk.RecipientKey], fingerprints: list[str],
                   plaintext: bytes, gpg_seipd: bool = False) -> tuple[dict[str, float], bytes, dict[str, bytes]]:
     """gpg signs once; the SEIPD by Python (or by gpg, gpg_seipd); every PKESK by Python."""
     with Clock() as encrypting:
@@ -239,7 +236,7 @@ def prototype_way(ring: ListHome, keys: dict[str, direct.EncryptionKey], fingerp
         else:
             session_key = os.urandom(32)
             shared = direct.seipd(session_key, gpg_sign(ring, plaintext))
-        pkesks = {fingerprint: direct.pkesk(keys[fingerprint], session_key) for fingerprint in fingerprints}
+        pkesks = {fingerprint: pkesk.build(keys[fingerprint], session_key) for fingerprint in fingerprints}
     with Clock() as armoring:
         armor = openpgp.SharedArmor(shared)
         octets = sum(len(armor.armor(pkesks[fingerprint])) for fingerprint in fingerprints)
@@ -366,7 +363,7 @@ class Readers:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def check_copies(ring: ListHome, keys: dict[str, direct.EncryptionKey], readers: Readers, plaintext: bytes) -> None:
+def check_copies(ring: ListHome, keys: dict[str, pkesk.RecipientKey], readers: Readers, plaintext: bytes) -> None:
     wanted = [member.fingerprint for member in readers.members]
     fan = fanout_stage.encrypt_for(ring.keyring, ring.fingerprint, wanted, plaintext)
     _, shared, pkesks = prototype_way(ring, keys, wanted, plaintext)
@@ -433,23 +430,6 @@ def measure(ring: ListHome, post: str, repeat: int, cap: int) -> dict[str, objec
         "gpgseipd": ms(median("gpgseipd")),
         "shards": len(shards),
     }
-
-
-def revision() -> str:
-    """The listserv code measured: commit, and whether listserv/ had uncommitted changes."""
-    repo = Path(__file__).resolve().parent.parent
-    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "listserv"],
-                           capture_output=True, text=True).stdout.strip()
-    return f"listserv at {head.stdout.strip() or 'unknown'}{' + uncommitted changes in listserv/' if dirty else ''}"
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU")
-    gpg = subprocess.run(["gpg", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    load = Path("/proc/loadavg").read_text().split()[0]
-    return f"{os.cpu_count()} cores, {cpu}, {gpg}, Python {sys.version.split()[0]}, load average {load} at start"
 
 
 def report(rows: list[dict[str, object]]) -> int:

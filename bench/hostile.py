@@ -41,18 +41,14 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-sys.path[:0] = [str(REPO)]
+sys.path[:0] = [str(BENCH), str(REPO)]
 
+from common import LISTSERV, cli, log, serve_port, start_sink  # noqa: E402
 from listserv import mimescan  # noqa: E402
 from tests.helpers import mail as mf  # noqa: E402
 from tests.helpers.keys import User, make_gpg_user  # noqa: E402
 
 LIST = "news@example.org"
-LISTSERV = [sys.executable, "-m", "listserv"]
-
-
-def log(*args: object) -> None:
-    print(*args, file=sys.stderr, flush=True)
 
 
 # -- the messages ----------------------------------------------------------------------------------
@@ -116,24 +112,14 @@ class Member:
 
 # -- the processes ---------------------------------------------------------------------------------
 
-def cli(home: Path, *args: str) -> str:
-    done = subprocess.run([*LISTSERV, "--home", str(home), *args], capture_output=True, text=True, cwd=REPO)
-    if done.returncode != 0:
-        raise SystemExit(f"listserv {' '.join(args)} failed: {done.stderr[-500:]}")
-    return done.stdout
-
-
 class Processes:
     """The sink and `listserv serve` relaying to it."""
 
     def __init__(self, home: Path):
-        self.sink = subprocess.Popen([sys.executable, str(BENCH / "sink.py")], stdout=subprocess.PIPE, text=True)
-        line = self.sink.stdout.readline()
-        if not line.startswith("sink listening on"):
-            raise SystemExit(f"the sink did not start: {line!r}")
-        relay = line.strip().rsplit(" ", 1)[1]
+        self.sink, relay_port = start_sink()
         self.serve = subprocess.Popen([*LISTSERV, "--home", str(home), "serve", "--listen", "127.0.0.1:0",
-                                       "--relay", relay], stderr=subprocess.PIPE, text=True, cwd=REPO)
+                                       "--relay", f"127.0.0.1:{relay_port}"], stderr=subprocess.PIPE, text=True,
+                                      cwd=REPO)
         self.ready = threading.Event()
         self.port = 0
         threading.Thread(target=self._read, daemon=True).start()
@@ -142,8 +128,9 @@ class Processes:
 
     def _read(self) -> None:
         for line in self.serve.stderr:
-            if line.startswith("listserv listening on"):
-                self.port = int(line.strip().rsplit(":", 1)[1])
+            port = serve_port(line)
+            if port:
+                self.port = port
                 self.ready.set()
 
     def stop(self) -> None:
