@@ -103,8 +103,11 @@ def test_the_unit_is_printed_with_a_warning_for_each_reason_it_would_not_work(ho
     cli = home_outside_tmp
     result = cli.ok("mta", "systemd")
     assert result.stdout.startswith("# listserv as a system service") and "User=listserv\n" in result.stdout
-    warnings = result.stderr.splitlines()
-    assert len(warnings) == 2 and all(w.startswith("listserv: warning: ") and w.endswith(".") for w in warnings)
+    every = result.stderr.splitlines()
+    assert all(w.startswith("listserv: warning: ") and w.endswith(".") for w in every)
+    # Where this checkout runs from may add one of its own (a CI clone under /tmp, say).
+    warnings = [w for w in every if "install listserv elsewhere" not in w]
+    assert len(warnings) == 2
     assert f"runs as listserv, but {cli.home} belongs to root" in warnings[0]
     assert f"chown -R listserv: {cli.home}" in warnings[0]
     assert f"{cli.home} is under /root" in warnings[1] and "ProtectHome=read-only" in warnings[1]
