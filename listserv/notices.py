@@ -74,9 +74,10 @@ def unusable_keys(templates: Templates, roster: Roster, unusable: tuple[str, ...
                      members=[m for m in roster.members if m.fingerprint in unusable])
 
 
-def bounces(templates: Templates, roster: Roster, counted: Counted | None) -> Notice | None:
-    """The admins hear when a member's bounces have just reached listserv.ledger.BOUNCE_NOTICE_AT."""
-    if counted is None or not counted.reached:
+def bounces(templates: Templates, roster: Roster | None, counted: Counted | None) -> Notice | None:
+    """The admins hear when a member's bounces have just reached listserv.ledger.BOUNCE_NOTICE_AT
+    (none when nothing was counted, or the list is gone)."""
+    if roster is None or counted is None or not counted.reached:
         return None
     return to_admins(templates, roster, "notice-bounces.txt.j2", member=counted.member)
 

@@ -80,19 +80,19 @@ def distribute(job: Job, ctx: Context) -> Distributed:
 
 def bounce(route: Route, ctx: Context) -> Counted | None:
     """A report to a VERP address: one more bounce for the member its token names."""
-    roster = ctx.roster(route.list)
-    member = member_for(ctx.verp_key, route.list, roster.members, route.token)
-    counted = count_bounce(ctx.store, route.list, member, "verp")
-    ctx.outbox.notices([bounces(ctx.templates, roster, counted)])
+    members = ctx.store.read().members(route.list)  # none when the list was deleted meanwhile
+    counted = count_bounce(ctx.store, route.list, member_for(ctx.verp_key, route.list, members, route.token), "verp")
+    ctx.outbox.notices([bounces(ctx.templates, ctx.store.read().roster_if_any(route.list), counted)])
     return counted
 
 
 def settle(outcome: Outcome, ctx: Context) -> tuple[OutJob, ...]:
     """A delivery job is over: bounces counted, a digest part settled, whoever must hear told."""
+    if ctx.store.read().get_list(outcome.job.list) is None:  # deleted while its mail was out
+        return ()
     counted = count_refused(ctx.store, outcome)
     settled = ctx.digests.settle(outcome)
-    roster = ctx.store.read().roster_if_any(outcome.job.list)  # None: the list was deleted meanwhile
-    return ctx.outbox.notices(told(outcome, roster, counted, settled, ctx.templates))
+    return ctx.outbox.notices(told(outcome, ctx.roster(outcome.job.list), counted, settled, ctx.templates))
 
 
 # request (LIST-request@, the coming request address) will sit here as one more straight run:

@@ -58,15 +58,12 @@ def describe(reason: str) -> str:
     return f"refused ({reason or 'no reason recorded'})"
 
 
-def told(outcome: Outcome, roster: Roster | None, counted: dict[int, Counted], settled: Settled | None,
+def told(outcome: Outcome, roster: Roster, counted: dict[int, Counted], settled: Settled | None,
          templates: Templates) -> list[Notice]:
     """The notices a delivery job's end calls for: bounce counts that reached the notice, and
     the failures (see the module docstring). `counted`: the bounces counted, by copy index;
-    `settled`: what became of a digest part's posts; `roster` None: the list is gone, and
-    nobody is left to tell."""
+    `settled`: what became of a digest part's posts."""
     job = outcome.job
-    if roster is None:
-        return []
     notices = [bounces(templates, roster, c) for c in counted.values()]
     if job.kind == Kind.NOTICE or not outcome.failures:
         return [n for n in notices if n]

@@ -291,8 +291,6 @@ class Handler:
                 return BOUNCE_NOTED
             accepted = await self._check(raw, route_, deadline - loop.time())
         except Refusal as refusal:
-            if route_ is not None:  # kept for admins: the reason the sender is not told
-                await loop.run_in_executor(self.lookups, refused, refusal, route_, self.ctx)
             log.info("refused ref=%s list=%s reason=%s signer=%s reply=%s %s", refusal.ref,
                      route_.list if route_ else "-", refusal.reason,
                      refusal.signer or "-", refusal.code, refusal.status)
@@ -315,7 +313,7 @@ class Handler:
     async def _check(self, raw: bytes, route_: Route, budget: float) -> Accepted:
         """pipeline.receive in the checks pool within `budget` seconds, else _TimeUp."""
         deadline = _Deadline()
-        future = self.checks.submit(receive, raw, route_, deadline.guard(self.ctx))
+        future = self.checks.submit(_receive, raw, route_, deadline.guard(self.ctx))
         waiter = asyncio.wrap_future(future)
         try:
             done, _ = await asyncio.wait({waiter}, timeout=max(0.0, budget))
@@ -329,6 +327,16 @@ class Handler:
             future.add_done_callback(late.log)
             raise late
         return await waiter  # done, or writing: its reply stands however late
+
+
+def _receive(raw: bytes, route_: Route, ctx: Context) -> Accepted:
+    """pipeline.receive; a refusal's reason is kept for admins in the same check (within its
+    deadline: a check abandoned after its 451 keeps no record either)."""
+    try:
+        return receive(raw, route_, ctx)
+    except Refusal as refusal:
+        refused(refusal, route_, ctx)
+        raise
 
 
 class _TimeUp(Exception):

@@ -42,7 +42,7 @@ def _is_step(statement: ast.stmt) -> bool:
     if isinstance(statement, ast.Assign):
         return _is_stage_call(statement.value)
     if isinstance(statement, ast.Return):
-        return statement.value is None or isinstance(statement.value, (ast.Call, ast.Name))
+        return True
     if isinstance(statement, ast.If):
         return not statement.orelse and all(map(_is_step, statement.body)) and len(statement.body) <= 2
     return False

@@ -4,6 +4,7 @@ way a restarted server runs it."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -11,9 +12,11 @@ import pytest
 from listserv.config import Home
 from listserv.digest import Digests
 from listserv.context import Context
-from listserv.pipeline import distribute, receive
-from listserv.spool import Outgoing
-from listserv.stages.route import route
+from listserv.deliver import Failure, Outcome
+from listserv.model import Kind
+from listserv.pipeline import bounce, distribute, receive, settle
+from listserv.spool import Outgoing, OutJob
+from listserv.stages.route import Route, route
 
 from tests.helpers import mail as mf
 from tests.helpers.cli import make_site, write_key
@@ -104,3 +107,24 @@ def test_a_post_accepted_before_its_senders_key_expired_is_still_delivered(tmp_p
     recipients = {r.email for r in Outgoing(ctx.spool).recipients(result.job)}
     assert people["alice"].email in recipients
     assert brief.email not in recipients  # its key can no longer encrypt
+
+
+def test_a_bounce_for_a_list_deleted_meanwhile_is_noted_not_an_error(tmp_path, people):
+    """Deleted between RCPT and DATA: the reporting MTA hears 250 (nothing to count), not 451."""
+    cli, _, _ = make_site(tmp_path, people, {"alice": "immediate"})
+    assert bounce(Route("gone@example.org", Kind.BOUNCE, "sometoken"), server(Home(cli.home))) is None
+
+
+def test_the_end_of_a_job_for_a_deleted_list_leaves_its_digest_backlog_alone(tmp_path, people, caplog):
+    cli, _, _ = make_site(tmp_path, people, {"alice": "immediate"})
+    ctx = server(Home(cli.home))
+    folder = ctx.digests.folder("gone@example.org")
+    folder.mkdir(parents=True)
+    (folder / "0001-abc.pgp").write_bytes(b"not sealed")
+    job = OutJob("q1", "gone@example.org", Kind.DIGEST, time.time(), "r+{token}@x", 1, tmp_path,
+                 None, ("0001-abc.pgp",))
+    outcome = Outcome(job, 1, 0, (Failure(0, "a@example.org", "F" * 40, "data-552-5.3.4"),))
+    with caplog.at_level(logging.INFO):
+        assert settle(outcome, ctx) == ()
+    assert [p.name for p in folder.iterdir()] == ["0001-abc.pgp"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

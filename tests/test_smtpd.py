@@ -4,6 +4,7 @@ sending MTA hears at each command, and what is kept of a message it was told was
 from __future__ import annotations
 
 import asyncio
+import json
 import smtplib
 import socket
 import threading
@@ -167,6 +168,20 @@ def test_a_post_not_signed_by_a_member_is_refused_and_nothing_is_kept(door, site
     raw = mf.post(people["mallory"], list_key, body="let me in")
     assert submit(door.port, LIST, raw, mail_from="mallory@example.com") == (550, REFUSED[4:])
     assert door.spooled() == before and door.accepted == []
+
+
+def test_a_refusal_is_kept_for_admins_and_a_bug_keeping_it_never_reaches_the_client(door, site, people,
+                                                                                     monkeypatch):
+    cli, list_key = site
+    raw = mf.post(people["mallory"], list_key, body="let me in")
+    assert submit(door.port, LIST, raw, mail_from="mallory@example.com") == (550, REFUSED[4:])
+    assert json.loads(cli.ok("rejections", LIST, "--json").stdout)[-1]["reason"] == "unknown-key"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the rejection record")
+    monkeypatch.setattr("listserv.smtpd.refused", broken)
+    code, text = submit(door.port, LIST, raw, mail_from="mallory@example.com")
+    assert (code, "RuntimeError" in text) == (451, False)
 
 
 def test_a_message_over_the_servers_limit_is_refused_after_data_and_the_session_goes_on(door):
