@@ -95,7 +95,7 @@ def check_content(opened: Opened, sender: Member, kind: Kind, roster: Roster,
                   templates: Templates, limit: int | None) -> None:
     """Raise the relay's TooLarge when the opened post's copies would not fit under `limit`,
     or (when members read digests) a digest holding this post alone would not."""
-    if limit is None:
+    if limit is None or kind == Kind.REQUEST:  # a request is answered, never fanned out
         return
     mailing_list = roster.mailing_list
     digest_readers = any(m.mode == "digest" and m.active for m in roster.members)

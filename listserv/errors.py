@@ -18,6 +18,7 @@
     ├── SMTPConnectionError    the connection to the relay failed, closed or timed out
     └── Refusal                SMTP -- a submission is refused; carries the reply the sender sees
         ├── Unauthorized       550 5.7.1 -- every authentication or crypto failure, one sentence
+        ├── CommandsInPost     550 5.7.0 -- a member's post that holds x- commands (for LIST-request@)
         ├── UnknownRecipient   550 5.1.1
         ├── TooLarge           552 5.3.4
         │   └── PartTooLarge   552 5.3.4 -- a line or header over mimescan's limits; also a Malformed
@@ -151,6 +152,15 @@ class Malformed(Refusal):
     code = 554
     status = "5.6.0"
     text = "The message is not well-formed MIME and was not accepted."
+
+
+class CommandsInPost(Refusal):
+    """A member's post that begins with list commands: it was meant for LIST-request@, and
+    must not reach every member. Said only after the signature was found good."""
+
+    code = 550
+    status = "5.7.0"
+    text = "This post begins with list commands (x-...); send commands to the list's -request address."
 
 
 class PartTooLarge(TooLarge, Malformed):

@@ -9,10 +9,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
 from .options import OPTIONS
+
+if TYPE_CHECKING:
+    from .spool import Job, OutJob
+    from .stages.fanout import Fanned
 
 ISO = "%Y-%m-%dT%H:%M:%SZ"  # how times are written in the store, on the CLI and in JSON: UTC
 
@@ -37,10 +41,11 @@ class Kind(StrEnum):
     NOTICE = "notice"  # from the list itself to admins or one member (welcome, failures)
     DIGEST = "digest"  # one part of a digest issue
     BOUNCE = "bounce"  # a delivery report to a VERP address (LIST-bounces+TOKEN@)
+    REQUEST = "request"  # signed commands to LIST-request@, answered to the signer
 
 
 # The order the spool and the deliverer take jobs in: alerts jump the queue.
-PRIORITY = (Kind.ALERT, Kind.NOTICE, Kind.POST, Kind.DIGEST)
+PRIORITY = (Kind.ALERT, Kind.NOTICE, Kind.REQUEST, Kind.POST, Kind.DIGEST)
 
 MODES = ("immediate", "digest")
 ROLES = ("member", "admin")
@@ -145,6 +150,10 @@ class MailingList:
         return f"{self.local}+urgent@{self.domain}"
 
     @property
+    def request_address(self) -> str:
+        return f"{self.local}-request@{self.domain}"
+
+    @property
     def list_id(self) -> str:
         """The RFC 2919 list identifier, `local.domain`: what a List-Id header names in <>."""
         return f"{self.local}.{self.domain}"
@@ -242,3 +251,29 @@ class Rejection:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What listserv.pipeline.receive stored before its 250: the job, and who signed it."""
+
+    job: Job
+    signer: str
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """What listserv.pipeline.distribute made of a submission."""
+
+    job: OutJob | None  # None when no member gets an immediate copy
+    notices: tuple[OutJob, ...] = ()  # to admins (e.g. members whose keys became unusable)
+    fanned: Fanned | None = None  # None: the fan-out was done before a restart
+
+    @property
+    def copies(self) -> int:
+        return self.fanned.copies if self.fanned else 0
+
+    @property
+    def unusable(self) -> tuple[str, ...]:  # fingerprints of members who got no copy
+        return self.fanned.unusable if self.fanned else ()
+

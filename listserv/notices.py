@@ -19,7 +19,7 @@ from .stages.compose import Composed, Post, compose, wrapping
 from .templates import Templates
 
 if TYPE_CHECKING:
-    from .ledger import Counted
+    from .ledger import Counted, Done
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,12 @@ class Notice:
 
 
 def notice(templates: Templates, mailing_list: MailingList, recipients: tuple[Member, ...], template: str,
-           attachments: tuple[tuple[str, str, bytes], ...] = (), **values: object) -> Notice | None:
+           attachments: tuple[tuple[str, str, bytes], ...] = (), speaker: str | None = None,
+           automatic: bool = False, **values: object) -> Notice | None:
     """A message from the list itself, rendered from `template` (its first line
     'Subject: ...', a blank line, the body), with optional (filename, mime type, data)
-    attachments. None when there is nobody to send it to."""
+    attachments; from `speaker` (one of the list's addresses; the list's own by default), and
+    marked Auto-Submitted when `automatic`. None when there is nobody to send it to."""
     if not recipients:
         return None
     text = templates.render(template, list=mailing_list, **values)
@@ -46,7 +48,7 @@ def notice(templates: Templates, mailing_list: MailingList, recipients: tuple[Me
     for filename, mime_type, data in attachments:
         maintype, subtype = mime_type.split("/", 1)
         content.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
-    post = Post(content.as_bytes(), Kind.NOTICE)
+    post = Post(content.as_bytes(), Kind.NOTICE, speaker=speaker, auto_submitted=automatic)
     return Notice(mailing_list, recipients, compose(post, mailing_list, wrapping(templates, mailing_list, post)))
 
 
@@ -90,3 +92,18 @@ def quarantined(templates: Templates, roster: Roster, qid: str, reason: str) -> 
 def key_revoked(templates: Templates, roster: Roster, member: Member) -> Notice | None:
     """The admins hear that a member's pinned key was revoked (listserv.revocation)."""
     return to_admins(templates, roster, "notice-key-revoked.txt.j2", member=member)
+
+
+def answers(templates: Templates, roster: Roster, done: Done, list_key: bytes) -> list[Notice | None]:
+    """A request's reply, to the signer's pinned address and key only (never From or Reply-To),
+    from LIST-request@ and marked auto-replied; and when the signer left, a notice to the
+    admins that names them by pseudonym only."""
+    ml = roster.mailing_list
+    attached = (("list-key.asc", "application/pgp-keys", list_key),) if done.attach_key else ()
+    reply = notice(templates, ml, (done.requester,), "request-reply.txt.j2", attachments=attached,
+                   speaker=ml.request_address, automatic=True, results=done.results, refused=done.refused)
+    if not done.left:
+        return [reply]
+    admins = tuple(m for m in roster.admins if m.fingerprint != done.requester.fingerprint)
+    return [reply, notice(templates, ml, admins, "notice-member-left.txt.j2", member=done.requester)]
+

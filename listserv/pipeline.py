@@ -6,40 +6,24 @@ needs. A Refusal ends a path: the listener replies with it, and `refused` keeps 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from .capacity import check_content, check_size
 from .context import Context
 from .deliver import Outcome
 from .digest import DigestItem
 from .errors import Refusal
-from .ledger import Counted, claim_signature, count_bounce, count_refused, record_rejection
-from .notices import bounces, unusable_keys
+from .ledger import Counted, claim_signature, count_bounce, count_refused, forget_key, record_rejection, run_request
+from .notices import answers, bounces, unusable_keys
 from .settle import told
+from .model import Accepted, Distributed
 from .spool import Job, OutJob
 from .stages.authorize import authorize, current_sender
+from .stages.commands import read_request
 from .stages.compose import Post, compose, wrapping
-from .stages.fanout import Fanned, fan_out
+from .stages.fanout import fan_out
 from .stages.open import open_message
 from .stages.route import Route, select
 from .verp import member_for
-
-
-@dataclass(frozen=True)
-class Accepted:
-    job: Job
-    signer: str
-
-
-@dataclass(frozen=True)
-class Distributed:
-    job: OutJob | None  # None when no member gets an immediate copy
-    notices: tuple[OutJob, ...] = ()  # to admins (e.g. members whose keys became unusable)
-    fanned: Fanned = Fanned((), b"", b"", "", (), ())  # empty: the fan-out was done before a restart
-
-    @property
-    def unusable(self) -> tuple[str, ...]:  # fingerprints of members who got no copy
-        return self.fanned.unusable
 
 
 def receive(raw: bytes, route: Route, ctx: Context) -> Accepted:
@@ -95,5 +79,15 @@ def settle(outcome: Outcome, ctx: Context) -> tuple[OutJob, ...]:
     return ctx.outbox.notices(told(outcome, ctx.roster(outcome.job.list), counted, settled, ctx.templates))
 
 
-# request (LIST-request@, the coming request address) will sit here as one more straight run:
-#   open_message -> authorize the requester -> parse the commands -> act on each -> reply.
+def answer(job: Job, ctx: Context) -> tuple[OutJob, ...]:
+    """A request to LIST-request@, after the reply: its commands run, all or none, once; one
+    encrypted reply goes to the signer's pinned address and key."""
+    opened = open_message(ctx.keyring.unseal(ctx.spool.read_submission(job)), ctx.keyring, accepted=True)
+    roster = ctx.roster(job.list)
+    request = read_request(opened.content, roster.mailing_list, roster.by_fingerprint.get(opened.signer))
+    done = run_request(ctx.store, job.qid, roster.mailing_list, opened.signer, request)
+    key = ctx.keyring.export(roster.mailing_list.fingerprint).encode()
+    replies = ctx.outbox.notices(answers(ctx.templates, roster, done, key))
+    forget_key(ctx.store, ctx.keyring, done)
+    ctx.spool.remove(job)
+    return replies

@@ -13,9 +13,9 @@
 LIST-bounces@ stands for every LIST-bounces+TOKEN@: with `recipient_delimiter = +` Postfix
 looks a full address up first, then the address without its +extension. The addresses are
 the ones `stages.route` takes, built from its own constants so the two cannot drift apart.
-LIST-request@ and LIST-sendkey@ are not listed: listserv refuses them at RCPT until the
-issues that add the request and sendkey addresses, and a map entry would only turn that
-refusal into a bounce.
+LIST-request@ goes to listserv like the list itself (signed commands, docs/requests.md).
+LIST-sendkey@ is not listed: listserv refuses it at RCPT until the issue that adds it, and a
+map entry would only turn that refusal into a bounce.
 
 listserv takes one list per SMTP transaction and answers a second RCPT with 452, so a
 cross-post (one message to two lists) given to the plain `smtp` transport would have every
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from .errors import UsageError
 from .model import ACTIVE, MailingList, Member
-from .stages.route import BOUNCES, URGENT
+from .stages.route import BOUNCES, REQUEST, URGENT
 
 # Room for what Postfix (Received) and its milters (Authentication-Results, spam scores) add
 # to a post before listserv counts it: a post Postfix takes must fit the list's limit.
@@ -67,7 +67,8 @@ def nexthop(listen: tuple[str, int]) -> str:
 def list_addresses(mailing_list: MailingList) -> list[str]:
     """Every address listserv takes at RCPT for the list (LIST-bounces@ stands for +TOKEN)."""
     local, domain = mailing_list.local, mailing_list.domain
-    return [mailing_list.address, f"{local}{URGENT}@{domain}", f"{local}{BOUNCES.rstrip('+')}@{domain}"]
+    return [mailing_list.address, f"{local}{URGENT}@{domain}", f"{local}{BOUNCES.rstrip('+')}@{domain}",
+            f"{local}{REQUEST}@{domain}"]
 
 
 def owner_address(mailing_list: MailingList) -> str:

@@ -29,8 +29,8 @@ from .config import Home, Settings, format_hostport
 from .context import Context
 from .deliver import Deliverer, MaildirTransport, Outcome, RelayTransport, RetryPolicy, Transport
 from .errors import DeliveryDeferred, EnvironmentProblem, ListservError, Refusal, retryable
-from .model import PRIORITY
-from .pipeline import Accepted, distribute, settle
+from .model import PRIORITY, Accepted, Kind
+from .pipeline import answer, distribute, settle
 from .smtpd import Handler, make_server
 from .spool import Job, OutJob
 
@@ -164,8 +164,9 @@ class Server:
 
     async def _distribute(self, job: Job) -> None:
         loop = asyncio.get_running_loop()
+        path = answer if job.kind == Kind.REQUEST else distribute
         try:
-            result = await loop.run_in_executor(self.work, distribute, job, self.ctx)
+            result = await loop.run_in_executor(self.work, path, job, self.ctx)
         except Exception as exc:  # the error decides: a passing problem waits, anything else is set aside
             if retryable(exc):
                 log.error("deferred qid=%s stage=distribute %s", job.qid, type(exc).__name__)
@@ -173,8 +174,11 @@ class Server:
             else:
                 await self._quarantine(job, _reason(job, exc))
             return
+        if job.kind == Kind.REQUEST:
+            self._load(*result)  # the reply, and a notice to the admins if the signer left
+            return
         self._load(result.job, *result.notices)
-        log.info("fanned-out qid=%s copies=%d unusable=%s", job.qid, result.fanned.copies,
+        log.info("fanned-out qid=%s copies=%d unusable=%s", job.qid, result.copies,
                  ",".join(result.unusable) or "-")
 
     async def _quarantine(self, job: Job, reason: str) -> None:

@@ -30,9 +30,9 @@ from .errors import (BOUNCE_NOTED, DATA_OK, LINE_TOO_LONG, NO_STARTTLS, ONE_LIST
                      RECIPIENT_OK, SENDER_OK, TEMPORARY_FAILURE, TOO_SLOW, Abandoned, ListservError, Refusal,
                      TooLarge)
 from .mimescan import check_lines
-from .model import Kind
+from .model import Accepted, Kind
 from .context import Context
-from .pipeline import Accepted, bounce, receive, refused
+from .pipeline import bounce, receive, refused
 from .stages.route import Route, route
 
 log = logging.getLogger("listserv.smtpd")

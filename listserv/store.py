@@ -217,6 +217,18 @@ class Transaction:
             self._lists.get(Query().fingerprint == fingerprint)
         )
 
+    # -- requests (LIST-request@): each one's outcome, kept with the changes it made ---------
+    def get_request(self, qid: str) -> dict[str, Any] | None:
+        doc = self._db.table("requests").get(Query().qid == qid)
+        return dict(doc) if doc else None
+
+    def add_request(self, record: dict[str, Any], keep: int = 1000) -> None:
+        table = self._db.table("requests")
+        table.insert(record)
+        mine = sorted(table.search(Query().list == record["list"]), key=lambda d: d.doc_id)
+        if len(mine) > keep:
+            table.remove(doc_ids=[doc.doc_id for doc in mine[: len(mine) - keep]])
+
     # -- replay protection ---------------------------------------------------
     # One record per signature and list that took it: {"digest", "list", "expires"}. They are
     # looked up across lists (a signature is a replay on any list once one took it; the rule

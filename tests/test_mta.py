@@ -49,8 +49,9 @@ def site(cli: Cli, tmp_path, people) -> Cli:
 def test_the_transport_map_sends_every_address_of_every_list_to_listserv(site, tmp_path):
     transport = entries(files(site, tmp_path)["transport"])
     assert transport == [(a, "listserv:[127.0.0.1]:8125") for a in (
-        "news@example.net", "news+urgent@example.net", "news-bounces@example.net",
-        "team@lists.example.org", "team+urgent@lists.example.org", "team-bounces@lists.example.org")]
+        "news@example.net", "news+urgent@example.net", "news-bounces@example.net", "news-request@example.net",
+        "team@lists.example.org", "team+urgent@lists.example.org", "team-bounces@lists.example.org",
+        "team-request@lists.example.org")]
 
 
 def test_every_address_in_the_maps_is_one_listserv_takes_and_no_other(site, tmp_path):
@@ -64,8 +65,8 @@ def test_every_address_in_the_maps_is_one_listserv_takes_and_no_other(site, tmp_
         local, domain = address.split("@")
         probe = f"{local}+abcdefghijklmnop@{domain}" if local.endswith("-bounces") else address
         taken.add((route(probe, lists).list, route(probe, lists).kind))
-    assert taken == {(ml, kind) for ml in lists for kind in ("post", "alert", "bounce")}
-    for later in ("team-request@lists.example.org", "team-sendkey@lists.example.org"):
+    assert taken == {(ml, kind) for ml in lists for kind in ("post", "alert", "bounce", "request")}
+    for later in ("team-sendkey@lists.example.org",):
         assert later not in recipients
         with pytest.raises(UnknownRecipient):
             route(later, lists)  # when listserv takes them, the maps must list them

@@ -197,3 +197,12 @@ def test_the_template_copy_command_of_delivery_doc_works_in_a_shell(tmp_path):
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, cwd="/")
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert (home / "templates" / "footer.txt.j2").read_bytes() == (shipped_templates() / "footer.txt.j2").read_bytes()
+
+
+def test_requests_doc_lists_the_commands_as_the_code_has_them():
+    from listserv.stages.commands import render_markdown
+
+    doc = (ROOT / "docs" / "requests.md").read_text()
+    match = re.search(r"<!-- commands: generated from listserv/stages/commands.py -->\n(.*?)<!-- /commands -->", doc, re.S)
+    assert match and match.group(1) == render_markdown()
+

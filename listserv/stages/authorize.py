@@ -23,9 +23,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from .. import mime
-from ..errors import Unauthorized
+from ..errors import CommandsInPost, Unauthorized
 from ..model import Kind, MailingList, Member, Roster
 from ..options import duration_seconds
+from .commands import looks_like_request
 from .open import Opened
 from .route import URGENT, Route
 
@@ -52,7 +53,7 @@ def authorize(opened: Opened, route: Route, mailing_list: MailingList,
               members: Mapping[str, Member], now: float) -> Authorized:
     """Return who signed and whom the content names, or raise Unauthorized with the reason
     for the log."""
-    if not opened.encrypted and mailing_list.option("require_encryption"):
+    if not opened.encrypted and (route.kind == Kind.REQUEST or mailing_list.option("require_encryption")):
         raise Unauthorized("not-encrypted", signer=opened.signer)
     member = members.get(opened.signer)
     if member is None:
@@ -65,10 +66,13 @@ def authorize(opened: Opened, route: Route, mailing_list: MailingList,
     if opened.signed_at > now + FUTURE_SKEW:
         raise Unauthorized("future-signature", signer=opened.signer)
     addressing = signed_addressing(opened.content)
-    require_signed_for_this_list(addressing, mailing_list, opened.signer)
+    require_signed_for_this_list(addressing, mailing_list, opened.signer, route.kind)
     if route.kind == Kind.ALERT and mailing_list.option("alert_senders") == "admins" \
             and member.role != "admin":
         raise Unauthorized("alert-not-allowed", signer=opened.signer)
+    if route.kind != Kind.REQUEST and looks_like_request(opened.content):  # never to every member
+        raise CommandsInPost("commands-in-post", f"This post begins with list commands (x-...); send them to "
+                             f"{mailing_list.request_address} instead.", signer=opened.signer)
     return Authorized(member, addressing.addresses)
 
 
@@ -111,10 +115,12 @@ def _as_list_address(address: str) -> str:
 
 
 def require_signed_for_this_list(addressing: SignedAddressing, mailing_list: MailingList,
-                                 signer: str | None = None) -> None:
+                                 signer: str | None = None, kind: Kind = Kind.POST) -> None:
     """Unauthorized("wrong-list") when the signed content names addresses but not this list's
-    (or its +urgent address), or carries another list's List-Id."""
-    if addressing.addresses and mailing_list.address not in addressing.addresses:
+    (or its +urgent address) -- for a request, the list's LIST-request@ address, so a request
+    cannot be posted nor a post sent as a request -- or carries another list's List-Id."""
+    meant = mailing_list.request_address if kind == Kind.REQUEST else mailing_list.address
+    if addressing.addresses and meant not in addressing.addresses:
         raise Unauthorized("wrong-list", signer=signer)
     if any(list_id != mailing_list.list_id for list_id in addressing.list_ids):
         raise Unauthorized("wrong-list", signer=signer)

@@ -59,6 +59,8 @@ class Post:
     sender: Member | None = None  # None: the list speaks itself (digests, notices)
     in_reply_to: str | None = None  # threading, from the signed content only
     references: str | None = None
+    speaker: str | None = None  # the list's address it comes from (default the list's own)
+    auto_submitted: bool = False  # an automatic reply (RFC 3834): Auto-Submitted: auto-replied
 
     @classmethod
     def of(cls, opened: Opened, sender: Member, kind: Kind) -> Post:
@@ -291,14 +293,16 @@ def compose(post: Post, mailing_list: MailingList, wrapping: Wrapping, *,
     subject = _subject(original, mailing_list, urgent)
     date = format_datetime(now.astimezone(timezone.utc))
     display = f"{sender.name} via {mailing_list.name}" if sender else mailing_list.name
-    outer_from = Address(display_name=mailing_list.name, addr_spec=mailing_list.address)
+    speaker = post.speaker or mailing_list.address
+    outer_from = Address(display_name=mailing_list.name, addr_spec=speaker)
+    automatic = [("Auto-Submitted", "auto-replied")] if post.auto_submitted else []
     parents = own_thread_ids(post.in_reply_to, mailing_list)
     thread = own_thread_ids(post.references, mailing_list)
 
     inner = EmailMessage(policy=policy.SMTP)
-    inner["From"] = Address(display_name=display, addr_spec=mailing_list.address)
+    inner["From"] = Address(display_name=display, addr_spec=speaker)
     inner["To"] = Address(display_name=mailing_list.name, addr_spec=mailing_list.address)
-    inner["Reply-To"] = Address(display_name=mailing_list.name, addr_spec=mailing_list.address)
+    inner["Reply-To"] = Address(display_name=mailing_list.name, addr_spec=speaker)
     inner["Subject"] = subject
     inner["Date"] = date
     inner["Message-ID"] = message_id
@@ -306,7 +310,7 @@ def compose(post: Post, mailing_list: MailingList, wrapping: Wrapping, *,
         inner["In-Reply-To"] = parents[-1]
     if thread or parents:
         inner["References"] = " ".join(dict.fromkeys(thread + parents))
-    for name, value in list_headers(mailing_list):
+    for name, value in [*list_headers(mailing_list), *automatic]:
         inner[name] = value
     if urgent:
         for name, value in ALERT_HEADERS:
@@ -330,7 +334,7 @@ def compose(post: Post, mailing_list: MailingList, wrapping: Wrapping, *,
     for name in ("Date", "Message-ID", "In-Reply-To", "References"):
         if name in inner:
             outer[name] = str(inner[name])
-    for name, value in [*list_headers(mailing_list), *(ALERT_HEADERS if urgent else ())]:
+    for name, value in [*list_headers(mailing_list), *automatic, *(ALERT_HEADERS if urgent else ())]:
         outer[name] = value
     outer["MIME-Version"] = "1.0"
     outer["Content-Type"] = "multipart/encrypted"

@@ -12,12 +12,13 @@ from ..model import Kind, Member
 
 URGENT = "+urgent"
 BOUNCES = "-bounces+"
+REQUEST = "-request"
 
 
 @dataclass(frozen=True)
 class Route:
     list: str  # the list's address
-    kind: Kind  # POST, ALERT or BOUNCE
+    kind: Kind  # POST, ALERT, REQUEST or BOUNCE
     token: str = ""  # VERP token of a bounce
 
 
@@ -29,6 +30,8 @@ def route(recipient: str, lists: Collection[str]) -> Route:
         raise UnknownRecipient("unknown-recipient")
     if local.endswith(URGENT):
         route_ = Route(f"{local[: -len(URGENT)]}@{domain}", Kind.ALERT)
+    elif local.endswith(REQUEST):
+        route_ = Route(f"{local[: -len(REQUEST)]}@{domain}", Kind.REQUEST)
     elif BOUNCES in local:
         base, _, token = local.partition(BOUNCES)
         route_ = Route(f"{base}@{domain}", Kind.BOUNCE, token)

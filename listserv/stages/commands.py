@@ -1,0 +1,152 @@
+"""Commands: what a request to LIST-request@ asks, read from its signed content. Pure.
+
+The language is Schleuder's, so its users need learn nothing new. Commands are lines at the
+start of the first text/plain part of the signed content (blank lines before them skipped):
+`x-KEYWORD: arguments` or `x-KEYWORD arguments`, the keyword in any case, the arguments
+separated by spaces or commas. A blank line, or the first line that is not a command, ends
+them; what follows is not read. Every request names its list (`x-list-name: LIST`), so a
+request signed for one list cannot be sent to another.
+
+A request runs whole or not at all: an unknown keyword, a malformed argument, a command the
+signer's role does not allow or more than MAX_COMMANDS commands refuse all of it, and the
+reply names the line and why. COMMANDS is the one table: `x-help` answers from it and
+docs/requests.md is made from it (`render_markdown`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .. import mime
+from ..errors import Malformed
+from ..model import MODES, MailingList, Member
+
+MAX_COMMANDS = 20
+_COMMAND = re.compile(r"^x-([a-z][a-z-]*)(?:\s*:\s*|\s+|$)(.*)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Command:
+    keyword: str
+    usage: str  # what follows the keyword, as docs/requests.md and x-help show it
+    role: str  # who may use it: "member" (any member) or "admin"
+    summary: str
+    arguments: tuple[int, int] = (0, 0)  # how many: at least, at most
+    choices: tuple[str, ...] = ()  # the values its one argument may take
+
+
+COMMANDS = (
+    Command("list-name", "LIST", "member", "Names the list the request is for. Every request carries it.",
+            (1, 1)),
+    Command("help", "", "member", "The commands you may use, one line each."),
+    Command("status", "", "member",
+            "Your pseudonym, delivery mode and key fingerprint, and when the key stops being usable."),
+    Command("get-listkey", "", "member", "The list's public key, attached to the reply."),
+    Command("mode", "immediate|digest", "member",
+            "How you get posts: each as it comes, or in digests. Urgent alerts always come at once.",
+            (1, 1), MODES),
+    Command("leave", "", "member",
+            "Leave the list at once: you are removed, your key leaves the list's keyring, a last "
+            "confirmation comes to you and the admins are told (your pseudonym only). The last admin "
+            "cannot leave."),
+)
+BY_KEYWORD = {command.keyword: command for command in COMMANDS}
+
+
+@dataclass(frozen=True)
+class Line:
+    number: int  # the line's number in the text part, from 1
+    command: Command
+    arguments: tuple[str, ...]
+    text: str  # as written, for the reply
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a request asks (`lines`, without x-list-name), or why none of it runs (`refused`)."""
+
+    lines: tuple[Line, ...]
+    refused: str | None = None  # one sentence for the reply; None: every line may run
+
+    @property
+    def keywords(self) -> tuple[str, ...]:
+        return tuple(line.command.keyword for line in self.lines)
+
+
+def _text(content: bytes) -> str:
+    """The first text/plain part of the signed content (the whole of it for inline PGP)."""
+    try:
+        entity = mime.parse(content)
+    except Malformed:
+        return ""
+    for part in entity.walk():
+        if part.get_content_type() == "text/plain" and not part.is_attachment():
+            try:
+                return part.get_content()
+            except (LookupError, ValueError):
+                return ""
+    return ""
+
+
+def _command_lines(content: bytes) -> list[tuple[int, str, re.Match]]:
+    found = []
+    lines = _text(content).replace("\r\n", "\n").split("\n")
+    start = next((i for i, line in enumerate(lines) if line.strip()), len(lines))
+    for number, line in enumerate(lines[start:], start=start + 1):
+        match = _COMMAND.match(line.strip())
+        if not line.strip() or not match:
+            break
+        found.append((number, line.strip(), match))
+    return found
+
+
+def looks_like_request(content: bytes) -> bool:
+    """Whether a post begins with a command: then it was meant for LIST-request@, and must not
+    go out to every member."""
+    return any(m.group(1).lower() in BY_KEYWORD for _, _, m in _command_lines(content)[:1])
+
+
+def read_request(content: bytes, mailing_list: MailingList, member: Member) -> Request:
+    """The commands of a request from `member`, checked against COMMANDS and their role."""
+    lines, named = [], None
+    for number, text, match in _command_lines(content):
+        keyword, rest = match.group(1).lower(), match.group(2).strip()
+        command = BY_KEYWORD.get(keyword)
+        if command is None:
+            return Request((), f"Line {number} ({text}): there is no command x-{keyword}; nothing was done.")
+        arguments = tuple(a for a in re.split(r"[\s,]+", rest) if a)
+        low, high = command.arguments
+        if not low <= len(arguments) <= high or (command.choices and arguments[0].lower() not in command.choices):
+            usage = f"x-{command.keyword}" + (f": {command.usage}" if command.usage else "")
+            return Request((), f"Line {number} ({text}): write it as {usage}; nothing was done.")
+        if command.role == "admin" and member.role != "admin":
+            return Request((), f"Line {number} ({text}): only the list's admins may use x-{keyword}; nothing was done.")
+        if keyword == "list-name":
+            named = arguments[0].lower()
+            continue
+        lines.append(Line(number, command, tuple(a.lower() for a in arguments), text))
+    if named != mailing_list.address:
+        return Request((), f"The request does not name this list (x-list-name: {mailing_list.address}); "
+                           "nothing was done.")
+    if not lines:
+        return Request((), "The request holds no command; write x-help for the list of them.")
+    if len(lines) > MAX_COMMANDS:
+        return Request((), f"The request holds {len(lines)} commands, more than {MAX_COMMANDS}; nothing was done.")
+    return Request(tuple(lines))
+
+
+def help_lines(member: Member) -> list[str]:
+    """x-help: the commands `member` may use, one line each."""
+    return [f"x-{c.keyword}" + (f": {c.usage}" if c.usage else "") + f"  --  {c.summary}"
+            for c in COMMANDS if c.role == "member" or member.role == "admin"]
+
+
+def render_markdown() -> str:
+    """The command table of docs/requests.md (a test keeps the two equal)."""
+    rows = ["| command | who | what it does |", "|---|---|---|"]
+    for c in COMMANDS:
+        usage = f"`x-{c.keyword}" + (f": {c.usage}`" if c.usage else "`")
+        rows.append(f"| {usage.replace('|', chr(92) + '|')} | {'any member' if c.role == 'member' else 'admins'} "
+                    f"| {c.summary} |")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,168 @@
+"""The request address end to end: members' signed commands to news-request@ over SMTP, run
+by `listserv serve`, answered by one encrypted reply to the signer -- read with the member's
+own tool (GnuPG, Sequoia, RNP)."""
+
+from __future__ import annotations
+
+import email
+import json
+from email import policy
+
+import pytest
+
+from tests.helpers import mail as mf
+from tests.helpers.cli import make_site
+from tests.helpers.members_clients import decrypt, encrypted_part
+from tests.helpers.server import ServeProcess
+from tests.helpers.sink import Sink
+from tests.helpers.smtp import submit
+
+LIST = "news@example.org"
+REQUEST = "news-request@example.org"
+NOT_ACCEPTED = "5.7.1 Not accepted: this list takes only posts signed by a current member's key."
+
+
+@pytest.fixture
+def site(tmp_path, people):
+    cli, list_key, fingerprint = make_site(tmp_path, people, {"alice": "immediate", "sally": "immediate",
+                                                              "rita": "digest", "bob": "immediate"})
+    cli.ok("member", "set", LIST, people["bob"].email, "--role", "admin")
+    return cli, list_key, fingerprint
+
+
+def request(user, list_key, *lines: str, name: str = LIST, style: str = "pgpmime") -> bytes:
+    body = "\n".join([f"x-list-name: {name}", *lines, "", "-- ", "sent from my phone"])
+    return mf.post(user, list_key, body=body, subject="request", to=REQUEST, style=style)
+
+
+def members(cli) -> dict[str, dict]:
+    return {m["email"]: m for m in json.loads(cli.ok("member", "list", LIST, "--json").stdout)}
+
+
+def read_reply(copy, user, list_key, fingerprint) -> tuple[email.message.EmailMessage, str]:
+    outer = email.message_from_bytes(copy.data, policy=policy.default)
+    inner = email.message_from_bytes(decrypt(user, encrypted_part(copy.data), list_key, fingerprint),
+                                     policy=policy.default)
+    return outer, inner
+
+
+def text_of(inner) -> str:
+    return "\n".join(part.get_content() for part in inner.walk() if part.get_content_type() == "text/plain")
+
+
+@pytest.mark.parametrize("key", ["alice", "sally", "rita"])
+def test_a_member_changes_their_mode_and_the_reply_reaches_only_them_signed_by_the_list(site, people, key):
+    cli, list_key, fingerprint = site
+    user = people[key]
+    mode = "digest" if members(cli)[user.email]["mode"] == "immediate" else "immediate"
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        code, text = submit(proc.port, REQUEST, request(user, list_key, f"x-mode: {mode}", "x-status"))
+        assert code == 250 and "Queued as" in text
+        [reply] = sink.wait_for(1)
+        proc.wait_log(r"request qid=\S+ list=news@example.org signer=\S+ commands=mode,status outcome=done")
+    assert reply.rcpt_tos == (user.email,)  # the pinned address, nobody else
+    assert members(cli)[user.email]["mode"] == mode
+    outer, inner = read_reply(reply, user, list_key, fingerprint)
+    assert outer["Auto-Submitted"] == "auto-replied" and outer["From"].addresses[0].addr_spec == REQUEST
+    assert inner["Subject"] == "[News] Your request to News" and inner["Auto-Submitted"] == "auto-replied"
+    body = text_of(inner)
+    assert f"> x-mode: {mode}\nYour mode is {mode}." in body.replace("\r\n", "\n")
+    assert f"You are {user.name}, mode {mode}, role member" in body
+
+
+@pytest.mark.parametrize("style", ["inline", "mutt"])
+def test_a_request_as_gpg_on_the_command_line_or_mutt_writes_it_runs(site, people, style):
+    cli, list_key, fingerprint = site
+    alice = people["alice"]
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, REQUEST, request(alice, list_key, "x-mode digest", style=style))[0] == 250
+        [reply] = sink.wait_for(1)
+    assert members(cli)[alice.email]["mode"] == "digest"
+    assert "Your mode is digest." in text_of(read_reply(reply, alice, list_key, fingerprint)[1])
+
+
+def test_help_lists_the_commands_and_get_listkey_attaches_the_lists_key(site, people):
+    cli, list_key, fingerprint = site
+    alice = people["alice"]
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, REQUEST, request(alice, list_key, "X-HELP", "x-get-listkey"))[0] == 250
+        [reply] = sink.wait_for(1)
+    _, inner = read_reply(reply, alice, list_key, fingerprint)
+    body = text_of(inner)
+    for keyword in ("x-help", "x-status", "x-get-listkey", "x-mode: immediate|digest", "x-leave"):
+        assert keyword in body
+    [key] = [p for p in inner.walk() if p.get_content_type() == "application/pgp-keys"]
+    assert key.get_filename() == "list-key.asc"
+    assert key.get_content().strip() == list_key.strip()
+
+
+def test_a_bad_line_runs_nothing_and_the_reply_names_it(site, people):
+    cli, list_key, fingerprint = site
+    sally = people["sally"]
+    before = members(cli)
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, REQUEST, request(sally, list_key, "x-mode: digest", "x-frobnicate"))[0] == 250
+        [reply] = sink.wait_for(1)
+        assert submit(proc.port, REQUEST, request(sally, list_key, "x-mode: digest", name="tips@example.org"))[0] == 250
+        [_, wrong_list] = sink.wait_for(2)
+    assert members(cli) == before  # the valid x-mode did not run either
+    assert "Line 3 (x-frobnicate): there is no command x-frobnicate; nothing was done." in \
+        text_of(read_reply(reply, sally, list_key, fingerprint)[1])
+    assert "does not name this list (x-list-name: news@example.org); nothing was done." in \
+        text_of(read_reply(wrong_list, sally, list_key, fingerprint)[1])
+
+
+def test_leave_removes_the_member_and_their_key_confirms_to_them_tells_the_admins_and_stops_their_posts(site, people):
+    cli, list_key, fingerprint = site
+    rita, bob = people["rita"], people["bob"]
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, REQUEST, request(rita, list_key, "x-leave"))[0] == 250
+        replies = sink.wait_for(2)
+        code, text = submit(proc.port, LIST, mf.post(rita, list_key, body="am I still here?"))
+    assert (code, text) == (550, NOT_ACCEPTED)
+    assert rita.email not in members(cli)
+    assert rita.fingerprint not in cli.ok("list", "show", LIST).stdout
+    by = {r.rcpt_tos: r for r in replies}
+    assert sorted(by) == [(bob.email,), (rita.email,)]  # the only admin, and the leaver
+    confirmation = text_of(read_reply(by[(rita.email,)], rita, list_key, fingerprint)[1])
+    assert "You have left news@example.org." in confirmation
+    notice = read_reply(by[(bob.email,)], bob, list_key, fingerprint)[1]
+    assert notice["Subject"] == "[News] Rita left News"
+    assert rita.email not in text_of(notice) and rita.fingerprint not in text_of(notice)
+
+
+def test_the_last_admin_cannot_leave(site, people):
+    cli, list_key, fingerprint = site
+    bob = people["bob"]
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, REQUEST, request(bob, list_key, "x-leave"))[0] == 250
+        [reply] = sink.wait_for(1)
+    assert bob.email in members(cli)
+    assert "you are the list's last admin, who cannot leave" in text_of(read_reply(reply, bob, list_key, fingerprint)[1])
+
+
+def test_an_outsider_an_unencrypted_request_and_a_replayed_one_are_refused_alike_and_nothing_runs(site, people):
+    cli, list_key, _ = site
+    alice = people["alice"]
+    signed_only = request(alice, list_key, "x-mode: digest", style="signed")
+    good = request(alice, list_key, "x-status")
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, REQUEST, request(people["mallory"], list_key, "x-help")) == (550, NOT_ACCEPTED)
+        assert submit(proc.port, REQUEST, signed_only) == (550, NOT_ACCEPTED)
+        assert submit(proc.port, REQUEST, good)[0] == 250
+        sink.wait_for(1)
+        assert submit(proc.port, REQUEST, good) == (550, NOT_ACCEPTED)  # the same signature again
+        assert submit(proc.port, LIST, good) == (550, NOT_ACCEPTED)  # a request is not a post
+    assert members(cli)[alice.email]["mode"] == "immediate"
+    reasons = [r["reason"] for r in json.loads(cli.ok("rejections", LIST, "--json").stdout)]
+    assert reasons == ["unknown-key", "not-encrypted", "replay", "wrong-list"]
+
+
+def test_a_post_that_begins_with_commands_is_refused_with_the_request_address(site, people):
+    cli, list_key, _ = site
+    post = mf.post(people["alice"], list_key, body="x-leave\n\nplease take me off")
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        code, text = submit(proc.port, LIST, post)
+    assert (code, text) == (550, "5.7.0 This post begins with list commands (x-...); send them to "
+                                 "news-request@example.org instead.")
+    assert sink.messages == []
