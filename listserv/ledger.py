@@ -15,9 +15,12 @@ from dataclasses import asdict, dataclass, replace
 
 
 from .deliver import Outcome
-from .errors import ListservError, Refusal, Unauthorized
+from .errors import Conflict, ListservError, Refusal, Unauthorized, UsageError
 from .keyring import Keyring
-from .model import ACTIVE, MailingList, Member, Rejection, fingerprint_format
+from .membership import require_an_admin_left, set_option, unique_pseudonym
+from .model import (ACTIVE, MailingList, Member, Rejection, check_mode, check_role, fingerprint_format, iso,
+                    normalise_address)
+from .options import OPTIONS
 from .stages.commands import Request, help_lines
 from .spool import Job, Spool
 from .stages.authorize import Authorized, replayed
@@ -119,73 +122,143 @@ class Done:
     refused: str | None  # why nothing ran; None: every line ran
     attach_key: bool = False  # x-get-listkey: the reply carries the list's key
     left: bool = False  # x-leave: the requester is gone; the admins are told
+    changes: tuple[str, ...] = ()  # what admin commands changed: every admin is told
+    dropped: tuple[str, ...] = ()  # fingerprints of members gone: their keys may leave the keyring
 
     @classmethod
     def of(cls, record: dict) -> Done:
         return cls(Member(**record["requester"]), tuple(tuple(r) for r in record["results"]), record["refused"],
-                   record["attach_key"], record["left"])
+                   record["attach_key"], record["left"], tuple(record.get("changes", ())),
+                   tuple(record.get("dropped", ())))
+
+    def record(self, qid: str, list_address: str, keywords: tuple[str, ...]) -> dict:
+        return {"qid": qid, "list": list_address, "at": time.time(), "signer": self.requester.fingerprint,
+                "commands": list(keywords), "requester": asdict(self.requester),
+                "results": [list(r) for r in self.results], "refused": self.refused,
+                "attach_key": self.attach_key, "left": self.left, "changes": list(self.changes),
+                "dropped": list(self.dropped)}
 
 
-def run_request(store: Store, qid: str, mailing_list: MailingList, signer: str, request: Request) -> Done:
+class _LineFailed(Exception):
+    def __init__(self, sentence: str):
+        super().__init__(sentence)
+        self.sentence = sentence
+
+
+def run_request(store: Store, events: Store, qid: str, mailing_list: MailingList, signer: str,
+                request: Request) -> Done:
     """Run a request's commands, all of them or none, in one store transaction, once per queue
     id: run again after a crash it gives the outcome it had (a leaver is gone by then). The
     signer must still be a member in good standing, as for a post."""
-    with store.transaction() as tx:
-        kept = tx.get_request(qid)
-        if kept is not None:
-            return Done.of(kept)
-        member = tx.member_by_fingerprint(mailing_list.address, signer)
-        if member is None:
-            raise Unauthorized("sender-removed", signer=signer)
-        if member.state != ACTIVE:
-            raise Unauthorized("key-revoked", signer=signer)
-        done = _run(tx, mailing_list, member, request)
-        tx.add_request({"qid": qid, "list": mailing_list.address, "at": time.time(), "signer": signer,
-                        "commands": list(request.keywords), "requester": asdict(member),
-                        "results": [list(r) for r in done.results], "refused": done.refused,
-                        "attach_key": done.attach_key, "left": done.left})
+    member = None
+    try:
+        with store.transaction() as tx:
+            kept = tx.get_request(qid)
+            if kept is not None:
+                return Done.of(kept)
+            member = tx.member_by_fingerprint(mailing_list.address, signer)
+            if member is None:
+                raise Unauthorized("sender-removed", signer=signer)
+            if member.state != ACTIVE:
+                raise Unauthorized("key-revoked", signer=signer)
+            done = Done(member, (), request.refused) if request.refused else _run(tx, events, mailing_list, member, request)
+            tx.add_request(done.record(qid, mailing_list.address, request.keywords))
+    except _LineFailed as failed:  # the transaction is undone: nothing of the request stays
+        done = Done(member, (), failed.sentence)
+        with store.transaction() as tx:
+            tx.add_request(done.record(qid, mailing_list.address, request.keywords))
     log.info("request qid=%s list=%s signer=%s commands=%s outcome=%s", qid, mailing_list.address, signer,
              ",".join(request.keywords) or "-", "refused" if done.refused else "done")
     return done
 
 
-def _run(tx, mailing_list: MailingList, member: Member, request: Request) -> Done:
-    refused = request.refused or _why_not(tx, mailing_list, member, request)
-    if refused:
-        return Done(member, (), refused)
-    results, current = [], member
-    for line in request.lines:
-        keyword = line.command.keyword
-        if keyword == "help":
-            results.append((line.text, "\n".join(help_lines(member))))
-        elif keyword == "status":
-            results.append((line.text, _status(current)))
-        elif keyword == "get-listkey":
-            results.append((line.text, f"The list's key ({fingerprint_format(mailing_list.fingerprint)}) is attached."))
-        elif keyword == "mode":
-            mode = line.arguments[0]
-            was, current = current.mode, replace(current, mode=mode)
-            tx.update_member(current)
-            results.append((line.text, f"Your mode is {mode}." + ("" if was != mode else " (It was already.)")))
-        elif keyword == "leave":
-            tx.remove_member(mailing_list.address, member.email)
-            results.append((line.text, f"You have left {mailing_list.address}. This is the last message you get from it."))
-    keywords = request.keywords
-    return Done(member, tuple(results), None, "get-listkey" in keywords, "leave" in keywords)
-
-
-def _why_not(tx, mailing_list: MailingList, member: Member, request: Request) -> str | None:
-    """A reason the whole request may not run, found before anything runs."""
+def _run(tx, events: Store, mailing_list: MailingList, member: Member, request: Request) -> Done:
+    results, changes, dropped = [], [], []
     for index, line in enumerate(request.lines):
-        if line.command.keyword != "leave":
-            continue
-        if index != len(request.lines) - 1:
-            return f"Line {line.number} ({line.text}): x-leave must be the last command; nothing was done."
-        admins = [m for m in tx.members(mailing_list.address) if m.role == "admin" and m.state == ACTIVE]
-        if member.role == "admin" and admins == [member]:
-            return (f"Line {line.number} ({line.text}): you are the list's last admin, who cannot leave; "
-                    "make another member an admin first. Nothing was done.")
-    return None
+        try:
+            result = _one(tx, events, mailing_list, member, line, last=index == len(request.lines) - 1,
+                          changes=changes, dropped=dropped)
+        except ListservError as exc:
+            raise _LineFailed(f"Line {line.number} ({line.text}): {exc} Nothing was done.") from None
+        results.append((line.text, result))
+    keywords = request.keywords
+    return Done(member, tuple(results), None, "get-listkey" in keywords, "leave" in keywords,
+                tuple(changes), tuple(dropped))
+
+
+def _one(tx, events: Store, ml: MailingList, member: Member, line, last: bool, changes: list, dropped: list) -> str:
+    keyword, args = line.command.keyword, line.arguments
+    if keyword == "help":
+        return "\n".join(help_lines(member))
+    if keyword == "status":
+        return _status(tx.require_member(ml.address, member.email))
+    if keyword == "get-listkey":
+        return f"The list's key ({fingerprint_format(ml.fingerprint)}) is attached."
+    if keyword == "mode":
+        current = tx.require_member(ml.address, member.email)
+        mode = check_mode(args[0].lower())
+        tx.update_member(replace(current, mode=mode))
+        return f"Your mode is {mode}." + ("" if current.mode != mode else " (It was already.)")
+    if keyword == "leave":
+        if not last:
+            raise UsageError("x-leave must be the last command of a request.")
+        try:
+            require_an_admin_left(tx, ml.address, member)
+        except Conflict:
+            raise Conflict("You are the list's last admin, who cannot leave; make another member an admin first.") from None
+        tx.remove_member(ml.address, member.email)
+        dropped.append(member.fingerprint)
+        return f"You have left {ml.address}. This is the last message you get from it."
+    if keyword == "list-members":
+        return "\n".join(_shown_member(m) for m in tx.members(ml.address)) or "The list has no members."
+    if keyword == "show-options":
+        mailing_list = tx.require_list(ml.address)
+        return "\n".join(f"{name} = {mailing_list.option(name)!r}" for name in OPTIONS)
+    if keyword == "rejections":
+        if args and not (args[0].isdigit() and 0 < int(args[0]) <= 1000):
+            raise UsageError(f"'{args[0]}' is not a number from 1 to 1000.")
+        shown = events.read().rejections(ml.address)[-(int(args[0]) if args else 20):]
+        return "\n".join(f"{iso(r.at)}  ref {r.ref}  {r.kind}  {r.reply}  {r.reason}  signer {r.signer or '-'}"
+                         for r in shown) or "No refused submissions."
+    if keyword == "remove-member":
+        target = tx.require_member(ml.address, normalise_address(args[0], "member address"))
+        require_an_admin_left(tx, ml.address, target)
+        tx.remove_member(ml.address, target.email)
+        dropped.append(target.fingerprint)
+        changes.append(f"removed {target.name} <{target.email}>")
+        return f"Removed {target.name} <{target.email}>."
+    if keyword == "set-member":
+        target = tx.require_member(ml.address, normalise_address(args[0], "member address"))
+        changed = target
+        for pair in args[1:]:
+            name, equals, value = pair.partition("=")
+            if not equals or name.lower() not in ("name", "mode", "role"):
+                raise UsageError(f"'{pair}' is not name=, mode= or role=.")
+            if name.lower() == "name":
+                changed = replace(changed, name=unique_pseudonym(tx, ml.address, value, target.email))
+            elif name.lower() == "mode":
+                changed = replace(changed, mode=check_mode(value.lower()))
+            else:
+                changed = replace(changed, role=check_role(value.lower()))
+        if target.role == "admin" and changed.role != "admin":
+            require_an_admin_left(tx, ml.address, target)
+        tx.update_member(changed)
+        changes.append(f"set {target.name} <{target.email}>: name {changed.name}, mode {changed.mode}, "
+                       f"role {changed.role}")
+        return f"{changed.name} <{changed.email}>: mode {changed.mode}, role {changed.role}."
+    if keyword == "set-option":
+        option, _, value = line.rest.partition(" ")
+        option = option.strip().rstrip(",").lower()
+        _, parsed = set_option(tx, ml.address, option, value.strip())
+        changes.append(f"set {option} to {parsed!r}")
+        return f"{option} = {parsed!r}"
+    raise UsageError(f"x-{keyword} cannot be run here.")
+
+
+def _shown_member(m: Member) -> str:
+    usable = m.key_expires or "no expiry"
+    return (f"{m.name} <{m.email}>  {fingerprint_format(m.fingerprint)}  {m.mode}, {m.role}, {m.state}, "
+            f"key usable until {usable}")
 
 
 def _status(member: Member) -> str:
@@ -194,9 +267,10 @@ def _status(member: Member) -> str:
             f"{fingerprint_format(member.fingerprint)} is usable until {expires}.")
 
 
-def forget_key(store: Store, keyring: Keyring, done: Done) -> None:
-    """A leaver's key leaves the keyring -- after their last reply was encrypted to it -- unless
-    another membership still pins it."""
-    if done.left and not store.read().fingerprint_in_use(done.requester.fingerprint):
-        keyring.delete(done.requester.fingerprint)
-
+def forget_keys(store: Store, keyring: Keyring, done: Done) -> None:
+    """The keys of members a request removed (a leaver's too, after their last reply was
+    encrypted to it) leave the keyring, unless another membership still pins them."""
+    snapshot = store.read()
+    for fingerprint in done.dropped:
+        if not snapshot.fingerprint_in_use(fingerprint):
+            keyring.delete(fingerprint)

@@ -102,8 +102,11 @@ def answers(templates: Templates, roster: Roster, done: Done, list_key: bytes) -
     attached = (("list-key.asc", "application/pgp-keys", list_key),) if done.attach_key else ()
     reply = notice(templates, ml, (done.requester,), "request-reply.txt.j2", attachments=attached,
                    speaker=ml.request_address, automatic=True, results=done.results, refused=done.refused)
-    if not done.left:
-        return [reply]
-    admins = tuple(m for m in roster.admins if m.fingerprint != done.requester.fingerprint)
-    return [reply, notice(templates, ml, admins, "notice-member-left.txt.j2", member=done.requester)]
+    told = [reply]
+    if done.changes:  # a stolen admin key is noticed: every admin hears what it did
+        told.append(notice(templates, ml, roster.admins, "notice-admin-changes.txt.j2", admin=done.requester,
+                           changes=done.changes))
+    if done.left:
+        told.append(notice(templates, ml, roster.admins, "notice-member-left.txt.j2", member=done.requester))
+    return told
 

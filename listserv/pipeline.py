@@ -12,13 +12,13 @@ from .context import Context
 from .deliver import Outcome
 from .digest import DigestItem
 from .errors import Refusal
-from .ledger import Counted, claim_signature, count_bounce, count_refused, forget_key, record_rejection, run_request
+from .ledger import Counted, claim_signature, count_bounce, count_refused, forget_keys, record_rejection, run_request
 from .notices import answers, bounces, unusable_keys
 from .settle import told
 from .model import Accepted, Distributed
 from .spool import Job, OutJob
 from .stages.authorize import authorize, current_sender
-from .stages.commands import read_request
+from .stages.commands import read_request, refuse_automatic
 from .stages.compose import Post, compose, wrapping
 from .stages.fanout import fan_out
 from .stages.open import open_message
@@ -31,6 +31,7 @@ def receive(raw: bytes, route: Route, ctx: Context) -> Accepted:
     roster = ctx.roster(route.list)
     check_size(raw, roster.mailing_list, ctx.templates, ctx.copy_limit())
     opened = open_message(raw, ctx.keyring)
+    refuse_automatic(raw, route.kind, opened.signer)
     sender = authorize(opened, route, roster.mailing_list, roster.by_fingerprint, time.time())
     check_content(opened, sender.member, route.kind, roster, ctx.templates, ctx.copy_limit())
     job = ctx.spool.accept(route.list, route.kind, ctx.keyring.seal(roster.mailing_list.fingerprint, raw))
@@ -85,9 +86,9 @@ def answer(job: Job, ctx: Context) -> tuple[OutJob, ...]:
     opened = open_message(ctx.keyring.unseal(ctx.spool.read_submission(job)), ctx.keyring, accepted=True)
     roster = ctx.roster(job.list)
     request = read_request(opened.content, roster.mailing_list, roster.by_fingerprint.get(opened.signer))
-    done = run_request(ctx.store, job.qid, roster.mailing_list, opened.signer, request)
+    done = run_request(ctx.store, ctx.events, job.qid, roster.mailing_list, opened.signer, request)
     key = ctx.keyring.export(roster.mailing_list.fingerprint).encode()
-    replies = ctx.outbox.notices(answers(ctx.templates, roster, done, key))
-    forget_key(ctx.store, ctx.keyring, done)
+    replies = ctx.outbox.notices(answers(ctx.templates, ctx.roster(job.list), done, key))
+    forget_keys(ctx.store, ctx.keyring, done)
     ctx.spool.remove(job)
     return replies

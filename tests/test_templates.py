@@ -43,6 +43,8 @@ def test_footer_alert_welcome_and_notices_render():
     assert left.startswith("Subject: Alice left News\n\n") and ALICE.email not in left
     refused = templates.render("request-reply.txt.j2", list=NEWS, results=(), refused="Line 2 (x-x): no.")
     assert refused.startswith("Subject: Your request to News\n\n") and "was not carried out:\n\nLine 2 (x-x): no." in refused
+    changed = templates.render("notice-admin-changes.txt.j2", list=NEWS, admin=ALICE, changes=["removed X <x@y>"])
+    assert changed.startswith("Subject: Alice changed News by a signed request\n\n") and "- removed X <x@y>\n" in changed
     done = templates.render("request-reply.txt.j2", list=NEWS, results=(("x-status", "You are Alice."),), refused=None)
     assert "line by line:\n\n> x-status\nYou are Alice.\n" in done
 
@@ -160,5 +162,5 @@ def test_every_shipped_template_is_exercised_here():
     tested = {"footer.txt.j2", "alert.txt.j2", "welcome.txt.j2", "notice-unusable-keys.txt.j2",
               "notice-bounces.txt.j2", "notice-key-revoked.txt.j2", "digest.txt.j2", "digest.html.j2", "digest-subject.txt.j2",
               "notice-undelivered.txt.j2", "notice-undelivered-poster.txt.j2", "notice-copies-failed.txt.j2",
-              "notice-quarantined.txt.j2", "notice-member-left.txt.j2", "request-reply.txt.j2"}
+              "notice-quarantined.txt.j2", "notice-member-left.txt.j2", "request-reply.txt.j2", "notice-admin-changes.txt.j2"}
     assert {p.name for p in shipped_templates().iterdir()} == tested

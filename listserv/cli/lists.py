@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import replace
 from typing import Any
 
 import click
@@ -11,6 +10,7 @@ import click
 from ..errors import Conflict, CryptoError, UsageError
 from ..model import MailingList, fingerprint_format, iso, normalise_list_address
 from ..store import Store
+from ..membership import set_option
 from ..options import defaults, parse_option
 from . import App, echo_json, json_option, main, pass_app
 
@@ -97,15 +97,8 @@ def list_key(app: App, address: str) -> None:
 def list_set(app: App, address: str, option: str, value: str) -> None:
     """Set OPTION of the list to VALUE (see docs/options.md)."""
     address = normalise_list_address(address)
-    parsed = parse_option(option, value)
     with app.store.transaction() as tx:
-        mailing_list = tx.require_list(address)
-        changed = replace(mailing_list, options={**mailing_list.options, option: parsed})
-        if option == "name":
-            if not parsed.strip():
-                raise UsageError("The list name cannot be empty.")
-            changed = replace(changed, name=parsed)
-        tx.update_list(changed)
+        _, parsed = set_option(tx, address, option, value)
     click.echo(f"{address}: {option} = {parsed!r}")
 
 

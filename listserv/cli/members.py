@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import sys
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
@@ -13,9 +12,10 @@ import click
 from ..errors import Conflict, KeyProblem, ListservError, UsageError
 from ..keyring import MAX_KEY_BYTES, MAX_KEYRING_BYTES, KeyInfo, StagedKeys
 from ..model import (
-    ACTIVE, KEY_REVOKED, MODES, ROLES, Member, check_pseudonym, fingerprint_format, iso, list_of_address,
+    ACTIVE, KEY_REVOKED, MODES, ROLES, Member, fingerprint_format, iso, list_of_address,
     normalise_address, normalise_list_address, parse_iso, shown, split_user_id,
 )
+from ..membership import unique_pseudonym
 from ..revocation import Revocation, take_in, tell_admins
 from ..store import Transaction
 from . import App, echo_json, json_option, main, pass_app
@@ -110,26 +110,6 @@ def _take_in_revocations(app: App, staged: StagedKeys) -> set[str]:
     return {revocation.fingerprint for revocation in revocations}
 
 
-def _unique_pseudonym(tx: Transaction, list_address: str, name: str | None, email: str,
-                      taken: set[str] | None = None) -> str:
-    """`name` checked and free in the list, or a neutral one; `taken` (lower-case names of the
-    other members) may be given by a caller that adds many members."""
-    if taken is None:
-        taken = {m.name.lower() for m in tx.members(list_address) if m.email != email}
-    if name is not None:
-        name = check_pseudonym(name)
-        if name.lower() in taken:
-            raise Conflict(f"Another member of {list_address} is already called '{name}'.")
-        return name
-    # A neutral default that says nothing about the person or their key; the range grows
-    # with the list, so a free number is always found quickly.
-    span = max(9000, 10 * len(taken))
-    while True:
-        generated = f"Member {secrets.randbelow(span) + 1000}"
-        if generated.lower() not in taken:
-            return generated
-
-
 def _forget_unused_keys(app: App, fingerprints: set[str]) -> None:
     snapshot = app.store.read()
     for fingerprint in fingerprints:
@@ -183,7 +163,7 @@ def member_add(app: App, list_address: str, email: str, key_file: Path, name: st
             tx.require_list(list_address)
             member = Member(
                 list=list_address, email=email, fingerprint=key.fingerprint,
-                name=_unique_pseudonym(tx, list_address, name, email),
+                name=unique_pseudonym(tx, list_address, name, email),
                 mode=mode or "immediate", role=role or "member",
                 key_expires=key.expires, added=iso(),
             )
@@ -226,7 +206,7 @@ def _import_keys(tx: Transaction, list_address: str, keys: list[KeyInfo], revoke
             problem = _list_address_problem(email, list_addresses)
             if problem:
                 raise UsageError(f"{problem}.")
-            name = _unique_pseudonym(tx, list_address, display or None, email, taken)
+            name = unique_pseudonym(tx, list_address, display or None, email, taken)
         except ListservError as exc:
             outcome.refused.append((label, str(exc).rstrip(".")))
             continue
@@ -321,7 +301,7 @@ def member_set(app: App, list_address: str, email: str, mode: str | None, role: 
                 member,
                 mode=mode or member.mode,
                 role=role or member.role,
-                name=_unique_pseudonym(tx, list_address, name, email) if name is not None else member.name,
+                name=unique_pseudonym(tx, list_address, name, email) if name is not None else member.name,
             )
             if staged is not None:
                 key = _single_key(staged, revoked, pinned=member.fingerprint)

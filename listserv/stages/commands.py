@@ -19,8 +19,11 @@ import re
 from dataclasses import dataclass
 
 from .. import mime
-from ..errors import Malformed
-from ..model import MODES, MailingList, Member
+from email import policy
+from email.parser import BytesHeaderParser
+
+from ..errors import Malformed, Unauthorized
+from ..model import MODES, Kind, MailingList, Member
 
 MAX_COMMANDS = 20
 _COMMAND = re.compile(r"^x-([a-z][a-z-]*)(?:\s*:\s*|\s+|$)(.*)$", re.IGNORECASE)
@@ -50,7 +53,22 @@ COMMANDS = (
             "Leave the list at once: you are removed, your key leaves the list's keyring, a last "
             "confirmation comes to you and the admins are told (your pseudonym only). The last admin "
             "cannot leave."),
+    Command("list-members", "", "admin",
+            "The roster: each member's pseudonym, address, key fingerprint, mode, role and standing."),
+    Command("remove-member", "EMAIL", "admin",
+            "Removes a member, as `listserv member remove`; their key leaves the keyring unless another "
+            "list pins it. The last admin cannot be removed.", (1, 1)),
+    Command("set-member", "EMAIL [name=PSEUDONYM] [mode=immediate|digest] [role=member|admin]", "admin",
+            "Changes a member's pseudonym, mode or role, as `listserv member set`.", (2, 4)),
+    Command("show-options", "", "admin", "The list's options and their values, as `listserv list show`."),
+    Command("rejections", "[N]", "admin",
+            "The last N (20 unless given) refused submissions with their specific reasons, as "
+            "`listserv rejections`.", (0, 1)),
+    Command("set-option", "OPTION VALUE", "admin",
+            "Sets a list option, as `listserv list set` (docs/options.md); the value is the rest of the line.",
+            (2, 99)),
 )
+ADMIN_CHANGES = ("remove-member", "set-member", "set-option")  # every admin is told of these
 BY_KEYWORD = {command.keyword: command for command in COMMANDS}
 
 
@@ -60,6 +78,7 @@ class Line:
     command: Command
     arguments: tuple[str, ...]
     text: str  # as written, for the reply
+    rest: str = ""  # the arguments as written (x-set-option's value may hold spaces)
 
 
 @dataclass(frozen=True)
@@ -101,13 +120,24 @@ def _command_lines(content: bytes) -> list[tuple[int, str, re.Match]]:
     return found
 
 
+def refuse_automatic(raw: bytes, kind: Kind, signer: str | None) -> None:
+    """A request marked Auto-Submitted (other than `no`) is not answered, nor run (RFC 3834):
+    an automatic answer to an automatic message can loop. Refused like any unauthorised one."""
+    if kind != Kind.REQUEST:
+        return
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    value = BytesHeaderParser(policy=policy.default).parsebytes(head + b"\r\n\r\n").get("Auto-Submitted")
+    if value is not None and str(value).split(";")[0].strip().lower() != "no":
+        raise Unauthorized("auto-submitted", signer=signer)
+
+
 def looks_like_request(content: bytes) -> bool:
     """Whether a post begins with a command: then it was meant for LIST-request@, and must not
     go out to every member."""
     return any(m.group(1).lower() in BY_KEYWORD for _, _, m in _command_lines(content)[:1])
 
 
-def read_request(content: bytes, mailing_list: MailingList, member: Member) -> Request:
+def read_request(content: bytes, mailing_list: MailingList, member: Member | None) -> Request:
     """The commands of a request from `member`, checked against COMMANDS and their role."""
     lines, named = [], None
     for number, text, match in _command_lines(content):
@@ -120,12 +150,12 @@ def read_request(content: bytes, mailing_list: MailingList, member: Member) -> R
         if not low <= len(arguments) <= high or (command.choices and arguments[0].lower() not in command.choices):
             usage = f"x-{command.keyword}" + (f": {command.usage}" if command.usage else "")
             return Request((), f"Line {number} ({text}): write it as {usage}; nothing was done.")
-        if command.role == "admin" and member.role != "admin":
+        if command.role == "admin" and (member is None or member.role != "admin"):
             return Request((), f"Line {number} ({text}): only the list's admins may use x-{keyword}; nothing was done.")
         if keyword == "list-name":
             named = arguments[0].lower()
             continue
-        lines.append(Line(number, command, tuple(a.lower() for a in arguments), text))
+        lines.append(Line(number, command, arguments, text, rest))
     if named != mailing_list.address:
         return Request((), f"The request does not name this list (x-list-name: {mailing_list.address}); "
                            "nothing was done.")

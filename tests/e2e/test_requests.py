@@ -138,7 +138,7 @@ def test_the_last_admin_cannot_leave(site, people):
         assert submit(proc.port, REQUEST, request(bob, list_key, "x-leave"))[0] == 250
         [reply] = sink.wait_for(1)
     assert bob.email in members(cli)
-    assert "you are the list's last admin, who cannot leave" in text_of(read_reply(reply, bob, list_key, fingerprint)[1])
+    assert "You are the list's last admin, who cannot leave" in text_of(read_reply(reply, bob, list_key, fingerprint)[1])
 
 
 def test_an_outsider_an_unencrypted_request_and_a_replayed_one_are_refused_alike_and_nothing_runs(site, people):
@@ -158,6 +158,18 @@ def test_an_outsider_an_unencrypted_request_and_a_replayed_one_are_refused_alike
     assert reasons == ["unknown-key", "not-encrypted", "replay", "wrong-list"]
 
 
+def test_a_request_marked_auto_submitted_runs_nothing_and_gets_no_reply(site, people):
+    cli, list_key, _ = site
+    alice = people["alice"]
+    raw = request(alice, list_key, "x-mode: digest")
+    marked = raw.replace(b"\r\nSubject:", b"\r\nAuto-Submitted: auto-replied\r\nSubject:", 1)
+    assert marked != raw
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, REQUEST, marked) == (550, NOT_ACCEPTED)
+    assert members(cli)[alice.email]["mode"] == "immediate" and sink.messages == []
+    assert json.loads(cli.ok("rejections", LIST, "--json").stdout)[-1]["reason"] == "auto-submitted"
+
+
 def test_a_post_that_begins_with_commands_is_refused_with_the_request_address(site, people):
     cli, list_key, _ = site
     post = mf.post(people["alice"], list_key, body="x-leave\n\nplease take me off")
@@ -166,3 +178,50 @@ def test_a_post_that_begins_with_commands_is_refused_with_the_request_address(si
     assert (code, text) == (550, "5.7.0 This post begins with list commands (x-...); send them to "
                                  "news-request@example.org instead.")
     assert sink.messages == []
+
+
+def test_an_admin_runs_the_list_by_mail_and_every_admin_is_told(site, people):
+    cli, list_key, fingerprint = site
+    bob, alice, sally, rita = people["bob"], people["alice"], people["sally"], people["rita"]
+    cli.ok("member", "set", LIST, alice.email, "--role", "admin")
+    lines = ("x-list-members", f"x-set-member: {sally.email} name=Sal mode=digest",
+             f"x-remove-member: {rita.email}", "x-set-option: subject_prefix [Tips]", "x-show-options")
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, REQUEST, request(bob, list_key, *lines))[0] == 250
+        mail = sink.wait_for(3)  # the reply to bob, and the change notice to each admin
+    now = members(cli)
+    assert rita.email not in now and (now[sally.email]["name"], now[sally.email]["mode"]) == ("Sal", "digest")
+    assert json.loads(cli.ok("list", "show", LIST, "--json").stdout)["options"]["subject_prefix"] == "[Tips]"
+    assert rita.fingerprint not in cli.ok("list", "show", LIST).stdout
+    by = {}
+    for copy in mail:
+        by.setdefault(copy.rcpt_tos, []).append(copy)
+    assert sorted(by) == [(alice.email,), (bob.email,)]
+    texts = [text_of(read_reply(c, bob, list_key, fingerprint)[1]) for c in by[(bob.email,)]]
+    reply = next(t for t in texts if "line by line" in t)
+    assert f"<{alice.email}>" in reply and f"<{rita.email}>" in reply  # the roster, as it stood
+    assert "subject_prefix = '[Tips]'" in reply
+    [notice] = [read_reply(c, alice, list_key, fingerprint)[1] for c in by[(alice.email,)]]
+    assert notice["Subject"].endswith("Bob changed News by a signed request")
+    assert f"removed Rita <{rita.email}>" in text_of(notice) and "set subject_prefix to '[Tips]'" in text_of(notice)
+
+
+def test_admin_commands_are_for_admins_and_a_failing_one_undoes_the_request(site, people):
+    cli, list_key, fingerprint = site
+    alice, bob, sally = people["alice"], people["bob"], people["sally"]
+    before = members(cli)
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, REQUEST, request(alice, list_key, "x-list-members"))[0] == 250
+        [denied] = sink.wait_for(1)
+        assert submit(proc.port, REQUEST, request(bob, list_key, f"x-set-member: {sally.email} mode=digest",
+                                                  "x-set-option: max_signature_age soon"))[0] == 250
+        [_, undone] = sink.wait_for(2)
+        assert submit(proc.port, REQUEST, request(bob, list_key, f"x-remove-member: {bob.email}"))[0] == 250
+        [_, _, last] = sink.wait_for(3)
+    assert members(cli) == before
+    assert "Line 2 (x-list-members): only the list's admins may use x-list-members; nothing was done." in \
+        text_of(read_reply(denied, alice, list_key, fingerprint)[1])
+    assert sally.email not in text_of(read_reply(denied, alice, list_key, fingerprint)[1])
+    undone_text = text_of(read_reply(undone, bob, list_key, fingerprint)[1])
+    assert "Line 3 (x-set-option: max_signature_age soon):" in undone_text and "Nothing was done." in undone_text
+    assert "is the last admin of news@example.org" in text_of(read_reply(last, bob, list_key, fingerprint)[1])
