@@ -16,8 +16,9 @@ from dataclasses import asdict, dataclass, replace
 
 from .deliver import Outcome
 from .errors import Conflict, ListservError, Refusal, Unauthorized, UsageError
-from .keyring import Keyring
-from .membership import require_an_admin_left, set_option, unique_pseudonym
+from .errors import KeyProblem
+from .keyring import KeyInfo, Keyring, StagedKeys
+from .membership import key_problem, list_address_problem, require_an_admin_left, set_option, unique_pseudonym
 from .model import (ACTIVE, MailingList, Member, Rejection, check_mode, check_role, fingerprint_format, iso,
                     normalise_address)
 from .options import OPTIONS
@@ -145,8 +146,8 @@ class _LineFailed(Exception):
         self.sentence = sentence
 
 
-def run_request(store: Store, events: Store, qid: str, mailing_list: MailingList, signer: str,
-                request: Request) -> Done:
+def run_request(store: Store, events: Store, keyring: Keyring, qid: str, mailing_list: MailingList,
+                signer: str, request: Request, attachments: tuple[bytes, ...] = ()) -> Done:
     """Run a request's commands, all of them or none, in one store transaction, once per queue
     id: run again after a crash it gives the outcome it had (a leaver is gone by then). The
     signer must still be a member in good standing, as for a post."""
@@ -161,7 +162,8 @@ def run_request(store: Store, events: Store, qid: str, mailing_list: MailingList
                 raise Unauthorized("sender-removed", signer=signer)
             if member.state != ACTIVE:
                 raise Unauthorized("key-revoked", signer=signer)
-            done = Done(member, (), request.refused) if request.refused else _run(tx, events, mailing_list, member, request)
+            done = Done(member, (), request.refused) if request.refused else \
+                _run(tx, events, _Keys(keyring, attachments), mailing_list, member, request)
             tx.add_request(done.record(qid, mailing_list.address, request.keywords))
     except _LineFailed as failed:  # the transaction is undone: nothing of the request stays
         done = Done(member, (), failed.sentence)
@@ -172,21 +174,62 @@ def run_request(store: Store, events: Store, qid: str, mailing_list: MailingList
     return done
 
 
-def _run(tx, events: Store, mailing_list: MailingList, member: Member, request: Request) -> Done:
+class _Keys:
+    """The keys attached to a request, staged one file at a time when x-add-member asks; the
+    ones pinned go into the keyring only once every line has run (`adopt`), inside the store
+    transaction, so a request that fails leaves no key behind."""
+
+    def __init__(self, keyring: Keyring, attachments: tuple[bytes, ...]):
+        self.keyring, self.attachments = keyring, attachments
+        self.pinned: list[tuple[StagedKeys, str]] = []
+
+    def one(self, wanted: str | None) -> KeyInfo:
+        candidates = []
+        for data in self.attachments:
+            staged = self.keyring.stage(data)
+            candidates += [(staged, key) for key in staged.keys]
+            self.pinned.append((staged, ""))  # closed with the others
+        if wanted:
+            candidates = [(s, k) for s, k in candidates if k.fingerprint == wanted.upper()]
+        if len(candidates) != 1:
+            raise KeyProblem(f"The request holds {len(candidates)} matching keys; attach exactly one, or say key=FINGERPRINT.")
+        staged, key = candidates[0]
+        problem = key_problem(key, set())
+        if problem:
+            raise KeyProblem(f"Refused: {problem} ({key.fingerprint}).")
+        self.pinned.append((staged, key.fingerprint))
+        return key
+
+    def adopt(self) -> None:
+        for staged, fingerprint in self.pinned:
+            if fingerprint:
+                staged.adopt([fingerprint])
+
+    def close(self) -> None:
+        for staged, _ in self.pinned:
+            staged.close()
+
+
+def _run(tx, events: Store, keys: _Keys, mailing_list: MailingList, member: Member, request: Request) -> Done:
     results, changes, dropped = [], [], []
-    for index, line in enumerate(request.lines):
-        try:
-            result = _one(tx, events, mailing_list, member, line, last=index == len(request.lines) - 1,
-                          changes=changes, dropped=dropped)
-        except ListservError as exc:
-            raise _LineFailed(f"Line {line.number} ({line.text}): {exc} Nothing was done.") from None
-        results.append((line.text, result))
+    try:
+        for index, line in enumerate(request.lines):
+            try:
+                result = _one(tx, events, keys, mailing_list, member, line, last=index == len(request.lines) - 1,
+                              changes=changes, dropped=dropped)
+            except ListservError as exc:
+                raise _LineFailed(f"Line {line.number} ({line.text}): {exc} Nothing was done.") from None
+            results.append((line.text, result))
+        keys.adopt()  # inside the transaction: if a key cannot be copied, no member is stored
+    finally:
+        keys.close()
     keywords = request.keywords
     return Done(member, tuple(results), None, "get-listkey" in keywords, "leave" in keywords,
                 tuple(changes), tuple(dropped))
 
 
-def _one(tx, events: Store, ml: MailingList, member: Member, line, last: bool, changes: list, dropped: list) -> str:
+def _one(tx, events: Store, keys: _Keys, ml: MailingList, member: Member, line, last: bool, changes: list,
+         dropped: list) -> str:
     keyword, args = line.command.keyword, line.arguments
     if keyword == "help":
         return "\n".join(help_lines(member))
@@ -220,6 +263,20 @@ def _one(tx, events: Store, ml: MailingList, member: Member, line, last: bool, c
         shown = events.read().rejections(ml.address)[-(int(args[0]) if args else 20):]
         return "\n".join(f"{iso(r.at)}  ref {r.ref}  {r.kind}  {r.reply}  {r.reason}  signer {r.signer or '-'}"
                          for r in shown) or "No refused submissions."
+    if keyword == "add-member":
+        email = normalise_address(args[0], "member address")
+        problem = list_address_problem(email, [m.address for m in tx.lists()])
+        if problem:
+            raise UsageError(f"{problem}.")
+        wanted = _pairs(args[1:], ("name", "mode", "role", "key"))
+        key = keys.one(wanted.get("key"))
+        added = Member(ml.address, email, key.fingerprint, unique_pseudonym(tx, ml.address, wanted.get("name"), email),
+                       mode=check_mode(wanted.get("mode", "immediate").lower()),
+                       role=check_role(wanted.get("role", "member").lower()), key_expires=key.expires, added=iso())
+        tx.add_member(added)
+        changes.append(f"added {added.name} <{email}>, key {fingerprint_format(key.fingerprint)}, "
+                       f"mode {added.mode}, role {added.role}")
+        return f"Added {added.name} <{email}> with the key {fingerprint_format(key.fingerprint)}."
     if keyword == "remove-member":
         target = tx.require_member(ml.address, normalise_address(args[0], "member address"))
         require_an_admin_left(tx, ml.address, target)
@@ -229,17 +286,12 @@ def _one(tx, events: Store, ml: MailingList, member: Member, line, last: bool, c
         return f"Removed {target.name} <{target.email}>."
     if keyword == "set-member":
         target = tx.require_member(ml.address, normalise_address(args[0], "member address"))
-        changed = target
-        for pair in args[1:]:
-            name, equals, value = pair.partition("=")
-            if not equals or name.lower() not in ("name", "mode", "role"):
-                raise UsageError(f"'{pair}' is not name=, mode= or role=.")
-            if name.lower() == "name":
-                changed = replace(changed, name=unique_pseudonym(tx, ml.address, value, target.email))
-            elif name.lower() == "mode":
-                changed = replace(changed, mode=check_mode(value.lower()))
-            else:
-                changed = replace(changed, role=check_role(value.lower()))
+        wanted = _pairs(args[1:], ("name", "mode", "role"))
+        changed = replace(
+            target,
+            name=unique_pseudonym(tx, ml.address, wanted["name"], target.email) if "name" in wanted else target.name,
+            mode=check_mode(wanted.get("mode", target.mode).lower()),
+            role=check_role(wanted.get("role", target.role).lower()))
         if target.role == "admin" and changed.role != "admin":
             require_an_admin_left(tx, ml.address, target)
         tx.update_member(changed)
@@ -253,6 +305,16 @@ def _one(tx, events: Store, ml: MailingList, member: Member, line, last: bool, c
         changes.append(f"set {option} to {parsed!r}")
         return f"{option} = {parsed!r}"
     raise UsageError(f"x-{keyword} cannot be run here.")
+
+
+def _pairs(args: tuple[str, ...], allowed: tuple[str, ...]) -> dict[str, str]:
+    found = {}
+    for pair in args:
+        name, equals, value = pair.partition("=")
+        if not equals or name.lower() not in allowed or name.lower() in found:
+            raise UsageError(f"'{pair}' is not one of {', '.join(a + '=' for a in allowed)}.")
+        found[name.lower()] = value
+    return found
 
 
 def _shown_member(m: Member) -> str:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import secrets
 from dataclasses import replace
 
-from .errors import Conflict, UsageError
-from .model import ACTIVE, MailingList, Member, check_pseudonym
+from .errors import Conflict, KeyProblem, UsageError
+from .keyring import KeyInfo, StagedKeys
+from .model import ACTIVE, MailingList, Member, check_pseudonym, list_of_address
 from .options import parse_option
 from .store import Transaction
 
@@ -52,3 +53,30 @@ def require_an_admin_left(tx: Transaction, list_address: str, without: Member) -
     admins = [m for m in tx.members(list_address) if m.role == "admin" and m.state == ACTIVE]
     if without.role == "admin" and [m.email for m in admins] == [without.email]:
         raise Conflict(f"{without.name} is the last admin of {list_address}; make another member an admin first.")
+
+
+def key_problem(key: KeyInfo, revoked: set[str]) -> str | None:
+    """Why `key` cannot be pinned; `revoked` are the pinned keys whose revocation was taken in
+    (a copy sent again without its revocation is no less revoked)."""
+    return key.problem() or ("the key is revoked" if key.fingerprint in revoked else None)
+
+
+def single_key(staged: StagedKeys, revoked: set[str], pinned: str | None = None) -> KeyInfo:
+    """The one key in `staged`, if it can be pinned -- or if it is `pinned` itself, revoked
+    (`member set --key` with the member's own revocation)."""
+    if len(staged.keys) != 1:
+        raise KeyProblem(f"The file holds {len(staged.keys)} keys; give exactly one.")
+    key = staged.keys[0]
+    if key.fingerprint == pinned and key.fingerprint in revoked:
+        return key
+    problem = key_problem(key, revoked)
+    if problem:
+        raise KeyProblem(f"Refused: {problem} ({key.fingerprint}).")
+    return key
+
+
+def list_address_problem(email: str, list_addresses: list[str]) -> str | None:
+    owner = list_of_address(email, list_addresses)
+    if owner is None:
+        return None
+    return f"{email} is an address of the list {owner}; a member there would get every copy back at the list"

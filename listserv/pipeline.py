@@ -18,7 +18,7 @@ from .settle import told
 from .model import Accepted, Distributed
 from .spool import Job, OutJob
 from .stages.authorize import authorize, current_sender
-from .stages.commands import read_request, refuse_automatic
+from .stages.commands import attached_keys, read_request, refuse_automatic
 from .stages.compose import Post, compose, wrapping
 from .stages.fanout import fan_out
 from .stages.open import open_message
@@ -86,7 +86,8 @@ def answer(job: Job, ctx: Context) -> tuple[OutJob, ...]:
     opened = open_message(ctx.keyring.unseal(ctx.spool.read_submission(job)), ctx.keyring, accepted=True)
     roster = ctx.roster(job.list)
     request = read_request(opened.content, roster.mailing_list, roster.by_fingerprint.get(opened.signer))
-    done = run_request(ctx.store, ctx.events, job.qid, roster.mailing_list, opened.signer, request)
+    done = run_request(ctx.store, ctx.events, ctx.keyring, job.qid, roster.mailing_list, opened.signer, request,
+                       attached_keys(opened.content))
     key = ctx.keyring.export(roster.mailing_list.fingerprint).encode()
     replies = ctx.outbox.notices(answers(ctx.templates, ctx.roster(job.list), done, key))
     forget_keys(ctx.store, ctx.keyring, done)

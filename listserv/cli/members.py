@@ -12,10 +12,9 @@ import click
 from ..errors import Conflict, KeyProblem, ListservError, UsageError
 from ..keyring import MAX_KEY_BYTES, MAX_KEYRING_BYTES, KeyInfo, StagedKeys
 from ..model import (
-    ACTIVE, KEY_REVOKED, MODES, ROLES, Member, fingerprint_format, iso, list_of_address,
-    normalise_address, normalise_list_address, parse_iso, shown, split_user_id,
+    ACTIVE, KEY_REVOKED, MODES, ROLES, Member, fingerprint_format, iso, normalise_address, normalise_list_address, parse_iso, shown, split_user_id,
 )
-from ..membership import unique_pseudonym
+from ..membership import key_problem, list_address_problem, single_key, unique_pseudonym
 from ..revocation import Revocation, take_in, tell_admins
 from ..store import Transaction
 from . import App, echo_json, json_option, main, pass_app
@@ -50,26 +49,6 @@ def _read_key(path: Path, limit: int) -> bytes:
     return data
 
 
-def _problem(key: KeyInfo, revoked: set[str]) -> str | None:
-    """Why `key` cannot be pinned; `revoked` are the pinned keys whose revocation was taken in
-    (a copy sent again without its revocation is no less revoked)."""
-    return key.problem() or ("the key is revoked" if key.fingerprint in revoked else None)
-
-
-def _single_key(staged: StagedKeys, revoked: set[str], pinned: str | None = None) -> KeyInfo:
-    """The one key in `staged`, if it can be pinned -- or if it is `pinned` itself, revoked
-    (`member set --key` with the member's own revocation)."""
-    if len(staged.keys) != 1:
-        raise KeyProblem(f"The file holds {len(staged.keys)} keys; give exactly one.")
-    key = staged.keys[0]
-    if key.fingerprint == pinned and key.fingerprint in revoked:
-        return key
-    problem = _problem(key, revoked)
-    if problem:
-        raise KeyProblem(f"Refused: {problem} ({key.fingerprint}).")
-    return key
-
-
 def _warn_if_expiring(email: str, expires: str | None) -> None:
     """One line on stderr when the key pinned to `email` stops working within
     EXPIRY_WARNING_DAYS; `expires` is KeyInfo.expires (the end of its usable life)."""
@@ -79,13 +58,6 @@ def _warn_if_expiring(email: str, expires: str | None) -> None:
     if ends - datetime.now(timezone.utc) <= timedelta(days=EXPIRY_WARNING_DAYS):
         click.echo(f"listserv: warning: the key pinned to {email} stops working at {expires} "
                    f"(within {EXPIRY_WARNING_DAYS} days); ask the member for an extended key.", err=True)
-
-
-def _list_address_problem(email: str, list_addresses: list[str]) -> str | None:
-    owner = list_of_address(email, list_addresses)
-    if owner is None:
-        return None
-    return f"{email} is an address of the list {owner}; a member there would get every copy back at the list"
 
 
 def _describe(revocation: Revocation) -> str:
@@ -153,12 +125,12 @@ def member_add(app: App, list_address: str, email: str, key_file: Path, name: st
     data = _read_key(key_file, MAX_KEY_BYTES)
     snapshot = app.store.read()
     snapshot.require_list(list_address)
-    problem = _list_address_problem(email, [ml.address for ml in snapshot.lists()])
+    problem = list_address_problem(email, [ml.address for ml in snapshot.lists()])
     if problem:
         raise UsageError(f"{problem}.")
     with app.keyring.stage(data) as staged:
         revoked = _take_in_revocations(app, staged)
-        key = _single_key(staged, revoked)
+        key = single_key(staged, revoked)
         with app.store.transaction() as tx:
             tx.require_list(list_address)
             member = Member(
@@ -194,7 +166,7 @@ def _import_keys(tx: Transaction, list_address: str, keys: list[KeyInfo], revoke
     for key in keys:
         progress.update(1)
         label = shown(key.primary_uid) or key.fingerprint
-        problem = _problem(key, revoked)
+        problem = key_problem(key, revoked)
         if problem:
             outcome.refused.append((label, problem))
             continue
@@ -203,7 +175,7 @@ def _import_keys(tx: Transaction, list_address: str, keys: list[KeyInfo], revoke
             email = normalise_address(address, "address in the key's user id")
             if email in emails:
                 raise Conflict(f"{email} is already a member of {list_address}.")
-            problem = _list_address_problem(email, list_addresses)
+            problem = list_address_problem(email, list_addresses)
             if problem:
                 raise UsageError(f"{problem}.")
             name = unique_pseudonym(tx, list_address, display or None, email, taken)
@@ -304,7 +276,7 @@ def member_set(app: App, list_address: str, email: str, mode: str | None, role: 
                 name=unique_pseudonym(tx, list_address, name, email) if name is not None else member.name,
             )
             if staged is not None:
-                key = _single_key(staged, revoked, pinned=member.fingerprint)
+                key = single_key(staged, revoked, pinned=member.fingerprint)
                 if key.fingerprint in revoked:  # the member's own key, revoked: taken in above
                     changed = replace(changed, state=KEY_REVOKED)
                 else:

@@ -53,6 +53,10 @@ COMMANDS = (
             "Leave the list at once: you are removed, your key leaves the list's keyring, a last "
             "confirmation comes to you and the admins are told (your pseudonym only). The last admin "
             "cannot leave."),
+    Command("add-member", "EMAIL [name=PSEUDONYM] [mode=immediate|digest] [role=member|admin] [key=FINGERPRINT]",
+            "admin", "Adds a member with the same checks as `listserv member add`: their key is a file "
+            "attached to the request (armored or binary); with several keys attached, key= says which.",
+            (1, 5)),
     Command("list-members", "", "admin",
             "The roster: each member's pseudonym, address, key fingerprint, mode, role and standing."),
     Command("remove-member", "EMAIL", "admin",
@@ -68,7 +72,7 @@ COMMANDS = (
             "Sets a list option, as `listserv list set` (docs/options.md); the value is the rest of the line.",
             (2, 99)),
 )
-ADMIN_CHANGES = ("remove-member", "set-member", "set-option")  # every admin is told of these
+MAX_KEY_ATTACHMENT = 512 * 1024  # as `member add --key`'s limit (listserv.keyring.MAX_KEY_BYTES)
 BY_KEYWORD = {command.keyword: command for command in COMMANDS}
 
 
@@ -129,6 +133,22 @@ def refuse_automatic(raw: bytes, kind: Kind, signer: str | None) -> None:
     value = BytesHeaderParser(policy=policy.default).parsebytes(head + b"\r\n\r\n").get("Auto-Submitted")
     if value is not None and str(value).split(";")[0].strip().lower() != "no":
         raise Unauthorized("auto-submitted", signer=signer)
+
+
+def attached_keys(content: bytes) -> tuple[bytes, ...]:
+    """The key files attached to a request (application/pgp-keys parts), each at most
+    MAX_KEY_ATTACHMENT bytes (a larger one is left out, and its key is then not found)."""
+    try:
+        entity = mime.parse(content)
+    except Malformed:
+        return ()
+    found = []
+    for part in entity.walk():
+        if part.get_content_type() == "application/pgp-keys":
+            data = part.get_payload(decode=True) or b""
+            if 0 < len(data) <= MAX_KEY_ATTACHMENT:
+                found.append(data)
+    return tuple(found)
 
 
 def looks_like_request(content: bytes) -> bool:

@@ -4,14 +4,17 @@ own tool (GnuPG, Sequoia, RNP)."""
 
 from __future__ import annotations
 
+import base64
 import email
 import json
+import subprocess
 from email import policy
 
 import pytest
 
 from tests.helpers import mail as mf
 from tests.helpers.cli import make_site
+from tests.helpers.keys import make_gpg_user, make_rnp_user, make_sq_user
 from tests.helpers.members_clients import decrypt, encrypted_part
 from tests.helpers.server import ServeProcess
 from tests.helpers.sink import Sink
@@ -225,3 +228,62 @@ def test_admin_commands_are_for_admins_and_a_failing_one_undoes_the_request(site
     undone_text = text_of(read_reply(undone, bob, list_key, fingerprint)[1])
     assert "Line 3 (x-set-option: max_signature_age soon):" in undone_text and "Nothing was done." in undone_text
     assert "is the last admin of news@example.org" in text_of(read_reply(last, bob, list_key, fingerprint)[1])
+
+
+def key_part(user, binary: bool = False) -> bytes:
+    head = 'Content-Type: application/pgp-keys; name="key.asc"\r\nContent-Disposition: attachment; filename="key.asc"\r\n'
+    if binary:
+        binary_key = subprocess.run(["gpg", "--dearmor"], input=user.public_key, capture_output=True, check=True).stdout
+        data = base64.encodebytes(binary_key).replace(b"\n", b"\r\n")
+        return (head + "Content-Transfer-Encoding: base64\r\n\r\n").encode() + data
+    return (head + "\r\n").encode() + user.public_key.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def request_with_keys(user, list_key, lines: list[str], keys: list[bytes]) -> bytes:
+    body = "\n".join([f"x-list-name: {LIST}", *lines, ""])
+    inner = mf.protected(user, REQUEST, "request", {}, mf.text_part(body), *keys)
+    outer = mf.outer_subject(mf.headers(user, to=REQUEST, subject="request"), "...")
+    return mf.message(outer, mf.encrypted_entity(mf.sign_and_encrypt(user, list_key, inner, to_self=True)))
+
+
+@pytest.mark.parametrize("maker, binary", [("gpg", False), ("sq", False), ("rnp", True)])
+def test_an_admin_adds_a_member_whose_key_is_attached_and_the_new_member_can_post(site, people, tmp_path_factory,
+                                                                                 maker, binary):
+    cli, list_key, fingerprint = site
+    bob = people["bob"]
+    make = {"gpg": make_gpg_user, "sq": make_sq_user, "rnp": make_rnp_user}[maker]
+    dave = make(tmp_path_factory.mktemp(f"dave-{maker}"), "Dave", f"dave-{maker}@example.net")
+    raw = request_with_keys(bob, list_key, [f"x-add-member: {dave.email} name=Dave mode=digest"],
+                            [key_part(dave, binary)])
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, REQUEST, raw)[0] == 250
+        mail = sink.wait_for(2)  # the reply, and the change notice to the admin
+        assert submit(proc.port, LIST, mf.post(dave, list_key, body="hello from Dave"))[0] == 250
+    added = members(cli)[dave.email]
+    assert (added["fingerprint"], added["name"], added["mode"]) == (dave.fingerprint, "Dave", "digest")
+    texts = [text_of(read_reply(c, bob, list_key, fingerprint)[1]) for c in mail]
+    assert any(f"Added Dave <{dave.email}>" in t for t in texts)
+    assert any(f"added Dave <{dave.email}>" in t for t in texts)
+
+
+def test_add_member_refuses_two_keys_without_key_and_a_failed_add_leaves_no_key_behind(site, people, tmp_path_factory):
+    cli, list_key, fingerprint = site
+    bob, alice = people["bob"], people["alice"]
+    base = tmp_path_factory.mktemp("keys")
+    erin, fred = make_gpg_user(base, "Erin", "erin@example.net"), make_gpg_user(base, "Fred", "fred@example.net")
+    two = request_with_keys(bob, list_key, [f"x-add-member: {erin.email}"], [key_part(erin), key_part(fred)])
+    taken = request_with_keys(bob, list_key, [f"x-add-member: fred@example.net key={fred.fingerprint}",
+                                              f"x-add-member: {alice.email}"], [key_part(erin), key_part(fred)])
+    keys_before = cli.ok("list", "show", LIST).stdout
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, REQUEST, two)[0] == 250
+        [first] = sink.wait_for(1)
+        assert submit(proc.port, REQUEST, taken)[0] == 250
+        [_, second] = sink.wait_for(2)
+    assert erin.email not in members(cli) and fred.email not in members(cli)
+    assert "holds 2 matching keys" in text_of(read_reply(first, bob, list_key, fingerprint)[1])
+    assert "Line 3 (x-add-member: alice@example.org):" in text_of(read_reply(second, bob, list_key, fingerprint)[1])
+    listed = subprocess.run(["gpg", "--homedir", str(cli.home / "keys"), "--list-keys", fred.fingerprint],
+                            capture_output=True)
+    assert listed.returncode != 0  # Fred's key was not kept: his x-add-member was undone
+    assert cli.ok("list", "show", LIST).stdout == keys_before
