@@ -298,7 +298,7 @@ class Deliverer:
         return count
 
     def _next(self) -> tuple[_Active, int] | None:
-        order = sorted(self.active.values(), key=lambda a: (PRIORITY.index(a.job.kind), a.job.created))
+        order = sorted(self.active.values(), key=lambda a: (PRIORITY[a.job.kind], a.job.created))
         for active in order:
             while active.ready:
                 index = active.ready.popleft()

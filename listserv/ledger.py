@@ -61,6 +61,14 @@ def claim_signature(events: Store, spool: Spool, job: Job, opened: Opened, sende
             tx.record_signature(opened.signature_id, mailing_list.address, now + keep)
 
 
+def refuse_replay(events: Store, opened: Opened, sender: Authorized, mailing_list: MailingList, keep: int) -> None:
+    """Unauthorized("replay") now, before any refusal that says more: a captured message sent
+    again hears the one sentence every outsider hears. (claim_signature decides for good.)"""
+    earlier = events.read().lists_that_took(opened.signature_id, time.time(), keep)
+    if replayed(earlier, mailing_list, sender.addressed):
+        raise Unauthorized("replay", signer=opened.signer)
+
+
 @contextlib.contextmanager
 def _undone_on_error(spool: Spool, job: Job) -> Iterator[None]:
     try:

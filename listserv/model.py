@@ -44,8 +44,10 @@ class Kind(StrEnum):
     REQUEST = "request"  # signed commands to LIST-request@, answered to the signer
 
 
-# The order the spool and the deliverer take jobs in: alerts jump the queue.
-PRIORITY = (Kind.ALERT, Kind.NOTICE, Kind.REQUEST, Kind.POST, Kind.DIGEST)
+# The order the spool and the deliverer take jobs in: alerts jump the queue. A request waits
+# its turn with the posts, in arrival order: a member's x-leave never overtakes their own
+# post accepted before it (which would then find their key gone).
+PRIORITY = {Kind.ALERT: 0, Kind.NOTICE: 1, Kind.POST: 2, Kind.REQUEST: 2, Kind.DIGEST: 3}
 
 MODES = ("immediate", "digest")
 ROLES = ("member", "admin")
@@ -83,10 +85,10 @@ def normalise_address(text: str, what: str = "address") -> str:
 def normalise_list_address(text: str) -> str:
     address = normalise_address(text, "list address")
     local = address.split("@", 1)[0]
-    if "+" in local or local.endswith("-bounces"):
+    if "+" in local or local.endswith(LIST_SUFFIXES):
         raise UsageError(
             f"'{text}' cannot be a list address: '+' and '-bounces' are reserved for "
-            "urgent alerts and bounce addresses."
+            "urgent alerts and bounce addresses, and '-owner', '-request' and '-sendkey' for a list's own."
         )
     return address
 
@@ -219,7 +221,10 @@ def check_role(role: str) -> str:
 
 def check_pseudonym(name: str) -> str:
     cleaned = name.strip()
-    if not cleaned or len(cleaned) > 64 or any(ch in cleaned for ch in "\r\n<>\"@,;"):
+    # Control and format characters and line or paragraph separators (U+2028...) could forge
+    # lines in the notices admins read: a member's key's user id may become their pseudonym.
+    unsafe = any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in cleaned)
+    if not cleaned or len(cleaned) > 64 or unsafe or any(ch in cleaned for ch in "\r\n<>\"@,;"):
         raise UsageError(
             "A pseudonym must be 1-64 characters with no line breaks and none of < > \" @ , ;."
         )

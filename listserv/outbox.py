@@ -4,6 +4,7 @@ fanned out and written. The one place a delivery job is made (posts, digests, no
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from functools import cached_property
 
@@ -14,6 +15,10 @@ from .spool import Outgoing, OutJob, new_queue_id
 from .stages.fanout import Fanned, fan_out
 from .store import Store
 from .verp import SECRET_KEY
+
+
+def _derived(qid: str, index: int) -> str:
+    return hashlib.sha256(f"{qid}/{index}".encode()).hexdigest()[:12]
 
 
 class Outbox:
@@ -33,14 +38,17 @@ class Outbox:
             return None
         return self.outgoing.write(qid, mailing_list.address, kind, fanned, poster, items)
 
-    def notices(self, notices: Iterable[Notice | None]) -> tuple[OutJob, ...]:
-        """Fan out and queue each notice (None: nobody to tell), encrypted like any post."""
+    def notices(self, notices: Iterable[Notice | None], after: str | None = None) -> tuple[OutJob, ...]:
+        """Fan out and queue each notice (None: nobody to tell), encrypted like any post. With
+        `after` (the queue id of what they answer) their queue ids are fixed by it, and one
+        queued before a crash is not queued again."""
         jobs = []
-        for notice in notices:
-            if notice is None:
+        for index, notice in enumerate(notices):
+            qid = _derived(after, index) if after else new_queue_id()
+            if notice is None or self.outgoing.exists(qid):
                 continue
             fanned = fan_out(notice.composed, notice.recipients, notice.mailing_list, self.keyring, self.verp_key)
-            job = self.write(new_queue_id(), notice.mailing_list, Kind.NOTICE, fanned)
+            job = self.write(qid, notice.mailing_list, Kind.NOTICE, fanned)
             if job is not None:
                 jobs.append(job)
         return tuple(jobs)

@@ -12,12 +12,13 @@ from .context import Context
 from .deliver import Outcome
 from .digest import DigestItem
 from .errors import Refusal
-from .ledger import Counted, claim_signature, count_bounce, count_refused, forget_keys, record_rejection, run_request
+from .ledger import (Counted, claim_signature, count_bounce, count_refused, forget_keys, record_rejection,
+                     refuse_replay, run_request)
 from .notices import answers, bounces, unusable_keys
 from .settle import told
 from .model import Accepted, Distributed
 from .spool import Job, OutJob
-from .stages.authorize import authorize, current_sender
+from .stages.authorize import authorize, current_sender, refuse_commands_in_post
 from .stages.commands import attached_keys, read_request, refuse_automatic
 from .stages.compose import Post, compose, wrapping
 from .stages.fanout import fan_out
@@ -34,6 +35,8 @@ def receive(raw: bytes, route: Route, ctx: Context) -> Accepted:
     refuse_automatic(raw, route.kind, opened.signer)
     sender = authorize(opened, route, roster.mailing_list, roster.by_fingerprint, time.time())
     check_content(opened, sender.member, route.kind, roster, ctx.templates, ctx.copy_limit())
+    refuse_replay(ctx.events, opened, sender, roster.mailing_list, ctx.replay_window())
+    refuse_commands_in_post(opened, route, roster.mailing_list)
     job = ctx.spool.accept(route.list, route.kind, ctx.keyring.seal(roster.mailing_list.fingerprint, raw))
     claim_signature(ctx.events, ctx.spool, job, opened, sender, roster.mailing_list, ctx.replay_window())
     return Accepted(job, opened.signer)
@@ -89,7 +92,7 @@ def answer(job: Job, ctx: Context) -> tuple[OutJob, ...]:
     done = run_request(ctx.store, ctx.events, ctx.keyring, job.qid, roster.mailing_list, opened.signer, request,
                        attached_keys(opened.content))
     key = ctx.keyring.export(roster.mailing_list.fingerprint).encode()
-    replies = ctx.outbox.notices(answers(ctx.templates, ctx.roster(job.list), done, key))
+    replies = ctx.outbox.notices(answers(ctx.templates, ctx.roster(job.list), done, key), after=job.qid)
+    ctx.spool.remove(job)  # before the keys go: a rerun must still be able to open the request
     forget_keys(ctx.store, ctx.keyring, done)
-    ctx.spool.remove(job)
     return replies

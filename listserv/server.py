@@ -149,7 +149,7 @@ class Server:
                 self.deliverer.load(job)
 
     def _enqueue(self, job: Job) -> None:
-        self._submissions.put_nowait((PRIORITY.index(job.kind), job.received, next(self._order), job))
+        self._submissions.put_nowait((PRIORITY[job.kind], job.received, next(self._order), job))
 
     def _accepted(self, accepted: Accepted) -> None:
         self._enqueue(accepted.job)

@@ -119,7 +119,7 @@ class Spool:
     def submissions(self) -> list[Job]:
         """Accepted submissions waiting for fan-out: alerts first, then oldest first."""
         jobs = [job for folder in sorted(self.incoming.iterdir()) if (job := self._job(folder))]
-        return sorted(jobs, key=lambda job: (PRIORITY.index(job.kind), job.received))
+        return sorted(jobs, key=lambda job: (PRIORITY[job.kind], job.received))
 
     def read_submission(self, job: Job) -> bytes:
         return (job.path / SUBMISSION).read_bytes()
@@ -233,7 +233,7 @@ class Outgoing:
                 found.append(self._job(folder))
             except (OSError, ValueError, KeyError):
                 continue
-        return sorted(found, key=lambda job: (PRIORITY.index(job.kind), job.created))
+        return sorted(found, key=lambda job: (PRIORITY[job.kind], job.created))
 
     def recipients(self, job: OutJob) -> list[Recipient]:
         return _decode_recipients((job.path / RECIPIENTS).read_bytes())

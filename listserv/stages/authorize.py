@@ -70,10 +70,15 @@ def authorize(opened: Opened, route: Route, mailing_list: MailingList,
     if route.kind == Kind.ALERT and mailing_list.option("alert_senders") == "admins" \
             and member.role != "admin":
         raise Unauthorized("alert-not-allowed", signer=opened.signer)
-    if route.kind != Kind.REQUEST and looks_like_request(opened.content):  # never to every member
+    return Authorized(member, addressing.addresses)
+
+
+def refuse_commands_in_post(opened: Opened, route: Route, mailing_list: MailingList) -> None:
+    """A post that begins with commands was meant for LIST-request@: it must never go out to
+    every member. Said only after the signature and its freshness were found good."""
+    if route.kind != Kind.REQUEST and looks_like_request(opened.content):
         raise CommandsInPost("commands-in-post", f"This post begins with list commands (x-...); send them to "
                              f"{mailing_list.request_address} instead.", signer=opened.signer)
-    return Authorized(member, addressing.addresses)
 
 
 def current_sender(opened: Opened, roster: Roster) -> Member:

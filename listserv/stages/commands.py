@@ -98,18 +98,24 @@ class Request:
 
 
 def _text(content: bytes) -> str:
-    """The first text/plain part of the signed content (the whole of it for inline PGP)."""
+    """The text the commands are read from: the first body part of the signed content -- the
+    first leaf down the first parts of its multiparts (past a legacy display part, RFC 9788),
+    never inside an attached or forwarded message. Anything but text/plain there: no commands."""
     try:
-        entity = mime.parse(content)
+        part = mime.parse(content)
     except Malformed:
         return ""
-    for part in entity.walk():
-        if part.get_content_type() == "text/plain" and not part.is_attachment():
-            try:
-                return part.get_content()
-            except (LookupError, ValueError):
-                return ""
-    return ""
+    while part.is_multipart():
+        parts = [p for p in part.iter_parts() if p.get_param("hp-legacy-display") is None]
+        if not parts or part.get_content_maintype() == "message":
+            return ""
+        part = parts[0]
+    if part.get_content_type() != "text/plain" or part.is_attachment():
+        return ""
+    try:
+        return part.get_content()
+    except (LookupError, ValueError):
+        return ""
 
 
 def _command_lines(content: bytes) -> list[tuple[int, str, re.Match]]:

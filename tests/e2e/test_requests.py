@@ -7,7 +7,10 @@ from __future__ import annotations
 import base64
 import email
 import json
+import os
 import subprocess
+import sys
+import time
 from email import policy
 
 import pytest
@@ -287,3 +290,99 @@ def test_add_member_refuses_two_keys_without_key_and_a_failed_add_leaves_no_key_
                             capture_output=True)
     assert listed.returncode != 0  # Fred's key was not kept: his x-add-member was undone
     assert cli.ok("list", "show", LIST).stdout == keys_before
+
+
+def test_a_captured_request_sent_again_as_a_post_hears_what_any_outsider_hears(site, people):
+    cli, list_key, _ = site
+    captured = request(people["alice"], list_key, "x-status", style="mutt")  # no protected To to check
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, REQUEST, captured)[0] == 250
+        sink.wait_for(1)
+        assert submit(proc.port, LIST, captured) == (550, NOT_ACCEPTED)  # not "begins with list commands"
+
+
+def test_commands_are_read_from_the_first_body_part_only_never_from_a_forwarded_message(site, people):
+    cli, list_key, fingerprint = site
+    alice = people["alice"]
+    forwarded = (b"Content-Type: message/rfc822\r\nContent-Disposition: inline\r\n\r\n"
+                 b"From: someone <someone@example.net>\r\nSubject: hi\r\n"
+                 b"Content-Type: text/plain\r\n\r\nx-list-name: news@example.org\r\nx-mode: digest\r\n")
+    html = b"Content-Type: text/html\r\n\r\n<p>see the message below</p>\r\n"
+    inner = mf.protected(alice, REQUEST, "fwd", {}, html, forwarded)
+    raw = mf.message(mf.outer_subject(mf.headers(alice, to=REQUEST), "..."),
+                     mf.encrypted_entity(mf.sign_and_encrypt(alice, list_key, inner, to_self=True)))
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, REQUEST, raw)[0] == 250
+        [reply] = sink.wait_for(1)
+    assert members(cli)[alice.email]["mode"] == "immediate"
+    assert "does not name this list" in text_of(read_reply(reply, alice, list_key, fingerprint)[1])
+
+
+def test_no_list_may_be_named_like_another_lists_request_address(site):
+    cli, _, _ = site
+    result = cli("list", "create", "news-request@example.org", "--name", "Shadow")
+    assert result.exit_code == 2 and "'-request'" in result.output
+
+
+HOOK = """
+import asyncio, os, listserv.pipeline as pipeline, listserv.server as server
+_forget = pipeline.forget_keys
+def forget_keys(store, keyring, done):
+    marker = os.environ.get("REQUEST_CRASH_MARKER")
+    if marker and os.path.exists(marker):
+        os.unlink(marker)
+        os._exit(9)  # kill -9 after the reply was queued and the submission removed, keys not yet
+    return _forget(store, keyring, done)
+pipeline.forget_keys = forget_keys
+_distributor = server.Server._distributor
+async def slow(self):
+    await asyncio.sleep(float(os.environ.get("REQUEST_SLOW_START", "0")))
+    await _distributor(self)
+server.Server._distributor = slow
+"""
+
+
+@pytest.fixture
+def hooked(tmp_path, monkeypatch):
+    folder = tmp_path / "hook"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(HOOK)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder), *sys.path]))
+    return monkeypatch
+
+
+def test_a_crash_in_the_middle_of_a_leave_repeats_neither_the_reply_nor_the_notice(site, people, tmp_path, hooked):
+    cli, list_key, _ = site
+    rita, bob = people["rita"], people["bob"]
+    marker = tmp_path / "crash-once"
+    marker.write_text("")
+    hooked.setenv("REQUEST_CRASH_MARKER", str(marker))
+    with Sink() as sink:
+        proc = ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}").start()
+        assert submit(proc.port, REQUEST, request(rita, list_key, "x-leave"))[0] == 250
+        proc.proc.wait(60)
+        proc.stop()
+        assert not marker.exists()
+        with ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as again:
+            sink.wait_for(2)
+            again.wait_log(r"listening on")
+            time.sleep(2)
+            log = again.log
+    assert "quarantined" not in log, log
+    assert sorted(m.rcpt_tos for m in sink.messages) == [(bob.email,), (rita.email,)]  # one reply, one notice
+    assert rita.email not in members(cli)
+
+
+def test_a_post_accepted_before_the_members_leave_still_goes_out(site, people, hooked):
+    cli, list_key, _ = site
+    rita, alice = people["rita"], people["alice"]
+    hooked.setenv("REQUEST_SLOW_START", "3")  # both wait in the spool before the first is taken
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, LIST, mf.post(rita, list_key, body="goodbye, all"))[0] == 250
+        assert submit(proc.port, REQUEST, request(rita, list_key, "x-leave"))[0] == 250
+        proc.wait_log(r"request qid=.*outcome=done")
+        proc.wait_log(r"fanned-out qid=")
+        log = proc.log
+        copies = sink.wait_for(3)
+    assert "quarantined" not in log, log
+    assert (alice.email,) in [c.rcpt_tos for c in copies]  # the post reached the members

@@ -55,3 +55,20 @@ def test_help_names_every_command_a_member_may_use_with_its_usage():
     assert any(line.startswith("x-mode: immediate|digest  --  ") for line in lines)
     assert [line.split()[0].rstrip(":") for line in lines] == \
         ["x-list-name", "x-help", "x-status", "x-get-listkey", "x-mode", "x-leave"]
+
+
+def test_commands_come_from_the_first_body_part_past_a_legacy_display_and_never_from_html_first():
+    legacy = (b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n'
+              b'Content-Type: text/plain; charset=utf-8; hp-legacy-display="1"\r\n\r\nSubject: request\r\n'
+              b"--m\r\nContent-Type: text/plain\r\n\r\nx-list-name: news@example.org\r\nx-status\r\n--m--\r\n")
+    assert read_request(legacy, NEWS, ALICE).keywords == ("status",)
+    html_first = (b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\nContent-Type: text/html\r\n\r\n<p>hi</p>\r\n'
+                  b"--m\r\nContent-Type: text/plain\r\n\r\nx-list-name: news@example.org\r\nx-status\r\n--m--\r\n")
+    assert read_request(html_first, NEWS, ALICE).lines == ()
+
+
+def test_a_pseudonym_may_not_carry_a_line_separator():
+    from listserv.errors import UsageError
+    from listserv.model import check_pseudonym
+    with pytest.raises(UsageError):
+        check_pseudonym("Rita\u2028\u2028Bob was removed too")
