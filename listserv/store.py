@@ -222,6 +222,11 @@ class Transaction:
         doc = self._db.table("requests").get(Query().qid == qid)
         return dict(doc) if doc else None
 
+    def requests(self, list_address: str) -> list[dict[str, Any]]:
+        """The list's requests, oldest first (the last 1,000 are kept)."""
+        docs = self._db.table("requests").search(Query().list == list_address)
+        return [dict(doc) for doc in sorted(docs, key=lambda d: d.doc_id)]
+
     def add_request(self, record: dict[str, Any], keep: int = 1000) -> None:
         table = self._db.table("requests")
         table.insert(record)

@@ -1,4 +1,5 @@
-"""`listserv queue` and `listserv rejections`: what is spooled, and what was refused and why."""
+"""`listserv queue`, `listserv rejections` and `listserv requests`: what is spooled, what was
+refused and why, and what members asked of LIST-request@."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import datetime, timezone
 
 import click
 
-from ..model import normalise_list_address
+from ..model import normalise_list_address, shown
 from ..spool import DEFERRED, FAILED, PENDING, SENT, Outgoing, Spool
 from ..store import Store
 from . import App, echo_json, json_option, main, pass_app
@@ -97,3 +98,29 @@ def rejections(app: App, list_address: str, as_json: bool) -> None:
     for r in records:
         when = datetime.fromtimestamp(r.at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         click.echo(f"{when:<20} {r.ref:<9} {r.kind:<6} {r.reply:<10} {r.reason:<20} {r.signer or '-'}")
+
+
+@main.command()
+@click.argument("list_address", metavar="LIST")
+@json_option("array")
+@pass_app
+def requests(app: App, list_address: str, as_json: bool) -> None:
+    """Show recent requests to LIST-request@: when, who (pseudonym), the commands and the outcome."""
+    address = normalise_list_address(list_address)
+    snapshot = app.store.read()
+    snapshot.require_list(address)
+    rows = [{"qid": r["qid"], "at": r["at"], "signer": r["signer"], "pseudonym": r["requester"]["name"],
+             "commands": r["commands"], "outcome": "refused" if r["refused"] else "done"}
+            for r in snapshot.requests(address)]
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("No requests.")
+        return
+    click.echo(f"{'WHEN (UTC)':<20} {'QUEUE ID':<13} {'OUTCOME':<8} {'WHO':<20} COMMANDS")
+    for r in rows:
+        when = datetime.fromtimestamp(r["at"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(f"{when:<20} {r['qid']:<13} {r['outcome']:<8} {shown(r['pseudonym']):<20} "
+                   f"{' '.join('x-' + c for c in r['commands']) or '-'}")
+

@@ -68,6 +68,10 @@ def test_a_member_changes_their_mode_and_the_reply_reaches_only_them_signed_by_t
         proc.wait_log(r"request qid=\S+ list=news@example.org signer=\S+ commands=mode,status outcome=done")
     assert reply.rcpt_tos == (user.email,)  # the pinned address, nobody else
     assert members(cli)[user.email]["mode"] == mode
+    [shown] = json.loads(cli.ok("requests", LIST, "--json").stdout)
+    assert (shown["pseudonym"], shown["commands"], shown["outcome"]) == (user.name, ["mode", "status"], "done")
+    table = cli.ok("requests", LIST).stdout
+    assert "x-mode x-status" in table and user.email not in table and mode not in table.split("\n", 1)[1]
     outer, inner = read_reply(reply, user, list_key, fingerprint)
     assert outer["Auto-Submitted"] == "auto-replied" and outer["From"].addresses[0].addr_spec == REQUEST
     assert inner["Subject"] == "[News] Your request to News" and inner["Auto-Submitted"] == "auto-replied"
