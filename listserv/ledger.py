@@ -250,6 +250,12 @@ def _one(tx, events: Store, keys: _Keys, ml: MailingList, member: Member, line, 
         mode = check_mode(args[0].lower())
         tx.update_member(replace(current, mode=mode))
         return f"Your mode is {mode}." + ("" if current.mode != mode else " (It was already.)")
+    if keyword in ("pause", "resume"):
+        current = tx.require_member(ml.address, member.email)
+        tx.update_member(replace(current, paused=keyword == "pause"))
+        if keyword == "pause":
+            return "You are paused: no posts or digests come to you until x-resume; urgent alerts still do."
+        return "You get posts again." + ("" if current.paused else " (You were not paused.)")
     if keyword == "leave":
         if not last:
             raise UsageError("x-leave must be the last command of a request.")
@@ -327,13 +333,15 @@ def _pairs(args: tuple[str, ...], allowed: tuple[str, ...]) -> dict[str, str]:
 
 def _shown_member(m: Member) -> str:
     usable = m.key_expires or "no expiry"
-    return (f"{m.name} <{m.email}>  {fingerprint_format(m.fingerprint)}  {m.mode}, {m.role}, {m.state}, "
+    return (f"{m.name} <{m.email}>  {fingerprint_format(m.fingerprint)}  {m.mode}{', paused' if m.paused else ''}, "
+            f"{m.role}, {m.state}, "
             f"key usable until {usable}")
 
 
 def _status(member: Member) -> str:
     expires = member.key_expires or "no expiry"
-    return (f"You are {member.name}, mode {member.mode}, role {member.role}; your key "
+    paused = ", paused" if member.paused else ""
+    return (f"You are {member.name}, mode {member.mode}{paused}, role {member.role}; your key "
             f"{fingerprint_format(member.fingerprint)} is usable until {expires}.")
 
 

@@ -180,6 +180,7 @@ class Member:
     added: str = ""
     bounces: int = 0
     state: str = ACTIVE  # one of STATES
+    paused: bool = False  # gets no posts or digests for now (x-pause); urgent alerts still
 
     @property
     def active(self) -> bool:

@@ -24,7 +24,8 @@ from . import App, echo_json, json_option, main, pass_app
 # copies stop -- nothing is sent to a key once it has expired.
 EXPIRY_WARNING_DAYS = 30
 
-MEMBER_FIELDS = ("email", "name", "fingerprint", "mode", "role", "state", "key_expires", "bounces", "added")
+MEMBER_FIELDS = ("email", "name", "fingerprint", "mode", "role", "state", "paused", "key_expires", "bounces",
+                 "added")
 
 
 @main.group("member")
@@ -301,6 +302,32 @@ def member_set(app: App, list_address: str, email: str, mode: str | None, role: 
         _warn_if_expiring(email, changed.key_expires)
 
 
+def _pause(app: App, list_address: str, email: str, paused: bool) -> None:
+    list_address = normalise_list_address(list_address)
+    email = normalise_address(email, "member address")
+    with app.store.transaction() as tx:
+        tx.update_member(replace(tx.require_member(list_address, email), paused=paused))
+    click.echo(f"{'paused' if paused else 'resumed'} {email} on {list_address}")
+
+
+@member_group.command("pause")
+@click.argument("list_address", metavar="LIST")
+@click.argument("email")
+@pass_app
+def member_pause(app: App, list_address: str, email: str) -> None:
+    """Stop sending EMAIL posts and digests of LIST for now (urgent alerts still go)."""
+    _pause(app, list_address, email, True)
+
+
+@member_group.command("resume")
+@click.argument("list_address", metavar="LIST")
+@click.argument("email")
+@pass_app
+def member_resume(app: App, list_address: str, email: str) -> None:
+    """Send EMAIL posts and digests of LIST again after a pause."""
+    _pause(app, list_address, email, False)
+
+
 @member_group.command("list")
 @click.argument("list_address", metavar="LIST")
 @json_option("array")
@@ -321,6 +348,6 @@ def member_list(app: App, list_address: str, as_json: bool) -> None:
                f"{'KEY EXPIRES':<20} FINGERPRINT")
     for m in members:
         click.echo(
-            f"{m.email:<32} {m.name:<20} {m.mode:<9} {m.role:<6} {m.state:<11} {m.bounces:>7}  "
+            f"{m.email:<32} {m.name:<20} {m.mode + ('*' if m.paused else ''):<9} {m.role:<6} {m.state:<11} {m.bounces:>7}  "
             f"{m.key_expires or 'never':<20} {m.fingerprint}"
         )

@@ -49,6 +49,9 @@ COMMANDS = (
     Command("mode", "immediate|digest", "member",
             "How you get posts: each as it comes, or in digests. Urgent alerts always come at once.",
             (1, 1), MODES),
+    Command("pause", "", "member",
+            "Stop getting posts and digests for now (urgent alerts still reach you); x-resume restarts them."),
+    Command("resume", "", "member", "Start getting posts and digests again after x-pause."),
     Command("leave", "", "member",
             "Leave the list at once: you are removed, your key leaves the list's keyring, a last "
             "confirmation comes to you and the admins are told (your pseudonym only). The last admin "

@@ -390,3 +390,21 @@ def test_a_post_accepted_before_the_members_leave_still_goes_out(site, people, h
         copies = sink.wait_for(3)
     assert "quarantined" not in log, log
     assert (alice.email,) in [c.rcpt_tos for c in copies]  # the post reached the members
+
+
+def test_a_paused_member_gets_alerts_but_no_posts_until_resumed(site, people):
+    cli, list_key, fingerprint = site
+    alice, sally = people["alice"], people["sally"]
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, REQUEST, request(alice, list_key, "x-pause", "x-status"))[0] == 250
+        [reply] = sink.wait_for(1)
+        assert members(cli)[alice.email]["paused"] is True
+        assert submit(proc.port, LIST, mf.post(sally, list_key, body="a post"))[0] == 250
+        proc.wait_log(r"fanned-out qid=\S+ copies=2 ")  # sally and bob: not alice, not rita (digest)
+        assert submit(proc.port, "news+urgent@example.org", mf.post(sally, list_key, body="danger",
+                                                                  to="news+urgent@example.org"))[0] == 250
+        proc.wait_log(r"fanned-out qid=\S+ copies=4 ")  # an alert reaches everyone, alice too
+        cli.ok("member", "resume", LIST, alice.email)
+    assert "mode immediate, paused" in text_of(read_reply(reply, alice, list_key, fingerprint)[1])
+    assert members(cli)[alice.email]["paused"] is False
+    assert cli.ok("member", "pause", LIST, alice.email).stdout == f"paused {alice.email} on {LIST}\n"
