@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 from . import relaylimit, sizing
 from .digest import DigestItem, digest_copy_size
@@ -47,7 +48,7 @@ class Limit:
         return TooLarge("too-large", f"The message is larger than this list accepts ({shown}).", signer=signer)
 
 
-def copy_limit(relay_file) -> int | None:
+def copy_limit(relay_file: Path) -> int | None:
     """The most bytes a copy may have (None: no relay limit known, or no relay), from what
     listserv.relaylimit last learned."""
     return sizing.copy_limit(relaylimit.load(relay_file).size)

@@ -44,7 +44,7 @@ from .outbox import Outbox
 from .legacy_display import shown_text
 from .model import Kind, MailingList, Member, parse_iso
 from .schedule import parse_schedule
-from .spool import OutJob
+from .spool import Outgoing, OutJob
 from .stages.compose import Composed, Post, compose, wrapping
 from .stages.fanout import fan_out
 from .store import Store
@@ -146,10 +146,13 @@ class Digests:
         self.store = store
         self.keyring = keyring
         self.outbox = outbox
-        self.outgoing = outbox.outgoing
         self.templates = templates
         self.root = root  # data/digest
         self.lock_path = root.parent / "digest.lock"
+
+    @property
+    def outgoing(self) -> Outgoing:
+        return self.outbox.outgoing
 
     # -- backlog -------------------------------------------------------------------------
     def folder(self, address: str) -> Path:

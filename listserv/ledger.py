@@ -183,20 +183,24 @@ def run_request(store: Store, events: Store, keyring: Keyring, qid: str, mailing
 
 
 class _Keys:
-    """The keys attached to a request, staged one file at a time when x-add-member asks; the
-    ones pinned go into the keyring only once every line has run (`adopt`), inside the store
+    """The keys attached to a request, staged (once, when x-add-member first asks); the ones
+    pinned go into the keyring only once every line has run (`adopt`), inside the store
     transaction, so a request that fails leaves no key behind."""
 
     def __init__(self, keyring: Keyring, attachments: tuple[bytes, ...]):
         self.keyring, self.attachments = keyring, attachments
+        self.staged: list[StagedKeys] | None = None
         self.pinned: list[tuple[StagedKeys, str]] = []
 
+    def _all(self) -> list[StagedKeys]:
+        if self.staged is None:
+            self.staged = []
+            for data in self.attachments:
+                self.staged.append(self.keyring.stage(data))
+        return self.staged
+
     def one(self, wanted: str | None) -> KeyInfo:
-        candidates = []
-        for data in self.attachments:
-            staged = self.keyring.stage(data)
-            candidates += [(staged, key) for key in staged.keys]
-            self.pinned.append((staged, ""))  # closed with the others
+        candidates = [(staged, key) for staged in self._all() for key in staged.keys]
         if wanted:
             candidates = [(s, k) for s, k in candidates if k.fingerprint == wanted.upper()]
         if len(candidates) != 1:
@@ -210,11 +214,10 @@ class _Keys:
 
     def adopt(self) -> None:
         for staged, fingerprint in self.pinned:
-            if fingerprint:
-                staged.adopt([fingerprint])
+            staged.adopt([fingerprint])
 
     def close(self) -> None:
-        for staged, _ in self.pinned:
+        for staged in self.staged or ():
             staged.close()
 
 

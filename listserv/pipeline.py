@@ -1,7 +1,6 @@
 """The paths a message takes, one stage per line (docs/architecture.md draws the same picture).
 Only this module, the server and the CLI hold the Context; each stage gets the plain values it
-needs. A Refusal ends a path: the listener replies with it, and `refused` keeps the reason.
-"""
+needs. A Refusal ends a path: the listener replies with it, and `refused` keeps the reason."""
 
 from __future__ import annotations
 
@@ -30,15 +29,17 @@ from .verp import member_for
 def receive(raw: bytes, route: Route, ctx: Context) -> Accepted:
     """Before the SMTP reply: the submission is checked and sealed on disk, or a Refusal."""
     roster = ctx.roster(route.list)
-    check_size(raw, roster.mailing_list, ctx.templates, ctx.copy_limit())
+    limit = ctx.copy_limit()  # read once: what the relay takes, for both size checks
+    keep = ctx.replay_window()
+    check_size(raw, roster.mailing_list, ctx.templates, limit)
     opened = open_message(raw, ctx.keyring)
     refuse_automatic(raw, route.kind, opened.signer)
     sender = authorize(opened, route, roster.mailing_list, roster.by_fingerprint, time.time())
-    check_content(opened, sender.member, route.kind, roster, ctx.templates, ctx.copy_limit())
-    refuse_replay(ctx.events, opened, sender, roster.mailing_list, ctx.replay_window())
+    check_content(opened, sender.member, route.kind, roster, ctx.templates, limit)
+    refuse_replay(ctx.events, opened, sender, roster.mailing_list, keep)
     refuse_commands_in_post(opened, route, roster.mailing_list)
     job = ctx.spool.accept(route.list, route.kind, ctx.keyring.seal(roster.mailing_list.fingerprint, raw))
-    claim_signature(ctx.events, ctx.spool, job, opened, sender, roster.mailing_list, ctx.replay_window())
+    claim_signature(ctx.events, ctx.spool, job, opened, sender, roster.mailing_list, keep)
     return Accepted(job, opened.signer)
 
 

@@ -21,6 +21,11 @@ def _age(seconds: float) -> str:
     return f"{int(seconds)}s"
 
 
+def _utc(at: float) -> str:
+    """A time as the tables show it (their heading says UTC)."""
+    return datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def _jobs(app: App) -> list[dict]:
     """Accepted submissions and delivery jobs, alerts first."""
     app.home.require()
@@ -96,8 +101,7 @@ def rejections(app: App, list_address: str, as_json: bool) -> None:
         return
     click.echo(f"{'WHEN (UTC)':<20} {'REF':<9} {'KIND':<6} {'REPLY':<10} {'REASON':<20} SIGNER")
     for r in records:
-        when = datetime.fromtimestamp(r.at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        click.echo(f"{when:<20} {r.ref:<9} {r.kind:<6} {r.reply:<10} {r.reason:<20} {r.signer or '-'}")
+        click.echo(f"{_utc(r.at):<20} {r.ref:<9} {r.kind:<6} {r.reply:<10} {r.reason:<20} {r.signer or '-'}")
 
 
 @main.command()
@@ -120,7 +124,6 @@ def requests(app: App, list_address: str, as_json: bool) -> None:
         return
     click.echo(f"{'WHEN (UTC)':<20} {'QUEUE ID':<13} {'OUTCOME':<8} {'WHO':<20} COMMANDS")
     for r in rows:
-        when = datetime.fromtimestamp(r["at"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        click.echo(f"{when:<20} {r['qid']:<13} {r['outcome']:<8} {shown(r['pseudonym']):<20} "
+        click.echo(f"{_utc(r['at']):<20} {r['qid']:<13} {r['outcome']:<8} {shown(r['pseudonym']):<20} "
                    f"{' '.join('x-' + c for c in r['commands']) or '-'}")
 
