@@ -107,6 +107,10 @@ def list_headers(mailing_list: MailingList) -> list[tuple[str, str]]:
     return [
         ("List-Id", list_id(mailing_list)),
         ("List-Post", f"<mailto:{mailing_list.address}>"),
+        ("List-Help", f"<mailto:{mailing_list.request_address}?subject=help>"),
+        ("List-Owner", f"<mailto:{mailing_list.local}-owner@{mailing_list.domain}>"),
+        # To the admins, not to LIST-request@: a client's one-click unsubscribe is not signed,
+        # and LIST-request@ would refuse it; x-leave there is the signed way (docs/requests.md).
         ("List-Unsubscribe", f"<mailto:{mailing_list.local}-owner@{mailing_list.domain}?subject=unsubscribe>"),
         ("Precedence", "list"),
     ]

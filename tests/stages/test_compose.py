@@ -72,6 +72,8 @@ def test_inner_headers_pseudonym_subject_threading_and_list_headers():
     assert inner["List-Id"] == "News <news.example.org>"
     assert inner["List-Post"] == "<mailto:news@example.org>"
     assert inner["List-Unsubscribe"].startswith("<mailto:news-owner@example.org")
+    assert inner["List-Help"] == "<mailto:news-request@example.org?subject=help>"
+    assert inner["List-Owner"] == "<mailto:news-owner@example.org>"
     assert inner.get_param("hp") == "cipher" and inner.get_param("protected-headers") == "v1"
     assert "Subject: [...]" in inner.get_all("HP-Outer")
 
