@@ -43,7 +43,7 @@ from .openpgp import SharedArmor
 from .errors import DeliveryDeferred, DeliveryFailed, SMTPConnectionError, SMTPReplyError
 from .smtpclient import SMTPClient, dot_safe
 from .durable import fsync_directory, make_directories
-from .model import PRIORITY, Recipient
+from .model import PLAIN, PRIORITY, Recipient
 from .spool import DEFERRED, FAILED, FINAL, SENT, Outgoing, OutJob, Progress
 
 log = logging.getLogger("listserv.deliver")
@@ -341,6 +341,8 @@ class Deliverer:
 
     # -- one copy --------------------------------------------------------------
     def _message(self, active: _Active, recipient: Recipient) -> bytes:
+        if recipient.batch == PLAIN:  # signed only: the whole message is the prefix
+            return active.prefix + active.suffix
         armorer = active.armorers.get(recipient.batch)
         if armorer is None:  # made here, in a worker thread: its checksum is slow for a large post
             armorer = active.armorers[recipient.batch] = SharedArmor(active.shared[recipient.batch],

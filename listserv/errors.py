@@ -20,6 +20,8 @@
         ├── Unauthorized       550 5.7.1 -- every authentication or crypto failure, one sentence
         ├── CommandsInPost     550 5.7.0 -- a member's post that holds x- commands (for LIST-request@)
         ├── UnknownRecipient   550 5.1.1
+        ├── RateLimited        452 4.7.0 -- LIST-owner@ took its hourly share; the sender's server retries
+        ├── Unanswered         250 2.0.0 -- LIST-sendkey@ takes the mail but sends no key (stages.sendkey)
         ├── TooLarge           552 5.3.4
         │   └── PartTooLarge   552 5.3.4 -- a line or header over mimescan's limits; also a Malformed
         └── Malformed          554 5.6.0
@@ -140,6 +142,25 @@ class UnknownRecipient(Refusal):
     code = 550
     status = "5.1.1"
     text = "No such list here."
+
+
+class RateLimited(Refusal):
+    """More mail to LIST-owner@ in the last hour than it forwards. A 4xx: the sender's server
+    keeps the message and tries again, so nothing is lost, only slowed."""
+
+    code = 452
+    status = "4.7.0"
+    text = "The list's admins have had all the mail this address forwards in an hour; try again later."
+
+
+class Unanswered(Refusal):
+    """Mail to LIST-sendkey@ that gets no key back (a null or automatic sender, or past the
+    limits). Taken, not refused: a refusal would make a bounce to the same, maybe forged,
+    address (listserv.stages.sendkey). Kept for `listserv rejections` like any refusal."""
+
+    code = 250
+    status = "2.0.0"
+    text = "Received; no key is sent in reply to this message."
 
 
 class TooLarge(Refusal):

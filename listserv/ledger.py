@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass, replace
 
 
 from .deliver import Outcome
-from .errors import Conflict, ListservError, Refusal, Unauthorized, UsageError
+from .errors import Conflict, ListservError, RateLimited, Refusal, Unanswered, Unauthorized, UsageError
 from .errors import KeyProblem
 from .keyring import KeyInfo, Keyring, StagedKeys
 from .membership import key_problem, list_address_problem, require_an_admin_left, set_option, unique_pseudonym
-from .model import (ACTIVE, MailingList, Member, Rejection, check_mode, check_role, fingerprint_format, iso,
+from .model import (ACTIVE, Kind, MailingList, Member, Rejection, check_mode, check_role, fingerprint_format, iso,
                     normalise_address)
 from .options import OPTIONS
 from .stages.commands import Request, help_lines
@@ -27,10 +27,13 @@ from .spool import Job, Spool
 from .stages.authorize import Authorized, replayed
 from .stages.open import Opened
 from .stages.route import Route
-from .store import Store
+from .stages.sendkey import SENDKEY_PER_DAY, KeyRequest
+from .store import Store, Transaction
 
 log = logging.getLogger("listserv.settle")
 BOUNCE_NOTICE_AT = 3  # admins hear of a member's bounces when they reach this count
+OWNER_PER_HOUR = 20  # messages LIST-owner@ forwards to the admins in an hour; more hear 452
+HOUR, DAY = 3600, 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,45 @@ def refuse_replay(events: Store, opened: Opened, sender: Authorized, mailing_lis
     earlier = events.read().lists_that_took(opened.signature_id, time.time(), keep)
     if replayed(earlier, mailing_list, sender.addressed):
         raise Unauthorized("replay", signer=opened.signer)
+
+
+def refuse_owner_rate(events: Store, mailing_list: MailingList) -> None:
+    """RateLimited (452) when LIST-owner@ forwarded OWNER_PER_HOUR in the last hour: said
+    before the message is sealed, so a flood costs no gpg run. (claim_owner_slot decides.)"""
+    if events.read().rate_count(mailing_list.address, "owner", time.time(), HOUR) >= OWNER_PER_HOUR:
+        raise RateLimited("owner-rate")
+
+
+def claim_owner_slot(events: Store, spool: Spool, job: Job, mailing_list: MailingList) -> None:
+    """Count `job` against LIST-owner@'s hourly share, or undo it with RateLimited."""
+    with _undone_on_error(spool, job):
+        with events.transaction() as tx:
+            now = time.time()
+            if tx.rate_count(mailing_list.address, "owner", now, HOUR) >= OWNER_PER_HOUR:
+                raise RateLimited("owner-rate")
+            tx.rate_take(mailing_list.address, "owner", now)
+
+
+def refuse_key_rate(events: Store, request: KeyRequest, mailing_list: MailingList) -> None:
+    """Unanswered when this address had the key in the last day, or the list sent
+    SENDKEY_PER_DAY keys in it. (claim_key_reply decides.)"""
+    _key_rate(events.read(), request, mailing_list, time.time())
+
+
+def claim_key_reply(events: Store, spool: Spool, job: Job, request: KeyRequest, mailing_list: MailingList) -> None:
+    """Count `job` against the sender's and the list's daily replies, or undo it with Unanswered."""
+    with _undone_on_error(spool, job):
+        with events.transaction() as tx:
+            now = time.time()
+            _key_rate(tx, request, mailing_list, now)
+            tx.rate_take(mailing_list.address, "sendkey", now, request.digest)
+
+
+def _key_rate(tx: Transaction, request: KeyRequest, mailing_list: MailingList, now: float) -> None:
+    if tx.rate_count(mailing_list.address, "sendkey", now, DAY, request.digest):
+        raise Unanswered("sendkey-sender-rate")
+    if tx.rate_count(mailing_list.address, "sendkey", now, DAY) >= SENDKEY_PER_DAY:
+        raise Unanswered("sendkey-list-rate")
 
 
 @contextlib.contextmanager
@@ -106,6 +148,8 @@ def count_refused(store: Store, outcome: Outcome) -> dict[int, Counted]:
     the VERP address -- not when the relay refused every recipient of a job of several: that
     is the relay, not the members. By the copy's index in the job."""
     refused = [f for f in outcome.failures if f.reason.startswith("rcpt-5")]
+    if outcome.job.kind == Kind.SENDKEY:  # the list's key to someone who asked: no member bounced
+        return {}
     if outcome.sent == 0 and outcome.copies > 1 and len(refused) == outcome.copies:
         return {}
     counted = {}

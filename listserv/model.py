@@ -42,12 +42,15 @@ class Kind(StrEnum):
     DIGEST = "digest"  # one part of a digest issue
     BOUNCE = "bounce"  # a delivery report to a VERP address (LIST-bounces+TOKEN@)
     REQUEST = "request"  # signed commands to LIST-request@, answered to the signer
+    OWNER = "owner"  # mail from anyone to LIST-owner@, forwarded to the admins re-encrypted
+    SENDKEY = "sendkey"  # a request from anyone to LIST-sendkey@: answered with the list's key
 
 
 # The order the spool and the deliverer take jobs in: alerts jump the queue. A request waits
 # its turn with the posts, in arrival order: a member's x-leave never overtakes their own
 # post accepted before it (which would then find their key gone).
-PRIORITY = {Kind.ALERT: 0, Kind.NOTICE: 1, Kind.POST: 2, Kind.REQUEST: 2, Kind.DIGEST: 3}
+PRIORITY = {Kind.ALERT: 0, Kind.NOTICE: 1, Kind.OWNER: 1, Kind.POST: 2, Kind.REQUEST: 2, Kind.DIGEST: 3,
+            Kind.SENDKEY: 3}
 
 MODES = ("immediate", "digest")
 ROLES = ("member", "admin")
@@ -156,6 +159,14 @@ class MailingList:
         return f"{self.local}-request@{self.domain}"
 
     @property
+    def owner_address(self) -> str:
+        return f"{self.local}-owner@{self.domain}"
+
+    @property
+    def sendkey_address(self) -> str:
+        return f"{self.local}-sendkey@{self.domain}"
+
+    @property
     def list_id(self) -> str:
         """The RFC 2919 list identifier, `local.domain`: what a List-Id header names in <>."""
         return f"{self.local}.{self.domain}"
@@ -239,8 +250,11 @@ class Recipient:
     email: str
     token: str  # VERP token of the envelope sender
     pkesk: bytes  # the member's PKESK packet, exact bytes
-    batch: int  # which shared packet of the job it unlocks
+    batch: int  # which shared packet of the job it unlocks; PLAIN: none, the copy is sent as it is
     fingerprint: str = ""  # the member's pinned key: logs and notices name members by it
+
+
+PLAIN = -1  # Recipient.batch of a signed-only copy (listserv.outbox.Outbox.write_plain)
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from email import policy
 from email.message import EmailMessage
+from email.parser import BytesParser
 
 from .model import Kind, MailingList, Member, Roster
 from .stages.compose import Composed, Post, compose, wrapping
+from .stages.forward import Letter
 from .templates import Templates
 
 if TYPE_CHECKING:
@@ -33,11 +35,11 @@ class Notice:
 
 def notice(templates: Templates, mailing_list: MailingList, recipients: tuple[Member, ...], template: str,
            attachments: tuple[tuple[str, str, bytes], ...] = (), speaker: str | None = None,
-           automatic: bool = False, **values: object) -> Notice | None:
+           automatic: str = "", **values: object) -> Notice | None:
     """A message from the list itself, rendered from `template` (its first line
     'Subject: ...', a blank line, the body), with optional (filename, mime type, data)
     attachments; from `speaker` (one of the list's addresses; the list's own by default), and
-    marked Auto-Submitted when `automatic`. None when there is nobody to send it to."""
+    marked Auto-Submitted: `automatic` when one is given. None when there is nobody to send it to."""
     if not recipients:
         return None
     text = templates.render(template, list=mailing_list, **values)
@@ -46,6 +48,9 @@ def notice(templates: Templates, mailing_list: MailingList, recipients: tuple[Me
     content["Subject"] = subject.removeprefix("Subject:").strip()
     content.set_content(body, charset="utf-8")
     for filename, mime_type, data in attachments:
+        if mime_type == "message/rfc822":  # a whole message, headers and all (listserv.stages.forward)
+            content.add_attachment(BytesParser(policy=policy.SMTP).parsebytes(data), filename=filename)
+            continue
         maintype, subtype = mime_type.split("/", 1)
         content.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
     post = Post(content.as_bytes(), Kind.NOTICE, speaker=speaker, auto_submitted=automatic)
@@ -94,6 +99,16 @@ def key_revoked(templates: Templates, roster: Roster, member: Member) -> Notice 
     return to_admins(templates, roster, "notice-key-revoked.txt.j2", member=member)
 
 
+def for_admins(templates: Templates, roster: Roster, letter: Letter) -> Notice | None:
+    """Mail to LIST-owner@, to every admin in good standing, re-encrypted to each: the letter
+    attached whole, and first what listserv can say of who sent it (listserv.stages.forward)."""
+    ml = roster.mailing_list
+    return notice(templates, ml, roster.admins, "notice-owner.txt.j2",
+                  attachments=(("message.eml", "message/rfc822", letter.message),),
+                  speaker=ml.owner_address, automatic="auto-generated", origin=letter.origin,
+                  signer=letter.signer, encrypted=letter.encrypted)
+
+
 def answers(templates: Templates, roster: Roster, done: Done, list_key: bytes) -> list[Notice | None]:
     """A request's reply, to the signer's pinned address and key only (never From or Reply-To),
     from LIST-request@ and marked auto-replied; and when the signer left, a notice to the
@@ -101,7 +116,7 @@ def answers(templates: Templates, roster: Roster, done: Done, list_key: bytes) -
     ml = roster.mailing_list
     attached = (("list-key.asc", "application/pgp-keys", list_key),) if done.attach_key else ()
     reply = notice(templates, ml, (done.requester,), "request-reply.txt.j2", attachments=attached,
-                   speaker=ml.request_address, automatic=True, results=done.results, refused=done.refused)
+                   speaker=ml.request_address, automatic="auto-replied", results=done.results, refused=done.refused)
     told = [reply]
     if done.changes:  # a stolen admin key is noticed: every admin hears what it did
         told.append(notice(templates, ml, roster.admins, "notice-admin-changes.txt.j2", admin=done.requester,

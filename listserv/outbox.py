@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from functools import cached_property
 
 from .keyring import Keyring
-from .model import Kind, MailingList
+from .model import PLAIN, Kind, MailingList, Recipient
 from .notices import Notice
 from .spool import Outgoing, OutJob, new_queue_id
 from .stages.fanout import Fanned, fan_out
@@ -37,6 +37,15 @@ class Outbox:
         if not fanned.records:
             return None
         return self.outgoing.write(qid, mailing_list.address, kind, fanned, poster, items)
+
+    def write_plain(self, qid: str, mailing_list: MailingList, kind: Kind, message: bytes, to: str) -> OutJob | None:
+        """The delivery job of one message that is sent as it is (signed, not encrypted: the
+        list's key to someone who has no key pinned here), under a null sender (RFC 3834)."""
+        if self.outgoing.exists(qid):  # queued before a crash
+            return None
+        plain = Fanned(shared=(), prefix=message, suffix=b"", return_path="",
+                       records=(Recipient(to, "", b"", PLAIN, ""),), unusable=())
+        return self.write(qid, mailing_list, kind, plain)
 
     def notices(self, notices: Iterable[Notice | None], after: str | None = None) -> tuple[OutJob, ...]:
         """Fan out and queue each notice (None: nobody to tell), encrypted like any post. With

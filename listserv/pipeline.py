@@ -11,18 +11,20 @@ from .context import Context
 from .deliver import Outcome
 from .digest import DigestItem
 from .errors import Refusal
-from .ledger import (Counted, claim_signature, count_bounce, count_refused, forget_keys, record_rejection,
-                     refuse_replay, run_request)
-from .notices import answers, bounces, unusable_keys
+from .ledger import (Counted, claim_key_reply, claim_owner_slot, claim_signature, count_bounce, count_refused,
+                     forget_keys, record_rejection, refuse_key_rate, refuse_owner_rate, refuse_replay, run_request)
+from .notices import answers, bounces, for_admins, unusable_keys
 from .settle import told
-from .model import Accepted, Distributed
+from .model import Accepted, Distributed, Kind
 from .spool import Job, OutJob
 from .stages.authorize import authorize, current_sender, refuse_commands_in_post
 from .stages.commands import attached_keys, read_request, refuse_automatic
 from .stages.compose import Post, compose, wrapping
 from .stages.fanout import fan_out
+from .stages.forward import check_letter, read_letter
 from .stages.open import open_message
 from .stages.route import Route, select
+from .stages.sendkey import KeyRequest, key_reply, key_request
 from .verp import member_for
 
 
@@ -97,3 +99,46 @@ def answer(job: Job, ctx: Context) -> tuple[OutJob, ...]:
     ctx.spool.remove(job)  # before the keys go: a rerun must still be able to open the request
     forget_keys(ctx.store, ctx.keyring, done)
     return replies
+
+
+def receive_for_admins(raw: bytes, route: Route, ctx: Context) -> Accepted:
+    """Before the SMTP reply: mail from anyone to LIST-owner@, sealed for the admins, within
+    the list's size limit and LIST-owner@'s hourly share (452 past it)."""
+    roster = ctx.roster(route.list)
+    check_size(raw, roster.mailing_list, ctx.templates, ctx.copy_limit())
+    check_letter(raw, roster.admins)
+    refuse_owner_rate(ctx.events, roster.mailing_list)
+    job = ctx.spool.accept(route.list, Kind.OWNER, ctx.keyring.seal(roster.mailing_list.fingerprint, raw))
+    claim_owner_slot(ctx.events, ctx.spool, job, roster.mailing_list)
+    return Accepted(job, "-")
+
+
+def forward(job: Job, ctx: Context) -> tuple[OutJob, ...]:
+    """Mail to LIST-owner@, after the reply: to every admin, re-encrypted to each, saying
+    whether a member signed it."""
+    roster = ctx.roster(job.list)
+    letter = read_letter(ctx.keyring.unseal(ctx.spool.read_submission(job)), ctx.keyring, roster.by_fingerprint)
+    told = ctx.outbox.notices([for_admins(ctx.templates, roster, letter)], after=job.qid)
+    ctx.spool.remove(job)
+    return told
+
+
+def receive_key_request(raw: bytes, route: Route, sender: str, ctx: Context) -> Accepted:
+    """Before the SMTP reply: mail to LIST-sendkey@ is answered with the list's key once a day
+    per address, or taken with no answer (stages.sendkey says when)."""
+    ml = ctx.store.read().require_list(route.list)
+    request = key_request(raw, sender, ml, ctx.verp_key)
+    refuse_key_rate(ctx.events, request, ml)
+    job = ctx.spool.accept(route.list, Kind.SENDKEY, ctx.keyring.seal(ml.fingerprint, request.sealed()))
+    claim_key_reply(ctx.events, ctx.spool, job, request, ml)
+    return Accepted(job, "-")
+
+
+def send_key(job: Job, ctx: Context) -> tuple[OutJob, ...]:
+    """The list's key, signed by the list, to whoever asked LIST-sendkey@ for it."""
+    ml = ctx.store.read().require_list(job.list)
+    request = KeyRequest.unsealed(ctx.keyring.unseal(ctx.spool.read_submission(job)), ctx.verp_key, ml)
+    reply = ctx.outbox.write_plain(job.qid, ml, Kind.SENDKEY, key_reply(request, ml, ctx.templates, ctx.keyring),
+                                   request.address)
+    ctx.spool.remove(job)
+    return (reply,) if reply else ()

@@ -5,7 +5,8 @@
     relay_domains     the lists' domains: Postfix relays them (they must not be in mydestination)
     relay_recipients  the addresses Postfix takes at RCPT in those domains; any other address
                       there is refused at once (550 5.1.1), never taken and bounced later
-    virtual           LIST-owner@ -> the list's active admins
+    virtual           empty: kept so that a main.cf naming it still works (LIST-owner@ once
+                      went here, in plaintext; now listserv takes it and re-encrypts it)
     limits.cf         message_size_limit (the return path) and listserv_post_size_limit (the
                       inbound smtpd), from the lists' own size limits; and
                       listserv_destination_recipient_limit = 1 (below)
@@ -13,9 +14,9 @@
 LIST-bounces@ stands for every LIST-bounces+TOKEN@: with `recipient_delimiter = +` Postfix
 looks a full address up first, then the address without its +extension. The addresses are
 the ones `stages.route` takes, built from its own constants so the two cannot drift apart.
-LIST-request@ goes to listserv like the list itself (signed commands, docs/requests.md).
-LIST-sendkey@ is not listed: listserv refuses it at RCPT until the issue that adds it, and a
-map entry would only turn that refusal into a bounce.
+LIST-request@ (signed commands), LIST-owner@ (to the admins, re-encrypted to each) and
+LIST-sendkey@ (the list's key, by automatic reply) go to listserv like the list itself
+(docs/requests.md).
 
 listserv takes one list per SMTP transaction and answers a second RCPT with 452, so a
 cross-post (one message to two lists) given to the plain `smtp` transport would have every
@@ -25,12 +26,12 @@ own, and its recipient limit of 1 makes Postfix give each list address its own t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import UsageError
-from .model import ACTIVE, MailingList, Member
-from .stages.route import BOUNCES, REQUEST, URGENT
+from .model import MailingList
+from .stages.route import BOUNCES, SUFFIXES, URGENT
 
 # Room for what Postfix (Received) and its milters (Authentication-Results, spam scores) add
 # to a post before listserv counts it: a post Postfix takes must fit the list's limit.
@@ -68,11 +69,7 @@ def list_addresses(mailing_list: MailingList) -> list[str]:
     """Every address listserv takes at RCPT for the list (LIST-bounces@ stands for +TOKEN)."""
     local, domain = mailing_list.local, mailing_list.domain
     return [mailing_list.address, f"{local}{URGENT}@{domain}", f"{local}{BOUNCES.rstrip('+')}@{domain}",
-            f"{local}{REQUEST}@{domain}"]
-
-
-def owner_address(mailing_list: MailingList) -> str:
-    return f"{mailing_list.local}-owner@{mailing_list.domain}"
+            *(f"{local}{suffix}@{domain}" for suffix, _ in SUFFIXES)]
 
 
 def limits(lists: Iterable[MailingList], max_data_kb: int) -> Limits:
@@ -94,18 +91,13 @@ def _header(what: str, source: str, then: str = "postmap this file") -> str:
             f"# after adding or removing a list, then {then} (docs/postfix.md).\n\n")
 
 
-def render(lists: list[MailingList], members: Mapping[str, list[Member]], listen: tuple[str, int],
-           max_data_kb: int, source: str) -> dict[str, str]:
-    """The files, by name (FILES). `members` maps a list's address to its members."""
+def render(lists: list[MailingList], listen: tuple[str, int], max_data_kb: int, source: str) -> dict[str, str]:
+    """The files, by name (FILES). They name no member: a change of members or admins needs no
+    new maps."""
     ordered = sorted(lists, key=lambda ml: (ml.domain, ml.local))
     source = "".join(ch if ch.isprintable() else "?" for ch in source)  # a line break would end the comment
     hop = nexthop(listen)
     addresses = [a for ml in ordered for a in list_addresses(ml)]
-    owners = []
-    for ml in ordered:
-        emails = sorted(m.email for m in members.get(ml.address, []) if m.role == "admin" and m.state == ACTIVE)
-        if emails:  # with no admin there is no entry, and Postfix refuses LIST-owner@ at RCPT
-            owners.append((owner_address(ml), ", ".join(emails)))
     size = limits(lists, max_data_kb)
     return {
         "transport": _header("Postfix transport_maps: the lists' addresses go to listserv.", source)
@@ -113,10 +105,10 @@ def render(lists: list[MailingList], members: Mapping[str, list[Member]], listen
         "relay_domains": _header("Postfix relay_domains: the lists' domains.", source)
         + _table([(d, "OK") for d in sorted({ml.domain for ml in ordered})]),
         "relay_recipients": _header(
-            "Postfix relay_recipient_maps: addresses taken at RCPT (LIST-owner@ via virtual).", source)
+            "Postfix relay_recipient_maps: the addresses taken at RCPT.", source)
         + _table([(a, "OK") for a in addresses]),
-        "virtual": _header("Postfix virtual_alias_maps: LIST-owner@ reaches the list's admins.", source)
-        + _table(owners),
+        "virtual": _header("Postfix virtual_alias_maps: empty. LIST-owner@ goes to listserv, which re-encrypts\n"
+                           "# it to each admin; this file stays so that a main.cf that names it still works.", source),
         "service.cf": "# master.cf: the `listserv` transport the lists' addresses go through, an smtp client.\n"
         f"# Made by `listserv mta postfix` from {source}; do not edit. Apply it before the\n"
         "# transport map that names it: postconf -M -e \"$(grep -v '^#' service.cf)\" (docs/postfix.md).\n\n"

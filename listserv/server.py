@@ -30,7 +30,7 @@ from .context import Context
 from .deliver import Deliverer, MaildirTransport, Outcome, RelayTransport, RetryPolicy, Transport
 from .errors import DeliveryDeferred, EnvironmentProblem, ListservError, Refusal, retryable
 from .model import PRIORITY, Accepted, Kind
-from .pipeline import answer, distribute, settle
+from .pipeline import answer, distribute, forward, send_key, settle
 from .smtpd import Handler, make_server
 from .spool import Job, OutJob
 
@@ -40,6 +40,10 @@ POLL = 1.0  # seconds between looks at the spool for work other processes left t
 REDISTRIBUTE_AFTER = 60.0  # a submission that hit a passing problem is tried again after this
 LOOKUP_THREADS = 2  # RCPT routing and bounces: short store reads, one per client command
 WORK_THREADS = 2  # the distributor and the digest scheduler each wait for one job at a time
+
+
+# The submissions that get an answer of their own rather than a fan-out to the members.
+_ANSWERED = {Kind.REQUEST: answer, Kind.OWNER: forward, Kind.SENDKEY: send_key}
 
 
 @dataclass(frozen=True)
@@ -164,7 +168,7 @@ class Server:
 
     async def _distribute(self, job: Job) -> None:
         loop = asyncio.get_running_loop()
-        path = answer if job.kind == Kind.REQUEST else distribute
+        path = _ANSWERED.get(job.kind, distribute)
         try:
             result = await loop.run_in_executor(self.work, path, job, self.ctx)
         except Exception as exc:  # the error decides: a passing problem waits, anything else is set aside
@@ -174,8 +178,9 @@ class Server:
             else:
                 await self._quarantine(job, _reason(job, exc))
             return
-        if job.kind == Kind.REQUEST:
-            self._load(*result)  # the reply, and a notice to the admins if the signer left
+        if job.kind in _ANSWERED:
+            self._load(*result)  # the reply (and notices to the admins), the forward, the key
+            log.info("answered qid=%s kind=%s jobs=%d", job.qid, job.kind, len(result))
             return
         self._load(result.job, *result.notices)
         log.info("fanned-out qid=%s copies=%d unusable=%s", job.qid, result.copies,

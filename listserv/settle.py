@@ -65,7 +65,9 @@ def told(outcome: Outcome, roster: Roster, counted: dict[int, Counted], settled:
     `settled`: what became of a digest part's posts."""
     job = outcome.job
     notices = [bounces(templates, roster, c) for c in counted.values()]
-    if job.kind == Kind.NOTICE or not outcome.failures:
+    # No notice of a notice that failed (it would fail alike), nor of a key sent to someone
+    # who asked LIST-sendkey@: the log has it; nobody here could act on it.
+    if job.kind in (Kind.NOTICE, Kind.SENDKEY) or not outcome.failures:
         return [n for n in notices if n]
     by_email = {m.email: m for m in roster.members}
     failed = [_shown(f, by_email) for f in outcome.failures]

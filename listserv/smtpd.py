@@ -32,7 +32,7 @@ from .errors import (BOUNCE_NOTED, DATA_OK, LINE_TOO_LONG, NO_STARTTLS, ONE_LIST
 from .mimescan import check_lines
 from .model import Accepted, Kind
 from .context import Context
-from .pipeline import bounce, receive, refused
+from .pipeline import bounce, receive, receive_for_admins, receive_key_request, refused
 from .stages.route import Route, route
 
 log = logging.getLogger("listserv.smtpd")
@@ -289,7 +289,7 @@ class Handler:
                 log.info("bounce list=%s member=%s", route_.list,
                          counted.member.fingerprint if counted else "unknown-token")
                 return BOUNCE_NOTED
-            accepted = await self._check(raw, route_, deadline - loop.time())
+            accepted = await self._check(raw, route_, envelope.mail_from or "", deadline - loop.time())
         except Refusal as refusal:
             log.info("refused ref=%s list=%s reason=%s signer=%s reply=%s %s", refusal.ref,
                      route_.list if route_ else "-", refusal.reason,
@@ -310,10 +310,10 @@ class Handler:
         self.on_accepted(accepted)
         return QUEUED.format(qid=job.qid)
 
-    async def _check(self, raw: bytes, route_: Route, budget: float) -> Accepted:
-        """pipeline.receive in the checks pool within `budget` seconds, else _TimeUp."""
+    async def _check(self, raw: bytes, route_: Route, sender: str, budget: float) -> Accepted:
+        """pipeline.receive (or its kin) in the checks pool within `budget` seconds, else _TimeUp."""
         deadline = _Deadline()
-        future = self.checks.submit(_receive, raw, route_, deadline.guard(self.ctx))
+        future = self.checks.submit(_receive, raw, route_, sender, deadline.guard(self.ctx))
         waiter = asyncio.wrap_future(future)
         try:
             done, _ = await asyncio.wait({waiter}, timeout=max(0.0, budget))
@@ -329,10 +329,16 @@ class Handler:
         return await waiter  # done, or writing: its reply stands however late
 
 
-def _receive(raw: bytes, route_: Route, ctx: Context) -> Accepted:
-    """pipeline.receive; a refusal's reason is kept for admins in the same check (within its
+def _receive(raw: bytes, route_: Route, sender: str, ctx: Context) -> Accepted:
+    """The pipeline's path for the address: a post, an alert or a request (receive), mail to
+    the admins (LIST-owner@) or a request for the list's key (LIST-sendkey@, which alone reads
+    the envelope sender). A refusal's reason is kept for admins in the same check (within its
     deadline: a check abandoned after its 451 keeps no record either)."""
     try:
+        if route_.kind == Kind.OWNER:
+            return receive_for_admins(raw, route_, ctx)
+        if route_.kind == Kind.SENDKEY:
+            return receive_key_request(raw, route_, sender, ctx)
         return receive(raw, route_, ctx)
     except Refusal as refusal:
         refused(refusal, route_, ctx)

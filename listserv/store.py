@@ -52,6 +52,7 @@ class _MemoryStorage(Storage):
         self.dirty = True
 
 
+RATE_MEMORY = 24 * 3600  # seconds a rate record is kept: the longest window counted
 _MEMBER_FIELDS = frozenset(f.name for f in fields(Member))
 _LIST_FIELDS = frozenset(f.name for f in fields(MailingList))
 
@@ -252,6 +253,22 @@ class Transaction:
 
     def record_signature(self, digest: str, list_address: str, expires: float) -> None:
         self._db.table("signatures").insert({"digest": digest, "list": list_address, "expires": expires})
+
+    # -- rates: what LIST-owner@ forwarded, what LIST-sendkey@ answered -------
+    # One record per forward or reply: {"list", "what", "key", "at"}; `key` is a keyed digest
+    # of the address answered (never the address), or "" where none is counted. Kept a day.
+    def rate_count(self, list_address: str, what: str, now: float, window: float, key: str | None = None) -> int:
+        """How many `what` records the list has from the last `window` seconds (of `key` only,
+        when given). Drops every record older than a day on the way."""
+        table = self._db.table("rates")
+        old = [doc.doc_id for doc in table.all() if doc["at"] < now - RATE_MEMORY]
+        if old:
+            table.remove(doc_ids=old)
+        return sum(1 for doc in table.search((Query().list == list_address) & (Query().what == what))
+                   if doc["at"] >= now - window and (key is None or doc["key"] == key))
+
+    def rate_take(self, list_address: str, what: str, at: float, key: str = "") -> None:
+        self._db.table("rates").insert({"list": list_address, "what": what, "key": key, "at": at})
 
     # -- rejections (for admins) ---------------------------------------------
     def add_rejection(self, rejection: Rejection, keep: int = 1000) -> None:

@@ -147,6 +147,27 @@ def test_counts_read_right_in_the_singular_and_the_plural(count, words):
         assert subject == "Subject: Members without a usable key on News" and body.startswith("These members of")
 
 
+@pytest.mark.parametrize("origin, subject, says", [
+    ("member", "Subject: Alice wrote to news-owner@example.org", "signed by their pinned key (" + "B" * 40),
+    ("outside", "Subject: From outside News: a message to news-owner@example.org", "its From line is the sender's word"),
+    ("sealed", "Subject: From outside News: a message to news-owner@example.org", "listserv could not read it"),
+])
+def test_the_admins_are_told_plainly_whether_a_member_signed_mail_to_list_owner(origin, subject, says):
+    text = Templates().render("notice-owner.txt.j2", list=NEWS, origin=origin, encrypted=False,
+                              signer=ALICE if origin == "member" else None)
+    first, _, body = text.partition("\n\n")
+    assert first == subject  # one line: the body starts after the blank line
+    assert says in " ".join(body.split())
+    assert ("OUTSIDE" in body) == (origin != "member")
+
+
+def test_the_key_reply_names_the_fingerprint_and_says_to_check_it_another_way():
+    text = Templates().render("sendkey-reply.txt.j2", list=NEWS, fingerprint=NEWS.fingerprint, address="x@example.com")
+    first, _, body = text.partition("\n\n")
+    assert first == "Subject: The OpenPGP key of news@example.org"
+    assert f"Fingerprint: {NEWS.fingerprint}" in body and "another way" in body
+
+
 def test_missing_value_is_an_error_not_a_blank():
     with pytest.raises(TemplateError):
         Templates().render("footer.txt.j2", list=NEWS)  # no `footer` value
@@ -162,5 +183,6 @@ def test_every_shipped_template_is_exercised_here():
     tested = {"footer.txt.j2", "alert.txt.j2", "welcome.txt.j2", "notice-unusable-keys.txt.j2",
               "notice-bounces.txt.j2", "notice-key-revoked.txt.j2", "digest.txt.j2", "digest.html.j2", "digest-subject.txt.j2",
               "notice-undelivered.txt.j2", "notice-undelivered-poster.txt.j2", "notice-copies-failed.txt.j2",
-              "notice-quarantined.txt.j2", "notice-member-left.txt.j2", "request-reply.txt.j2", "notice-admin-changes.txt.j2"}
+              "notice-quarantined.txt.j2", "notice-member-left.txt.j2", "request-reply.txt.j2", "notice-admin-changes.txt.j2",
+              "notice-owner.txt.j2", "sendkey-reply.txt.j2"}
     assert {p.name for p in shipped_templates().iterdir()} == tested

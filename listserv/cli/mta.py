@@ -26,13 +26,12 @@ def mta_group() -> None:
               help="Write one file per map into DIR (made if missing) instead of printing them.")
 @pass_app
 def mta_postfix(app: App, directory: Path | None) -> None:
-    """The Postfix maps for every list: transport, relay_domains, relay_recipients, virtual,
-    service.cf (the listserv transport) and limits.cf."""
+    """The Postfix maps for every list: transport, relay_domains, relay_recipients, virtual
+    (empty, kept for a main.cf that names it), service.cf (the listserv transport) and limits.cf.
+    Make them again after adding or removing a list."""
     settings = app.settings
-    snapshot = app.store.read()
-    lists = snapshot.lists()
-    members = {ml.address: snapshot.members(ml.address) for ml in lists}
-    files = postfix.render(lists, members, settings.listen, settings.max_data_kb, str(app.home.root))
+    lists = app.store.read().lists()
+    files = postfix.render(lists, settings.listen, settings.max_data_kb, str(app.home.root))
     if directory is None:
         for name in postfix.FILES:
             click.echo(f"# ==> {name} <==")

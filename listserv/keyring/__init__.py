@@ -366,6 +366,15 @@ class Keyring:
             raise CryptoError(f"GnuPG failed to sign and encrypt (exit {result.returncode}).")
         return result.output, [line[5] for line in lines if line.keyword == "SIG_CREATED"]
 
+    def sign_detached(self, data: bytes, signer: str) -> bytes:
+        """An armored detached signature of `data` by exactly the key `signer`, with SHA-512
+        (RFC 3156 §5: the caller names it micalg=pgp-sha512). CryptoError unless gpg signed."""
+        args = ["--local-user", f"{signer}!", "--digest-algo", "SHA512", "--armor", "--detach-sign"]
+        result, lines = self._run("sign", args, data)
+        if result.returncode != 0 or not any(line.keyword == "SIG_CREATED" for line in lines):
+            raise CryptoError(f"GnuPG failed to sign (exit {result.returncode}).")
+        return result.output
+
     def encryption_keys(self, fingerprints: list[str]) -> dict[str, dict[str, str]]:
         """The keys among `fingerprints` that can encrypt now, each with the ids of its
         encryption keys (key id -> primary fingerprint).

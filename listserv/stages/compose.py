@@ -60,7 +60,7 @@ class Post:
     in_reply_to: str | None = None  # threading, from the signed content only
     references: str | None = None
     speaker: str | None = None  # the list's address it comes from (default the list's own)
-    auto_submitted: bool = False  # an automatic reply (RFC 3834): Auto-Submitted: auto-replied
+    auto_submitted: str = ""  # RFC 3834's Auto-Submitted: "auto-replied" or "auto-generated"; "": none
 
     @classmethod
     def of(cls, opened: Opened, sender: Member, kind: Kind) -> Post:
@@ -147,6 +147,8 @@ class _Rebuilder:
 
     def rebuild(self, part: Message) -> EmailMessage:
         new = EmailMessage(policy=policy.SMTP)
+        if part.get_content_type() == "message/rfc822":
+            return _embedded(part, new)
         if part.is_multipart():
             new["Content-Type"] = part.get_content_type()
             for key, value in part.get_params(header="content-type")[1:]:
@@ -183,6 +185,18 @@ class _Rebuilder:
         del new["MIME-Version"]
         if disposition and "Content-Disposition" not in new:
             new["Content-Disposition"] = disposition
+
+
+def _embedded(part: Message, new: EmailMessage) -> EmailMessage:
+    """A forwarded message is content, whole: its own From, Subject and Date are what the one
+    who attached it wants read. Only the attaching part's headers are cut to Content-*."""
+    for name in KEPT_PART_HEADERS:
+        if name in part and name != "content-transfer-encoding":  # 7bit, 8bit or binary: the inner decides
+            new[name] = str(part[name])
+    _drop_client_params(new)
+    embedded = part.get_payload()
+    new.set_payload(embedded if isinstance(embedded, list) else [embedded])
+    return new
 
 
 def _copy_body(part: Message, new: EmailMessage) -> None:
@@ -299,7 +313,7 @@ def compose(post: Post, mailing_list: MailingList, wrapping: Wrapping, *,
     display = f"{sender.name} via {mailing_list.name}" if sender else mailing_list.name
     speaker = post.speaker or mailing_list.address
     outer_from = Address(display_name=mailing_list.name, addr_spec=speaker)
-    automatic = [("Auto-Submitted", "auto-replied")] if post.auto_submitted else []
+    automatic = [("Auto-Submitted", post.auto_submitted)] if post.auto_submitted else []
     parents = own_thread_ids(post.in_reply_to, mailing_list)
     thread = own_thread_ids(post.references, mailing_list)
 

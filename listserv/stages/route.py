@@ -1,5 +1,5 @@
-"""Route: which list an envelope recipient names, and whether it is a post, an alert or a
-bounce (`route`); and who of a list's members gets a post now, and whether it also waits for
+"""Route: which list an envelope recipient names, and whether it is a post, an alert, a
+request, mail for the admins, a request for the list's key or a bounce (`route`); and who of a list's members gets a post now, and whether it also waits for
 the digest (`select`)."""
 
 from __future__ import annotations
@@ -13,12 +13,16 @@ from ..model import Kind, Member
 URGENT = "+urgent"
 BOUNCES = "-bounces+"
 REQUEST = "-request"
+OWNER = "-owner"
+SENDKEY = "-sendkey"
+# The list's own addresses by suffix, and what mail to each is.
+SUFFIXES = ((REQUEST, Kind.REQUEST), (OWNER, Kind.OWNER), (SENDKEY, Kind.SENDKEY))
 
 
 @dataclass(frozen=True)
 class Route:
     list: str  # the list's address
-    kind: Kind  # POST, ALERT, REQUEST or BOUNCE
+    kind: Kind  # POST, ALERT, REQUEST, OWNER, SENDKEY or BOUNCE
     token: str = ""  # VERP token of a bounce
 
 
@@ -28,10 +32,11 @@ def route(recipient: str, lists: Collection[str]) -> Route:
     local, at, domain = address.rpartition("@")
     if not at or not local:
         raise UnknownRecipient("unknown-recipient")
+    own = next(((suffix, kind) for suffix, kind in SUFFIXES if local.endswith(suffix)), None)
     if local.endswith(URGENT):
         route_ = Route(f"{local[: -len(URGENT)]}@{domain}", Kind.ALERT)
-    elif local.endswith(REQUEST):
-        route_ = Route(f"{local[: -len(REQUEST)]}@{domain}", Kind.REQUEST)
+    elif own is not None:
+        route_ = Route(f"{local[: -len(own[0])]}@{domain}", own[1])
     elif BOUNCES in local:
         base, _, token = local.partition(BOUNCES)
         route_ = Route(f"{base}@{domain}", Kind.BOUNCE, token)

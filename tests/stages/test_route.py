@@ -1,5 +1,5 @@
-"""Route: which list an envelope recipient names, and whether it is a post, an urgent alert or
-a bounce; anything else is refused with 550 5.1.1 before a byte of the message is read."""
+"""Route: which list an envelope recipient names, and whether it is a post, an urgent alert, a
+request, mail for the admins, a key request or a bounce; anything else is refused with 550 5.1.1 before a byte of the message is read."""
 
 from __future__ import annotations
 
@@ -33,6 +33,12 @@ def test_a_verp_return_path_is_a_bounce_carrying_its_token():
     assert route("news-bounces+@example.org", LISTS) == Route("news@example.org", "bounce", "")
 
 
+def test_the_lists_own_addresses_are_requests_mail_for_the_admins_and_key_requests():
+    assert route("news-request@example.org", LISTS) == Route("news@example.org", "request")
+    assert route("News-Owner@example.org", LISTS) == Route("news@example.org", "owner")
+    assert route("<team-sendkey@lists.example.net>", LISTS) == Route("team@lists.example.net", "sendkey")
+
+
 @pytest.mark.parametrize("recipient", [
     "other@example.org",  # no such list
     "news@example.net",  # the list's local part at another domain
@@ -41,7 +47,8 @@ def test_a_verp_return_path_is_a_bounce_carrying_its_token():
     "news+digest@example.org",  # only +urgent is a suffix listserv knows
     "other+urgent@example.org",  # an alert for a list that is not here
     "other-bounces+abc@example.org",  # a bounce for a list that is not here
-    "news-owner@example.org",
+    "other-owner@example.org",  # the admins of a list that is not here
+    "news-help@example.org",  # not one of the list's own addresses
     "news",  # no domain
     "@example.org",  # no local part
     "",
