@@ -312,3 +312,22 @@ def test_an_8bit_attachment_is_kept_byte_for_byte(kind, body):
     inner = email.message_from_bytes(composed.inner, policy=policy.default)
     [attachment] = [part for part in inner.walk() if part.get_filename() == "notes"]
     assert attachment.get_payload(decode=True) == body
+
+
+def test_a_forwarded_message_keeps_its_own_headers_the_parts_around_it_do_not():
+    """An attached message/rfc822 is content: its From, Subject and Date are what the member
+    chose to pass on. The attaching part's own headers are cut as any part's are."""
+    content = (b"Content-Type: multipart/mixed; boundary=BB\r\n\r\n--BB\r\n"
+               b"Content-Type: text/plain\r\n\r\nSee the memo below.\r\n--BB\r\n"
+               b"Content-Type: message/rfc822\r\nContent-Disposition: attachment; filename=memo.eml\r\n"
+               b"X-Client-Note: dropped\r\n\r\n"
+               b"From: Director <director@agency.example>\r\nSubject: Do not forward\r\n"
+               b"Date: Mon, 30 Nov 2026 09:00:00 -0500\r\nContent-Type: text/plain\r\n\r\nThe plan.\r\n--BB--\r\n")
+    composed = compose(Post(content, "post", ALICE), NEWS, Wrapping("-- \nNews\n"),
+                       message_id="<fresh-id@example.org>")
+    inner = email.message_from_bytes(composed.inner, policy=policy.default)
+    [part] = [p for p in inner.walk() if p.get_content_type() == "message/rfc822"]
+    assert part.get_filename() == "memo.eml" and part["X-Client-Note"] is None
+    memo = part.get_payload(0)
+    assert (memo["From"], memo["Subject"]) == ("Director <director@agency.example>", "Do not forward")
+    assert memo.get_content().strip() == "The plan."
