@@ -1,5 +1,6 @@
 """Notices: the messages the list itself sends -- to its admins (bounces, unusable keys, copies
-that failed, a post set aside), to one member (a welcome, a post that reached no one).
+that failed, a post set aside, mail to LIST-owner@), to one member (a welcome, a post that
+reached no one, a request's reply).
 
 Everything here only builds them: a `Notice` is a composed message and who gets it. The
 outbox fans each out and queues it like any post (listserv.outbox.Outbox.notices), so a

@@ -10,6 +10,8 @@
     some copies failed otherwise       the admins get one notice for the job, naming those
     (at MAIL or DATA, retries expired) members by pseudonym and key, with the reason
     a notice that reached no one       the log only: a notice about a notice could loop
+    LIST-sendkey@'s key not delivered  the log only: the one who asked is no member, and a
+                                       stranger's bad address is nothing an admin could act on
 
 Notices are encrypted like any mail from the list and go through the same relay; the log
 (`undelivered qid=...`, `failed qid=... member=FPR reason=...`) is the word of last resort.
