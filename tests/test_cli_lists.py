@@ -16,7 +16,8 @@ from tests.helpers.keys import fingerprints, fingerprints_in, run
 from tests.helpers.server import ServeProcess
 from tests.helpers.smtp import submit
 
-LIST_FIELDS = {"address", "name", "fingerprint", "urgent_address", "created", "members", "options"}
+LIST_FIELDS = {"address", "name", "fingerprint", "urgent_address", "request_address", "owner_address",
+               "sendkey_address", "created", "members", "options"}
 OPTION_NAMES = {"name", "subject_prefix", "require_encryption", "alert_senders", "digest_schedule",
                 "max_message_size_kb", "max_signature_age", "footer"}
 
@@ -94,6 +95,8 @@ def test_list_create_prints_the_fingerprint_and_show_reports_it(cli):
 def test_list_show_text(cli, news):
     out = cli.ok("list", "show", news).stdout
     assert "urgent       news+urgent@example.org" in out
+    assert "requests     news-request@example.org" in out and "admins       news-owner@example.org" in out
+    assert "key          news-sendkey@example.org" in out
     assert "require_encryption   True" in out
 
 

@@ -21,6 +21,9 @@ def list_json(app: App, mailing_list: MailingList, member_count: int) -> dict[st
         "name": mailing_list.name,
         "fingerprint": mailing_list.fingerprint,
         "urgent_address": mailing_list.urgent_address,
+        "request_address": mailing_list.request_address,
+        "owner_address": mailing_list.owner_address,
+        "sendkey_address": mailing_list.sendkey_address,
         "created": mailing_list.created,
         "members": member_count,
         "options": {**defaults(), **mailing_list.options},
@@ -73,6 +76,9 @@ def list_show(app: App, address: str, as_json: bool) -> None:
         return
     click.echo(f"address      {shown['address']}")
     click.echo(f"urgent       {shown['urgent_address']}")
+    click.echo(f"requests     {shown['request_address']}")
+    click.echo(f"admins       {shown['owner_address']}")
+    click.echo(f"key          {shown['sendkey_address']}")
     click.echo(f"fingerprint  {fingerprint_format(shown['fingerprint'])}")
     click.echo(f"members      {shown['members']}")
     click.echo("options:")
