@@ -339,6 +339,34 @@ def message_kind(data: bytes) -> str:
     raise CryptoError("The OpenPGP data is not a message of a known shape.")
 
 
+WILDCARD = "0" * 16  # the key id of a hidden recipient (gpg --throw-keyids)
+
+
+def only_to(data: bytes, key_ids: frozenset[str]) -> bytes:
+    """An encrypted message with only its key packets for `key_ids` (or a hidden recipient)
+    left; `data` unchanged when it has none.
+
+    Key packets lie outside the encryption's integrity protection: anyone can add one that
+    names any key, so which keys a message names proves nothing. With the others gone, gpg
+    can open it only with one of these keys -- its DECRYPTION_KEY then says so -- or not at
+    all. With none of them, gpg opens it with whichever key it finds, and says which."""
+    packets = parse(data)
+    kept = [p for p in packets if p.tag not in (PKESK, SKESK) or _names(p, key_ids)]
+    if len(kept) == len(packets) or not any(p.tag == PKESK for p in kept):
+        return data
+    return b"".join(p.raw for p in kept)
+
+
+def _names(packet: Packet, key_ids: frozenset[str]) -> bool:
+    if packet.tag != PKESK:
+        return False
+    try:
+        key_id = pkesk_key_id(packet)
+    except CryptoError:  # a version not read here names, for this purpose, no key of ours
+        return False
+    return key_id in key_ids or key_id == WILDCARD
+
+
 def signature_count(data: bytes) -> int:
     """How many signatures a detached signature holds; CryptoError if it holds anything else."""
     tags = [packet.tag for packet in parse(data)]

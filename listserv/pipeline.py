@@ -34,7 +34,7 @@ def receive(raw: bytes, route: Route, ctx: Context) -> Accepted:
     limit = ctx.copy_limit()  # read once: what the relay takes, for both size checks
     keep = ctx.replay_window()
     check_size(raw, roster.mailing_list, ctx.templates, limit)
-    opened = open_message(raw, ctx.keyring)
+    opened = open_message(raw, ctx.keyring, list_key=roster.mailing_list.fingerprint)
     refuse_automatic(raw, route.kind, opened.signer)
     sender = authorize(opened, route, roster.mailing_list, roster.by_fingerprint, time.time())
     check_content(opened, sender.member, route.kind, roster, ctx.templates, limit)

@@ -58,7 +58,7 @@ class Site:
     def verdict(self, raw: bytes) -> str:
         """What listserv makes of `raw`: "refused:REASON", or "accepted:FINGERPRINT"."""
         try:
-            opened = open_message(raw, self.keyring)
+            opened = open_message(raw, self.keyring, list_key=self.list_fpr)
             member = authorize(opened, Route(LIST, "post"), self.mailing_list, self.members(), time.time()).member
         except Refusal as refusal:
             return f"refused:{refusal.reason}"

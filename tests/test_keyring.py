@@ -196,3 +196,20 @@ def test_a_gpg_run_past_its_budget_is_stopped_and_is_no_verdict(cli, news, peopl
     monkeypatch.setattr(keyring_module, "VERIFY_TIMEOUT", 1e-6)
     with pytest.raises(GpgTimeout):
         open_message(raw, keyring)
+
+
+def test_a_list_keys_encryption_key_ids_are_listed_once_while_the_keyring_is_unchanged(cli, news, people,
+                                                                                       monkeypatch):
+    """What open_message keeps gpg to for every post: the list key's encryption subkey, by the
+    key id a key packet names. Asked per message, so not a gpg run per message."""
+    fingerprint = cli.json("list", "show", news)["fingerprint"]
+    [sub] = [row for row in listing_fields(cli, fingerprint) if row[0] == "sub"]
+    keyring = Keyring(cli.home / "keys")
+    calls = []
+    listed = keyring.listed
+    monkeypatch.setattr(keyring, "listed", lambda *args, **kwargs: calls.append(args) or listed(*args, **kwargs))
+    assert keyring.encryption_ids(fingerprint) == {sub[4]}
+    assert keyring.encryption_ids(fingerprint) == {sub[4]} and len(calls) == 1
+    assert keyring.encryption_ids("F" * 40) == frozenset()
+    keyring.import_keys(people["mallory"].public_key)  # any change to the keyring lists it again
+    assert keyring.encryption_ids(fingerprint) == {sub[4]} and len(calls) == 3

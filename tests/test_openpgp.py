@@ -233,3 +233,32 @@ def test_dearmor_rejects_damage() -> None:
     ]:
         with pytest.raises(CryptoError):
             openpgp.dearmor(damaged)
+
+
+def key_packet(key_id: str, version: int = 3) -> bytes:
+    """A PKESK naming `key_id`; the encrypted session key is filler (nothing decrypts it here)."""
+    return bytes([0xC1, 12, version]) + bytes.fromhex(key_id) + bytes([18, 1, 0])
+
+
+OURS, THEIRS, MEMBER = "A1" * 8, "B2" * 8, "C3" * 8
+SEIPD = bytes([0xD2, 5, 1]) + b"data"
+SKESK = bytes([0xC3, 4, 4, 9, 0, 2])
+
+
+def test_only_the_lists_key_packets_and_hidden_ones_reach_gpg() -> None:
+    data = key_packet(MEMBER) + key_packet(THEIRS) + key_packet(OURS) + SKESK + key_packet("00" * 8) + SEIPD
+    kept = openpgp.only_to(data, frozenset({OURS, "D4" * 8}))
+    assert kept == key_packet(OURS) + key_packet("00" * 8) + SEIPD
+    assert openpgp.message_kind(kept) == "encrypted"
+
+
+def test_a_message_with_no_key_packet_for_the_list_is_left_as_it_is() -> None:
+    """gpg then opens it with whichever key it holds, and says which (authorize refuses it)."""
+    for data in (key_packet(THEIRS) + key_packet(MEMBER) + SEIPD, SKESK + SEIPD, bytes([0xCB, 8]) + literal(b"ab"),
+                 key_packet(OURS, version=6) + SEIPD):
+        assert openpgp.only_to(data, frozenset({OURS})) == data
+
+
+def test_a_key_packet_of_unknown_version_is_dropped_beside_the_lists() -> None:
+    data = key_packet(OURS, version=6) + key_packet(OURS) + SEIPD
+    assert openpgp.only_to(data, frozenset({OURS})) == key_packet(OURS) + SEIPD

@@ -240,7 +240,7 @@ def test_authorize_refuses_a_key_revoked_member_whatever_gpg_said():
     news = MailingList(LIST, "News", "A" * 40, {}, "2026-01-05T10:00:00Z")
     carol = Member(LIST, "carol@example.org", "C" * 40, "Carol", state="key-revoked")
     opened = Opened(b"Content-Type: text/plain\r\n\r\nHi\r\n", carol.fingerprint, 1_800_000_000, "d" * 64, True,
-                    None, None)
+                    None, None, decrypted_with=news.fingerprint)
     with pytest.raises(Unauthorized) as refused:
         authorize(opened, route(LIST, [LIST]), news, {carol.fingerprint: carol}, 1_800_000_000)
     assert refused.value.reason == "key-revoked"

@@ -244,3 +244,32 @@ def test_status_of_a_real_post_is_alices(streams):
     assert judged(streams.alice_stream).signature.signer == streams.alice.fingerprint
     assert judged(streams.eve_stream).signature.signer == streams.eve.fingerprint
     assert time.time() - judged(streams.alice_stream).signature.signed_at < 3600
+
+
+def _with_lines(stream: bytes, keyword: bytes, replace) -> bytes:
+    """`stream` with each line of `keyword` replaced by the lines `replace(line)` returns."""
+    out = []
+    for line in _lines(stream):
+        out += replace(line) if line.startswith(status.PREFIX + keyword + b" ") else [line]
+    return b"\n".join(out) + b"\n"
+
+
+def test_the_verdict_names_the_key_that_opened_the_post_for_a_named_or_a_hidden_recipient(streams):
+    """DECRYPTION_KEY's primary fingerprint, also when the key packet named no key (the
+    wildcard id of a hidden recipient, which gpg answers by trying each secret key)."""
+    list_fpr = mf.key_fingerprint(streams.list_public)
+    assert judged(streams.alice_stream).decrypted_with == list_fpr
+    hidden = _with_lines(streams.alice_stream, b"ENC_TO", lambda line: [
+        b" ".join([status.PREFIX + b"ENC_TO", b"0" * 16, *line.split(b" ")[3:]])])
+    assert hidden != streams.alice_stream
+    assert judged(hidden).decrypted_with == list_fpr
+
+
+def test_no_decryption_key_or_two_name_no_key(streams):
+    """Then nothing says which list's key opened it, and no list takes it (authorize)."""
+    dropped = _with_lines(streams.alice_stream, b"DECRYPTION_KEY", lambda line: [])
+    assert judged(dropped).encrypted and judged(dropped).decrypted_with is None
+    other = streams.eve.fingerprint.encode()
+    doubled = _with_lines(streams.alice_stream, b"DECRYPTION_KEY", lambda line: [
+        line, b" ".join([status.PREFIX + b"DECRYPTION_KEY", other, other, b"u"])])
+    assert judged(doubled).decrypted_with is None

@@ -96,6 +96,7 @@ class Decrypted:
     content: bytes  # the literal data, exactly as gpg wrote it
     encrypted: bool  # it was encrypted and decrypted with integrity protection
     signature: Signature | None  # its one good signature, or None when it had none
+    decrypted_with: str | None  # primary fingerprint of the key that opened it (DECRYPTION_KEY)
 
 
 def _iso(timestamp: int | None) -> str | None:
@@ -182,11 +183,23 @@ class _Recipients:
         self.keys = pkesk.KeyCache()
 
 
+class _KeyIds:
+    """The encryption key ids of each list key asked about, kept while the keyring files are
+    unchanged (Keyring.stamp): every submission asks for its list's, and a list key does not
+    change between two imports."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stamp: object = None
+        self.ids: dict[str, frozenset[str]] = {}
+
+
 class Keyring:
     def __init__(self, home: Path, *extra: str):
         self.home = home
         self.options = [*GPG_OPTIONS, *extra]
         self._recipients = _Recipients()  # one Keyring per home and process (listserv.context)
+        self._key_ids = _KeyIds()
 
     def _run(self, what: str, args: list[str], stdin: bytes = b"", **kwargs) -> tuple[Run, tuple[status.Line, ...]]:
         """One gpg run and its parsed status; CryptoError naming `what` if it cannot be read."""
@@ -335,7 +348,7 @@ class Keyring:
             raise Unauthorized("gpg-status") from None
         if judged.literal_length is not None and judged.literal_length != len(result.output):
             raise Unauthorized("not-decryptable")  # gpg wrote something other than the literal
-        return Decrypted(result.output, judged.encrypted, judged.signature)
+        return Decrypted(result.output, judged.encrypted, judged.signature, judged.decrypted_with)
 
     def verify_detached(self, signature: bytes, data: bytes, *, allow_expired: bool = False,
                         timeout: float | None = None) -> Signature:
@@ -422,6 +435,24 @@ class Keyring:
             if best is not None:
                 chosen[key.fingerprint] = best.upper()
         return chosen, min((t for t in changes if t > now), default=None)
+
+    def encryption_ids(self, fingerprint: str) -> frozenset[str]:
+        """The key ids (16 hex digits) of every encryption key of `fingerprint` -- its
+        encryption subkeys, expired or not, and the primary key if it may encrypt: what a key
+        packet names when a message is encrypted to it. Empty for a key not in the keyring."""
+        cache = self._key_ids
+        with cache.lock:
+            stamp = self.stamp()
+            if stamp != cache.stamp:
+                cache.stamp, cache.ids = stamp, {}
+            if fingerprint not in cache.ids:
+                ids = set()
+                for key in self.listed([fingerprint]):
+                    if key.fingerprint == fingerprint:
+                        ids |= {sub.keyid.upper() for sub in key.subkeys if "e" in sub.capabilities}
+                        ids |= {key.keyid.upper()} if "e" in key.capabilities else set()
+                cache.ids[fingerprint] = frozenset(ids)
+            return cache.ids[fingerprint]
 
     def stamp(self) -> tuple[tuple[str, int, int], ...]:
         """What changes whenever a key is imported, removed or disabled: the public keyring

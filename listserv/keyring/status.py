@@ -22,12 +22,17 @@ and it accepts exactly: at most one decryption, with integrity protection (MDC o
 exactly one literal inside it, at most one signature, inside it, whose verdict is GOODSIG
 (or EXPKEYSIG/EXPSIG when `allow_expired`) followed by a VALIDSIG for the same key, a SIG_ID
 with the same time, a signature over data (class 00 or 01), and the exit code 0.
+
+It also says which key opened the message: gpg writes DECRYPTION_KEY <subkey> <primary>
+<trust> once, before the decryption, for the key whose packet gave the session key. The
+ENC_TO lines are not reported: they only repeat what the key packets claim, and anyone can
+add a key packet naming any key.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from ..errors import CryptoError, TooLarge, Unauthorized
@@ -232,6 +237,7 @@ class Judged:
     encrypted: bool  # the input was encrypted (and decrypted with integrity protection)
     signature: Signature | None  # None: no signature at all (the caller decides if that will do)
     literal_length: int | None  # PLAINTEXT_LENGTH when gpg gave one
+    decrypted_with: str | None  # primary fingerprint of the key that opened it; None: none, or two
 
 
 @dataclass
@@ -257,6 +263,7 @@ class _State:
     no_seckey: bool = False
     symmetric: bool = False
     encrypted_to: int = 0
+    decryption_keys: list[str] = field(default_factory=list)  # DECRYPTION_KEY's primary fingerprints
 
 
 def judge(lines: tuple[Line, ...], returncode: int, *, detached: bool = False,
@@ -284,7 +291,8 @@ def judge(lines: tuple[Line, ...], returncode: int, *, detached: bool = False,
     if returncode != 0 or state.failures:
         raise Unauthorized("bad-signature" if signature or state.signatures else
                            ("not-decryptable" if encrypted else "no-signature"))
-    return Judged(encrypted, signature, state.literal_length)
+    opened_by = set(state.decryption_keys)
+    return Judged(encrypted, signature, state.literal_length, opened_by.pop() if len(opened_by) == 1 else None)
 
 
 def _walk(lines: tuple[Line, ...]) -> _State:
@@ -320,6 +328,8 @@ def _walk(lines: tuple[Line, ...]) -> _State:
             if state.decryption != "none" and keyword not in ("CANCELED_BY_USER", "MISSING_PASSPHRASE"):
                 raise StatusError(f"GnuPG's status has {keyword} after the decryption began.")
             state.encrypted_to += keyword == "ENC_TO"
+            if keyword == "DECRYPTION_KEY":
+                state.decryption_keys.append(line[1])
             state.no_seckey |= keyword == "NO_SECKEY"
             state.symmetric |= keyword == "NEED_PASSPHRASE_SYM"
         elif keyword == "PLAINTEXT":

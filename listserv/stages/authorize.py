@@ -11,6 +11,11 @@ own headers (protected headers, as Thunderbird writes them): when they name addr
 list must be one of them. Content that names none (Mutt without protected headers, inline
 PGP, Apple Mail) cannot be checked; the home-wide replay record stops it instead.
 
+An encrypted submission must also have been opened by this list's own key: every list's
+secret key is in the one keyring, so a message encrypted only to list B would otherwise be
+taken at list A's address just as it is (the open stage keeps gpg to A's key packets, so a
+cross-post encrypted to both is opened with A's key there).
+
 Replay is checked against the events store (listserv.ledger.claim_signature), since it needs
 a write; the rule it applies (`replayed`) is decided here, and everything here is pure. Every
 refusal after the post was opened names its signer, for `listserv rejections`.
@@ -65,12 +70,22 @@ def authorize(opened: Opened, route: Route, mailing_list: MailingList,
         raise Unauthorized("stale-signature", signer=opened.signer)
     if opened.signed_at > now + FUTURE_SKEW:
         raise Unauthorized("future-signature", signer=opened.signer)
+    if not encrypted_to_list(opened, mailing_list):
+        raise Unauthorized("not-encrypted-to-list", signer=opened.signer)
     addressing = signed_addressing(opened.content)
     require_signed_for_this_list(addressing, mailing_list, opened.signer, route.kind)
     if route.kind == Kind.ALERT and mailing_list.option("alert_senders") == "admins" \
             and member.role != "admin":
         raise Unauthorized("alert-not-allowed", signer=opened.signer)
     return Authorized(member, addressing.addresses)
+
+
+def encrypted_to_list(opened: Opened, mailing_list: MailingList) -> bool:
+    """Whether a submission is signed only, or was opened by the list's own key: gpg's
+    DECRYPTION_KEY names its primary fingerprint, also for a hidden recipient (wildcard key
+    id), where gpg tries every secret key it holds. The key ids the message's key packets
+    name decide nothing: anyone can add a key packet naming any key."""
+    return not opened.encrypted or opened.decrypted_with == mailing_list.fingerprint
 
 
 def refuse_commands_in_post(opened: Opened, route: Route, mailing_list: MailingList) -> None:

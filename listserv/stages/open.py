@@ -17,6 +17,11 @@ good signature by primary fingerprint F -- is the keyring's verdict (Keyring.dec
 Keyring.verify_detached, which read gpg's status from a channel of its own); this stage only
 decides what each MIME shape requires of it. Membership, signature age and replay are
 decided later, from `signer`, `signed_at` and `signature_id`.
+
+Every list's secret key is in the one keyring, so gpg would open a message encrypted to list B
+as readily at list A's address. Given `list_key`, gpg gets only the message's key packets for
+that key (openpgp.only_to): a cross-post encrypted to A and B is then opened with A's key at
+A, and `decrypted_with` says which list key opened it, for authorize to check.
 """
 
 from __future__ import annotations
@@ -57,16 +62,19 @@ class Opened:
     encrypted: bool  # False for a signed-only submission
     in_reply_to: str | None  # from the signed content's own headers only
     references: str | None
+    decrypted_with: str | None  # primary fingerprint of the key that opened it; None: not encrypted, or unknown
 
 
-def open_message(raw: bytes, keyring: Keyring, *, accepted: bool = False) -> Opened:
+def open_message(raw: bytes, keyring: Keyring, *, list_key: str | None = None, accepted: bool = False) -> Opened:
     """Decrypt and verify a submission, or raise a Refusal whose `reason` says why.
 
-    `accepted=True` opens again a submission that passed every check when it arrived (the
-    fan-out worker does): a signing key or signature that has expired since is then no
-    reason to drop a post already answered with 250. A revoked key still is."""
+    `list_key` (a list's fingerprint) keeps gpg to that key where the message has a key
+    packet for it (see the module docstring). `accepted=True` opens again a submission that
+    passed every check when it arrived (the fan-out worker does): a signing key or signature
+    that has expired since is then no reason to drop a post already answered with 250. A
+    revoked key still is."""
     try:
-        return _Opener(keyring, accepted).open(raw)
+        return _Opener(keyring, list_key, accepted).open(raw)
     except (Refusal, GpgTimeout):  # a timeout is a passing problem: the sender may try again
         raise
     except Exception as exc:  # a bug must still end in a refusal, never a crashed session
@@ -74,24 +82,34 @@ def open_message(raw: bytes, keyring: Keyring, *, accepted: bool = False) -> Ope
         raise Unauthorized("internal-error") from None
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """What one MIME shape yielded: the signed content and how it was signed and encrypted."""
+
+    content: bytes
+    signature: Signature
+    decrypted_with: str | None = None  # None: not encrypted
+    encrypted: bool = False
+
+
 class _Opener:
-    def __init__(self, keyring: Keyring, accepted: bool):
+    def __init__(self, keyring: Keyring, list_key: str | None, accepted: bool):
         self.keyring = keyring
+        self.list_key = list_key
         self.accepted = accepted
 
     def open(self, raw: bytes) -> Opened:
         outer = mime.parse(raw)
         kind = outer.get_content_type()
         if kind == "multipart/encrypted":
-            content, signature = self._encrypted(outer)
-            encrypted = True
+            shape = self._encrypted(outer)
         elif kind == "multipart/signed":
-            content, signature = self._detached(raw, outer)
-            encrypted = False
+            shape = _Shape(*self._detached(raw, outer))
         elif kind == "text/plain":
-            content, signature, encrypted = self._inline(outer)
+            shape = self._inline(outer)
         else:
             raise Unauthorized("unsigned-part" if _holds_pgp(outer) else "no-signature")
+        content, signature = shape.content, shape.signature
         inner = mime.parse(content)
         _refuse_nested_signatures(inner)
 
@@ -103,15 +121,16 @@ class _Opener:
             signer=signature.signer,
             signed_at=signature.signed_at,
             signature_id=digest.hexdigest(),
-            encrypted=encrypted,
+            encrypted=shape.encrypted,
             # Threading decides where members see a post: only the signed headers may set it.
             in_reply_to=mime.header(inner, "In-Reply-To"),
             references=mime.header(inner, "References"),
+            decrypted_with=shape.decrypted_with,
         )
 
     # -- the three shapes -------------------------------------------------------
 
-    def _encrypted(self, message: EmailMessage) -> tuple[bytes, Signature]:
+    def _encrypted(self, message: EmailMessage) -> _Shape:
         """RFC 3156 §4: a version part and one OpenPGP message, signed inside or wrapping multipart/signed."""
         if (message.get_param("protocol") or "").lower() != "application/pgp-encrypted":
             raise Malformed("bad-pgp-mime")
@@ -125,20 +144,19 @@ class _Opener:
                 or (control.get_payload(decode=True) or b"").split() != [b"Version:", b"1"] \
                 or payload.get_content_type() != "application/octet-stream":
             raise Malformed("bad-pgp-mime")
-        data = _message_packets(payload.get_payload(decode=True) or b"", "encrypted")
-        decrypted = self._decrypt(data)
+        decrypted = self._decrypt(self._packets(payload.get_payload(decode=True) or b"", "encrypted"))
         if not decrypted.encrypted:
             raise Unauthorized("not-decryptable")  # a signed-only message dressed as encrypted
         plaintext = mime.crlf(decrypted.content)
         if decrypted.signature is not None:
-            return plaintext, decrypted.signature
+            return _Shape(plaintext, decrypted.signature, decrypted.decrypted_with, True)
         try:
             inner = mime.parse(plaintext)
         except Malformed:
             # Unsigned: whoever sent it learns nothing about what the list made of it.
             raise Unauthorized("no-signature") from None
         if inner.get_content_type() == "multipart/signed":
-            return self._detached(plaintext, inner)
+            return _Shape(*self._detached(plaintext, inner), decrypted.decrypted_with, True)
         raise Unauthorized("unsigned-part" if _holds_pgp(inner) else "no-signature")
 
     def _detached(self, entity: bytes, message: EmailMessage) -> tuple[bytes, Signature]:
@@ -169,7 +187,7 @@ class _Opener:
             raise Unauthorized("gpg-error") from None
         return raw_parts[0], signature
 
-    def _inline(self, message: EmailMessage) -> tuple[bytes, Signature, bool]:
+    def _inline(self, message: EmailMessage) -> _Shape:
         """One armored block filling a text/plain body; only whitespace may surround it."""
         body = (message.get_payload(decode=True) or b"").strip(b" \t\r\n")
         armor = [line.rstrip() for line in _ARMOR_LINE.findall(body)]
@@ -181,15 +199,28 @@ class _Opener:
         if armor != expected or not body.endswith(expected[-1]):
             raise Unauthorized("unsigned-part")
         if expected is _INLINE_SHAPES[0]:
-            data = _message_packets(body, "signed")
+            data = self._packets(body, "signed")
         else:
             _clearsigned_signature(body)
             data = body  # the cleartext framework: gpg reads the armor itself
         decrypted = self._decrypt(data)
         if decrypted.signature is None:
             raise Unauthorized("no-signature")
-        return _text_entity(decrypted.content, message.get_content_charset()), decrypted.signature, \
-            decrypted.encrypted
+        return _Shape(_text_entity(decrypted.content, message.get_content_charset()), decrypted.signature,
+                      decrypted.decrypted_with, decrypted.encrypted)
+
+    def _packets(self, payload: bytes, expect: str) -> bytes:
+        """The binary message in `payload`, with only the list key's key packets if it has any."""
+        data = _message_packets(payload, expect)
+        if self.list_key is None:
+            return data
+        try:
+            return openpgp.only_to(data, self.keyring.encryption_ids(self.list_key))
+        except GpgTimeout:
+            raise
+        except CryptoError as exc:
+            log.warning("open: gpg listing failed: %s", type(exc).__name__)
+            raise Unauthorized("gpg-error") from None
 
     def _decrypt(self, data: bytes) -> Decrypted:
         try:

@@ -3,12 +3,15 @@
 One home holds news@ and tips@ (and leaks@); Alice is a member of all three, Mallory of none.
 Mallory gets hold of a post Alice signed for news@ and encrypts that same signed content to
 another list's key. The signature is Alice's and good, so only what the signed content names,
-and the home-wide replay record, can tell the lists apart.
+and the home-wide replay record, can tell the lists apart. Mallory cannot even send a post
+on as it is: each list's secret key is in the one keyring, but a list takes only what its own
+key opened.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -181,3 +184,62 @@ def test_a_deleted_lists_record_still_guards_the_other_lists(tmp_path, people):
         receive(encrypted_to(people["mallory"], TIPS, keys[TIPS], entity), route(TIPS, [TIPS]),
                Context.open(Home(cli.home)))
     assert refusal.value.reason == "replay"
+
+
+def thunderbird(user, to: str, cc: str | None, body: str, list_key: bytes, *also: bytes) -> bytes:
+    """Thunderbird's post: protected To (and Cc), one OpenPGP message signed and encrypted to
+    the lists' keys and the sender's own."""
+    inner = mf.protected(user, to, "Subject", {"Cc": cc}, mf.text_part(body))
+    armored = mf.sign_and_encrypt(user, list_key, inner, to_self=True, also=also)
+    return mf.message(mf.outer_subject(mf.headers(user, to=to), "..."), mf.encrypted_entity(armored))
+
+
+def fanned_out(server, reply: tuple[int, str]) -> None:
+    """Accepted, and opened again by the worker (which keeps gpg to no list's key packet)."""
+    code, text = reply
+    assert code == 250, (code, text)
+    qid = re.search(r"Queued as (\S+)", text).group(1)
+    server.wait_log(rf"fanned-out qid={qid} ")
+
+
+def test_a_post_encrypted_only_to_another_lists_key_is_refused(site, server, people):
+    """Signed for tips@ and sent to tips@, but encrypted to news@'s key: the home's keyring
+    could open it, the list it arrived at may not take it."""
+    cli, keys = site
+    alice = people["alice"]
+    entity = signed(alice, to=TIPS, body="For tips, encrypted to news.")
+    assert refused(server, cli, TIPS, encrypted_to(alice, TIPS, keys[NEWS], entity)) == "not-encrypted-to-list"
+    raw = thunderbird(alice, TIPS, None, "One pass, for tips, encrypted to news.", keys[NEWS])
+    assert refused(server, cli, TIPS, raw) == "not-encrypted-to-list"
+    fanned_out(server, submit(server.port, TIPS, encrypted_to(alice, TIPS, keys[TIPS], entity)))
+
+
+def test_one_message_encrypted_to_two_lists_and_the_sender_is_taken_by_each_once(site, server, people):
+    """Thunderbird's cross-post: one message, To: news@, Cc: tips@, encrypted to both lists'
+    keys and Alice's own; her MTA sends the same bytes to each list. leaks@, whose key it is
+    not encrypted to, takes none."""
+    cli, keys = site
+    alice = people["alice"]
+    for first, second in ((NEWS, TIPS), (TIPS, NEWS)):
+        raw = thunderbird(alice, first, second, f"To {first} and {second}.", keys[first], keys[second])
+        fanned_out(server, submit(server.port, NEWS, raw))
+        fanned_out(server, submit(server.port, TIPS, raw))
+        assert refused(server, cli, NEWS, raw) == "replay"
+        assert refused(server, cli, LEAKS, raw) == "not-encrypted-to-list"
+
+
+def test_a_post_that_names_no_list_cannot_be_sent_on_as_it_is_to_another(site, server, people):
+    """Mutt's post to news@ names no list. Mallory, on its way, sends it to tips@ first: as it
+    is, and with a key packet for tips@'s key added (anyone can add one: key packets are not
+    integrity-protected). Neither is taken, so Alice's own copy still reaches news@."""
+    cli, keys = site
+    alice, mallory = people["alice"], people["mallory"]
+    original = mf.post(alice, keys[NEWS], "Mutt words, sent on.", "Mutt", style="mutt", to=NEWS)
+    armored = encrypted_part(original)
+    assert refused(server, cli, TIPS, original) == "not-encrypted-to-list"
+    [subkey] = [k for k in pkesk.read_keys(openpgp.dearmor(keys[TIPS], "PGP PUBLIC KEY BLOCK")).values() if k]
+    packets = [p.raw for p in openpgp.parse(openpgp.dearmor(armored))]
+    added = openpgp.armor(packets[0] + pkesk.build(subkey, os.urandom(32)) + b"".join(packets[1:]))
+    raw = mf.message(mf.headers(mallory, to=TIPS), mf.encrypted_entity(added, mutt=True))
+    assert refused(server, cli, TIPS, raw) == "not-decryptable"
+    fanned_out(server, submit(server.port, NEWS, original))

@@ -168,6 +168,24 @@ def test_an_outsider_an_unencrypted_request_and_a_replayed_one_are_refused_alike
     assert reasons == ["unknown-key", "not-encrypted", "replay", "wrong-list"]
 
 
+def test_a_request_encrypted_only_to_another_lists_key_runs_nothing(site, people):
+    """Both lists' secret keys are in the home's one keyring, so gpg can open it; but a request
+    is honoured only when encrypted to its own list's key, whatever its x-list-name says."""
+    cli, list_key, _ = site
+    alice = people["alice"]
+    cli.ok("list", "create", "tips@example.org", "--name", "Tips")
+    tips_key = cli.ok("list", "key", "tips@example.org").stdout.encode()
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, REQUEST, request(alice, tips_key, "x-mode: digest")) == (550, NOT_ACCEPTED)
+        assert submit(proc.port, REQUEST, request(alice, list_key, "x-status"))[0] == 250
+        sink.wait_for(1)  # the reply to the request that was encrypted to news@'s key
+    assert members(cli)[alice.email]["mode"] == "immediate" and len(sink.messages) == 1
+    [rejection] = json.loads(cli.ok("rejections", LIST, "--json").stdout)
+    assert (rejection["reason"], rejection["kind"], rejection["signer"]) == \
+        ("not-encrypted-to-list", "request", alice.fingerprint)
+    assert [r["commands"] for r in json.loads(cli.ok("requests", LIST, "--json").stdout)] == [["status"]]
+
+
 def test_a_request_marked_auto_submitted_runs_nothing_and_gets_no_reply(site, people):
     cli, list_key, _ = site
     alice = people["alice"]

@@ -246,20 +246,30 @@ def key_fingerprint(key: bytes) -> str:
     return fingerprints(_tool(["gpg", "--show-keys", "--with-colons"], key))[0]
 
 
-def sign_and_encrypt(user: User, list_key: bytes, data: bytes, *, to_self: bool = False) -> bytes:
+def sign_and_encrypt(user: User, list_key: bytes, data: bytes, *, to_self: bool = False,
+                     also: tuple[bytes, ...] = ()) -> bytes:
     """One armored OpenPGP message, signed by `user` and encrypted to the list, by user.tool;
-    `to_self` also encrypts it to the sender's own key, as Thunderbird always does."""
+    `to_self` also encrypts it to the sender's own key, as Thunderbird always does, and `also`
+    to more lists' keys after the first (a cross-post; gpg and sq only)."""
+    if also and user.tool == "rnp":
+        raise ValueError("rnp reads its recipients from one key file here: no cross-posts")
     with _ListKeyFile(list_key, user) as keys:
+        more = []
+        for n, key in enumerate(also):
+            more.append(keys.path.with_name(f"also-{n}.asc"))
+            more[-1].write_bytes(key)
         if user.tool == "gpg":
             own = ["--recipient", user.fingerprint] if to_self else []
+            others = [arg for path in more for arg in ("--recipient-file", str(path))]
             return _gpg(user, "--armor", "--sign", "--encrypt", "--local-user", user.fingerprint,
-                        "--recipient-file", str(keys.path), *own, data=data)
+                        "--recipient-file", str(keys.path), *others, *own, data=data)
         if user.tool == "sq":
             own_cert = keys.path.with_name("own.asc")
             own_cert.write_bytes(user.public_key)
             own = ["--recipient-cert", str(own_cert)] if to_self else []
+            others = [arg for path in more for arg in ("--recipient-cert", str(path))]
             return _tool(["sq", "encrypt", "--signer-key", str(user.secret_file),
-                          "--recipient-cert", str(keys.path), *own], data)
+                          "--recipient-cert", str(keys.path), *others, *own], data)
         own = ["--recipient", user.fingerprint] if to_self else []
         return _tool(["rnp", "--keyfile", str(keys.path), "--sign", "--encrypt", "--armor",
                       "--recipient", keys.fingerprint, *own, "--userid", user.fingerprint,

@@ -1,20 +1,25 @@
-"""The pure rules of the authorize stage: what the signed content names, and when a
-signature seen before is a replay. (End to end, with real gpg: tests/e2e/test_cross_list.py.)"""
+"""The pure rules of the authorize stage: which key opened a submission, what the signed
+content names, and when a signature seen before is a replay. (End to end, with real gpg:
+tests/e2e/test_cross_list.py.)"""
 
 from __future__ import annotations
 
 import pytest
 
 from listserv.errors import Unauthorized
-from listserv.model import MailingList
+from listserv.model import Kind, MailingList, Member
 from listserv.stages.authorize import (
-    SignedAddressing, home_replay_window, replay_window, replayed, require_signed_for_this_list,
-    signed_addressing,
+    SignedAddressing, authorize, encrypted_to_list, home_replay_window, replay_window, replayed,
+    require_signed_for_this_list, signed_addressing,
 )
+from listserv.stages.open import Opened
+from listserv.stages.route import Route
 
 NEWS = MailingList("news@example.org", "News", "A" * 40)
 TIPS = MailingList("tips@example.org", "Tips", "B" * 40, {"max_signature_age": "30d"})
 BODY = b"Content-Type: text/plain\r\n\r\nHello.\r\n"
+ALICE = Member(NEWS.address, "alice@example.org", "C" * 40, "Alice")
+NOW = 1_800_000_000
 
 
 def addressing(*headers: str) -> SignedAddressing:
@@ -80,3 +85,28 @@ def test_records_are_kept_for_the_longest_window_of_any_list():
     signature."""
     assert replay_window(TIPS) > replay_window(NEWS)
     assert home_replay_window([NEWS, TIPS]) == replay_window(TIPS)
+
+
+def opened(encrypted: bool, decrypted_with: str | None) -> Opened:
+    return Opened(BODY, ALICE.fingerprint, NOW, "d" * 64, encrypted, None, None, decrypted_with)
+
+
+@pytest.mark.parametrize("encrypted,decrypted_with,taken", [
+    (True, NEWS.fingerprint, True),  # opened by the list's own key, named or a hidden recipient
+    (True, TIPS.fingerprint, False),  # encrypted to another list of the home only
+    (True, "E" * 40, False),  # a member's key: no list key ever opened it
+    (True, None, False),  # gpg named no key, or two: nothing proves it was this list's
+    (False, None, True),  # signed only: require_encryption decides
+])
+def test_an_encrypted_submission_counts_only_when_the_lists_own_key_opened_it(encrypted, decrypted_with, taken):
+    assert encrypted_to_list(opened(encrypted, decrypted_with), NEWS) is taken
+
+
+@pytest.mark.parametrize("kind", [Kind.POST, Kind.REQUEST])
+def test_a_post_or_request_encrypted_to_another_list_is_refused_with_the_one_sentence(kind):
+    route = Route(NEWS.address, kind)
+    with pytest.raises(Unauthorized) as refusal:
+        authorize(opened(True, TIPS.fingerprint), route, NEWS, {ALICE.fingerprint: ALICE}, NOW)
+    assert (refusal.value.reason, refusal.value.signer) == ("not-encrypted-to-list", ALICE.fingerprint)
+    assert refusal.value.smtp_reply == f"550 5.7.1 {Unauthorized.text}"
+    assert authorize(opened(True, NEWS.fingerprint), route, NEWS, {ALICE.fingerprint: ALICE}, NOW).member == ALICE

@@ -4,6 +4,7 @@ every reason a post is refused. Keys are made at test time; gpg, sq and rnp are 
 from __future__ import annotations
 
 import base64
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from listserv import mime, openpgp
+from listserv import mime, openpgp, pkesk
 from listserv.errors import Malformed, Refusal, TooLarge, Unauthorized
 from listserv import keyring as keyring_module
 from listserv.keyring import Keyring
@@ -31,7 +32,7 @@ class ListKeys:
     public: bytes
 
     def open(self, raw: bytes) -> Opened:
-        return open_message(raw, self.keyring)
+        return open_message(raw, self.keyring, list_key=self.fingerprint)  # as a post arriving at the list
 
     def refused(self, raw: bytes) -> Refusal:
         with pytest.raises(Refusal) as caught:
@@ -572,3 +573,71 @@ def test_a_post_also_encrypted_to_the_senders_own_key_opens(news, people, name, 
     packets = openpgp.parse(openpgp.dearmor(armored))
     assert sum(packet.tag == openpgp.PKESK for packet in packets) == 2
     assert news.open(mf.message(mf.headers(user), entity)).signer == user.fingerprint
+
+
+# -- which list's key opened it: every list's secret key is in the one keyring ------------
+
+@dataclass(frozen=True)
+class TwoLists:
+    keyring: Keyring
+    news: str  # fingerprints
+    tips: str
+
+    def public(self, fingerprint: str) -> bytes:
+        return self.keyring.export(fingerprint).encode()
+
+
+@pytest.fixture(scope="module")
+def two_lists(tmp_path_factory, people) -> TwoLists:
+    home = tmp_path_factory.mktemp("two-lists") / "keys"
+    home.mkdir(mode=0o700)
+    keyring = Keyring(home)
+    news = keyring.generate_list_key("news@example.org", "News")
+    tips = keyring.generate_list_key("tips@example.org", "Tips")
+    for name in ("alice", "sally"):
+        keyring.import_keys(people[name].public_key)
+    return TwoLists(keyring, news, tips)
+
+
+def thunderbird(user: User, armored: bytes) -> bytes:
+    return mf.message(mf.headers(user), mf.encrypted_entity(armored))
+
+
+@pytest.mark.parametrize("name", ["alice", "sally"])
+def test_a_cross_post_opens_with_the_key_of_the_list_it_arrived_at(two_lists, people, name):
+    """Encrypted to news@, tips@ and the sender's own key, in either order: gpg is given only
+    the arriving list's key packet, so it cannot happen to use the other list's key."""
+    user, lists = people[name], two_lists
+    for first, second in ((lists.news, lists.tips), (lists.tips, lists.news)):
+        armored = mf.sign_and_encrypt(user, lists.public(first), tb_inner(user), to_self=True,
+                                      also=(lists.public(second),))
+        assert sum(p.tag == openpgp.PKESK for p in openpgp.parse(openpgp.dearmor(armored))) == 3
+        for arrived in (lists.news, lists.tips):
+            opened = open_message(thunderbird(user, armored), lists.keyring, list_key=arrived)
+            assert (opened.signer, opened.decrypted_with) == (user.fingerprint, arrived)
+
+
+def test_a_post_encrypted_only_to_another_list_says_so(two_lists, people):
+    """Opened, with the other list's key: authorize refuses it (not-encrypted-to-list)."""
+    alice, lists = people["alice"], two_lists
+    raw = thunderbird(alice, mf.sign_and_encrypt(alice, lists.public(lists.tips), tb_inner(alice), to_self=True))
+    assert open_message(raw, lists.keyring, list_key=lists.news).decrypted_with == lists.tips
+    inline = mf.post(alice, lists.public(lists.tips), style="inline")
+    assert open_message(inline, lists.keyring, list_key=lists.news).decrypted_with == lists.tips
+    apple = mf.post(alice, lists.public(lists.tips), style="encrypted-signed-mime")
+    assert open_message(apple, lists.keyring, list_key=lists.news).decrypted_with == lists.tips
+
+
+def test_a_key_packet_added_for_the_list_proves_nothing(two_lists, people):
+    """Key packets are outside the integrity protection: anyone can add one for news@'s key to
+    a post encrypted to tips@, after tips@'s, where gpg -- having the session key already --
+    never tries it but still reports ENC_TO for it. Kept to news@'s packet, gpg finds it does
+    not open the message."""
+    alice, lists = people["alice"], two_lists
+    armored = mf.sign_and_encrypt(alice, lists.public(lists.tips), tb_inner(alice))
+    [subkey] = [key for key in pkesk.read_keys(lists.keyring.export_public([lists.news])).values() if key]
+    packets = openpgp.parse(openpgp.dearmor(armored))
+    forged = openpgp.armor(packets[0].raw + pkesk.build(subkey, os.urandom(32)) + packets[1].raw)
+    raw = thunderbird(alice, forged)
+    assert open_message(raw, lists.keyring).decrypted_with == lists.tips
+    assert unauthorized(ListKeys(lists.keyring, lists.news, lists.public(lists.news)), raw) == "not-decryptable"
