@@ -117,7 +117,8 @@ def forward(job: Job, ctx: Context) -> tuple[OutJob, ...]:
     """Mail to LIST-owner@, after the reply: to every admin, re-encrypted to each, saying
     whether a member signed it."""
     roster = ctx.roster(job.list)
-    letter = read_letter(ctx.keyring.unseal(ctx.spool.read_submission(job)), ctx.keyring, roster.by_fingerprint)
+    letter = read_letter(ctx.keyring.unseal(ctx.spool.read_submission(job)), ctx.keyring,
+                         roster.mailing_list.fingerprint, roster.by_fingerprint)
     told = ctx.outbox.notices([for_admins(ctx.templates, roster, letter)], after=job.qid)
     ctx.spool.remove(job)
     return told

@@ -7,8 +7,9 @@ list's own encrypted notice to each admin. What listserv can say of who wrote it
     signed by a member's pinned key      "member"     the only sender the notice vouches for
     signed by some other key             "outside"    the From line is the sender's word only
     not signed                           "outside"
-    encrypted to the list's key          opened first: the admins read the plaintext
-    encrypted to some other key          "sealed"     attached as it came; nobody here can read it
+    encrypted to this list's key         opened first: the admins read the plaintext
+    encrypted to some other key          "sealed"     attached as it came (another list's key
+                                                      too: its admins may not read that list's mail)
 
 Nothing is refused here: every refusal was made before the 250 (size, rate).
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.header import Header
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 
 from .. import mime, openpgp
 from ..errors import CryptoError, Malformed, Refusal, UnknownRecipient
@@ -49,44 +50,61 @@ def check_letter(raw: bytes, admins: Sequence[Member]) -> None:
     mime.parse(raw)
 
 
-def read_letter(raw: bytes, keyring: Keyring, members: Mapping[str, Member]) -> Letter:
-    """The message as the admins should read it, decrypted when it was encrypted to the list."""
+def read_letter(raw: bytes, keyring: Keyring, list_key: str, members: Mapping[str, Member]) -> Letter:
+    """The message as the admins should read it, decrypted when it was encrypted to this list's
+    key `list_key` -- and only then: every list's key is in the one keyring, and the admins of
+    one list must not be able to read, by sending it to their LIST-owner@, what was encrypted
+    to another's."""
     outer = mime.parse(raw)
     try:
-        opened = open_message(raw, keyring, accepted=True)
+        opened = open_message(raw, keyring, list_key=list_key, accepted=True)
     except GpgTimeout:
         raise  # a passing problem: the worker tries again
     except Refusal:
         opened = None
+    if opened is not None and opened.encrypted and opened.decrypted_with != list_key:
+        return Letter(_shown(outer, _entity(raw)), "sealed")
     if opened is not None:
         member = members.get(opened.signer)
         origin = "member" if member is not None and member.active else "outside"
         return Letter(_shown(outer, opened.content), origin, member if origin == "member" else None,
                       opened.encrypted)
-    plaintext = _plaintext(outer, keyring)
+    plaintext = _plaintext(outer, keyring, list_key)
     if plaintext is None:
         sealed = outer.get_content_type() == "multipart/encrypted" or b"-----BEGIN PGP MESSAGE-----" in raw
         return Letter(_shown(outer, _entity(raw)), "sealed" if sealed else "outside")
     return Letter(_shown(outer, plaintext), "outside", encrypted=True)
 
 
-def _plaintext(outer: EmailMessage, keyring: Keyring) -> bytes | None:
+def _plaintext(outer: EmailMessage, keyring: Keyring, list_key: str) -> bytes | None:
     """The content of a message encrypted to the list's key but signed by no member (open_message
-    took it for no post); None when it was not encrypted, or not to any key here."""
-    if outer.get_content_type() != "multipart/encrypted":
-        return None
-    parts = outer.get_payload()
-    if not isinstance(parts, list) or len(parts) != 2:
+    took it for no post): PGP/MIME, or one armored message as a text body (`gpg -ea` pasted into
+    a mail). None when it was not encrypted, or not to this list's key."""
+    if outer.get_content_type() == "multipart/encrypted":
+        parts = outer.get_payload()
+        if not isinstance(parts, list) or len(parts) != 2:
+            return None
+        armored, inline = parts[1].get_payload(decode=True) or b"", False
+    elif outer.get_content_type() == "text/plain" and not outer.is_multipart():
+        armored, inline = (outer.get_payload(decode=True) or b"").strip(), True
+        if not armored.startswith(b"-----BEGIN PGP MESSAGE-----"):
+            return None
+    else:
         return None
     try:
-        [data] = openpgp.read_armored(parts[1].get_payload(decode=True) or b"", "PGP MESSAGE")
+        [data] = openpgp.read_armored(armored, "PGP MESSAGE")
+        data = openpgp.only_to(data, keyring.encryption_ids(list_key))
         decrypted = keyring.decrypt(data, max_output=MAX_PLAINTEXT, allow_expired=True)
     except GpgTimeout:
         raise
     except (CryptoError, Refusal, ValueError):
         return None
-    if not decrypted.encrypted:
+    if not decrypted.encrypted or decrypted.decrypted_with != list_key:
         return None
+    if inline:
+        entity = MIMEPart(policy=mime.POLICY)
+        entity.set_content(decrypted.content.decode("utf-8", "replace"), charset="utf-8")
+        return mime.crlf(entity.as_bytes())
     content = mime.crlf(decrypted.content)
     try:
         mime.parse(content)
