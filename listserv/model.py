@@ -156,6 +156,19 @@ class MailingList:
         return f"{self.local}-request@{self.domain}"
 
     @property
+    def owner_address(self) -> str:
+        """LIST-owner@: mail to the list's admins (Postfix's virtual map), and unsubscribe requests."""
+        return f"{self.local}-owner@{self.domain}"
+
+    @property
+    def key_user_ids(self) -> tuple[str, ...]:
+        """The user ids the list's key carries, the primary one (LIST@) first. A member's client
+        (Thunderbird, gpg, sq, rnp) picks the key to encrypt to by the address written to, so
+        LIST-request@ and LIST-owner@ need user ids of their own."""
+        return tuple(f"{self.name} <{address}>"
+                     for address in (self.address, self.request_address, self.owner_address))
+
+    @property
     def list_id(self) -> str:
         """The RFC 2919 list identifier, `local.domain`: what a List-Id header names in <>."""
         return f"{self.local}.{self.domain}"

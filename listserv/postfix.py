@@ -71,10 +71,6 @@ def list_addresses(mailing_list: MailingList) -> list[str]:
             f"{local}{REQUEST}@{domain}"]
 
 
-def owner_address(mailing_list: MailingList) -> str:
-    return f"{mailing_list.local}-owner@{mailing_list.domain}"
-
-
 def limits(lists: Iterable[MailingList], max_data_kb: int) -> Limits:
     """Postfix can limit size only per smtpd, not per list: the largest list's limit is taken,
     and a post to a list with a smaller one is refused by listserv and bounced by Postfix."""
@@ -105,7 +101,7 @@ def render(lists: list[MailingList], members: Mapping[str, list[Member]], listen
     for ml in ordered:
         emails = sorted(m.email for m in members.get(ml.address, []) if m.role == "admin" and m.state == ACTIVE)
         if emails:  # with no admin there is no entry, and Postfix refuses LIST-owner@ at RCPT
-            owners.append((owner_address(ml), ", ".join(emails)))
+            owners.append((ml.owner_address, ", ".join(emails)))
     size = limits(lists, max_data_kb)
     return {
         "transport": _header("Postfix transport_maps: the lists' addresses go to listserv.", source)

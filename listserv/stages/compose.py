@@ -107,7 +107,7 @@ def list_headers(mailing_list: MailingList) -> list[tuple[str, str]]:
     return [
         ("List-Id", list_id(mailing_list)),
         ("List-Post", f"<mailto:{mailing_list.address}>"),
-        ("List-Unsubscribe", f"<mailto:{mailing_list.local}-owner@{mailing_list.domain}?subject=unsubscribe>"),
+        ("List-Unsubscribe", f"<mailto:{mailing_list.owner_address}?subject=unsubscribe>"),
         ("Precedence", "list"),
     ]
 
