@@ -117,8 +117,15 @@ class Server:
     def _complete_list_keys(self) -> None:
         """Before anything listens: a list key made by an older listserv gets its user ids for
         LIST-request@ and LIST-owner@, so members' clients can encrypt to those addresses and
-        the next welcome or x-get-listkey carries them. One key listing when none is missing."""
-        for address, uids in self.ctx.complete_list_keys().items():
+        the next welcome or x-get-listkey carries them. One key listing when none is missing.
+        A failure is logged and the server starts all the same: the key still decrypts and
+        signs, and the next start tries again -- a damaged database is answered at RCPT."""
+        try:
+            added = self.ctx.complete_list_keys()
+        except Exception as exc:
+            log.error("error stage=list-key %s", type(exc).__name__)
+            return
+        for address, uids in added.items():
             log.info("list-key list=%s added-uids=%s", address, ",".join(split_user_id(uid)[1] for uid in uids))
 
     # -- the relay's limit (listserv.relaylimit) ---------------------------------------

@@ -170,6 +170,18 @@ def test_serve_gives_an_older_lists_key_its_request_and_owner_user_ids_once(cli)
     assert (keys / "pubring.kbx").read_bytes() == pubring
 
 
+def test_serve_starts_all_the_same_when_an_older_key_cannot_be_given_its_user_ids(cli):
+    """Its secret key gone, the list cannot certify a user id: the start says so and serves."""
+    fingerprint = add_old_list(cli)
+    keys = cli.home / "keys"
+    run(["gpg", "--homedir", str(keys), "--batch", "--yes", "--delete-secret-keys", fingerprint])
+    with ServeProcess(cli.home) as proc:
+        proc.wait_log(r"error stage=list-key CryptoError")
+    assert "listserv listening on" in proc.log and "added-uids" not in proc.log
+    listed = run(["gpg", "--homedir", str(keys), "--with-colons", "--list-keys", fingerprint]).stdout
+    assert [uid for _, uid in user_ids(listed)] == ["News <news@example.org>"]
+
+
 def test_lists_shows_every_list(cli):
     assert cli.json("lists") == []
     assert "No lists yet" in cli.ok("lists").stdout
