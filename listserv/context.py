@@ -59,6 +59,14 @@ class Context:
         """The most bytes a copy may have, as the relay last said (None: no limit known)."""
         return capacity.copy_limit(self.spool.relay_file)
 
+    def complete_list_keys(self) -> dict[str, list[str]]:
+        """Give each list's key the user ids it lacks (`MailingList.key_user_ids`): keys made
+        before LIST-request@ and LIST-owner@ had one of their own. The store is read once and
+        no transaction is held while gpg runs; what was added, by list address."""
+        lists = self.store.read().lists()
+        added = self.keyring.add_user_ids({ml.fingerprint: ml.key_user_ids for ml in lists})
+        return {ml.address: added[ml.fingerprint] for ml in lists if ml.fingerprint in added}
+
     def replay_window(self) -> int:
         """How long a signature is remembered: the longest window among the home's lists."""
         return home_replay_window(self.store.read().lists())

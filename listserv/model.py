@@ -160,11 +160,20 @@ class MailingList:
 
     @property
     def owner_address(self) -> str:
+        """LIST-owner@: anyone's mail to the list's admins, re-encrypted to each (and unsubscribe requests)."""
         return f"{self.local}-owner@{self.domain}"
 
     @property
     def sendkey_address(self) -> str:
         return f"{self.local}-sendkey@{self.domain}"
+
+    @property
+    def key_user_ids(self) -> tuple[str, ...]:
+        """The user ids the list's key carries, the primary one (LIST@) first. A member's client
+        (Thunderbird, gpg, sq, rnp) picks the key to encrypt to by the address written to, so
+        LIST-request@ and LIST-owner@ need user ids of their own."""
+        return tuple(f"{self.name} <{address}>"
+                     for address in (self.address, self.request_address, self.owner_address))
 
     @property
     def list_id(self) -> str:

@@ -29,7 +29,7 @@ from .config import Home, Settings, format_hostport
 from .context import Context
 from .deliver import Deliverer, MaildirTransport, Outcome, RelayTransport, RetryPolicy, Transport
 from .errors import DeliveryDeferred, EnvironmentProblem, ListservError, Refusal, retryable
-from .model import PRIORITY, Accepted, Kind
+from .model import PRIORITY, Accepted, Kind, split_user_id
 from .pipeline import answer, distribute, forward, send_key, settle
 from .smtpd import Handler, make_server
 from .spool import Job, OutJob
@@ -105,6 +105,7 @@ class Server:
         self._home_lock = lock_home(home)  # before Context.open(), which sweeps the spool
         self.ctx = Context.open(home)
         self.ctx.spool.sweep()  # a crash's half-written jobs: nobody else may be writing now
+        self._complete_list_keys()
         self.checks = ThreadPoolExecutor(max_workers=settings.data_threads, thread_name_prefix="listserv-check")
         self.lookups = ThreadPoolExecutor(max_workers=LOOKUP_THREADS, thread_name_prefix="listserv-lookup")
         self.work = ThreadPoolExecutor(max_workers=WORK_THREADS, thread_name_prefix="listserv-work")
@@ -116,6 +117,20 @@ class Server:
         self._stop = asyncio.Event()
         self._submissions: asyncio.PriorityQueue[tuple[int, float, int, Job]] = asyncio.PriorityQueue()
         self._order = itertools.count()
+
+    def _complete_list_keys(self) -> None:
+        """Before anything listens: a list key made by an older listserv gets its user ids for
+        LIST-request@ and LIST-owner@, so members' clients can encrypt to those addresses and
+        the next welcome or x-get-listkey carries them. One key listing when none is missing.
+        A failure is logged and the server starts all the same: the key still decrypts and
+        signs, and the next start tries again -- a damaged database is answered at RCPT."""
+        try:
+            added = self.ctx.complete_list_keys()
+        except Exception as exc:
+            log.error("error stage=list-key %s", type(exc).__name__)
+            return
+        for address, uids in added.items():
+            log.info("list-key list=%s added-uids=%s", address, ",".join(split_user_id(uid)[1] for uid in uids))
 
     # -- the relay's limit (listserv.relaylimit) ---------------------------------------
     def _learn(self, limit: relaylimit.RelayLimit) -> None:

@@ -11,8 +11,12 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import mail as mf
-from tests.helpers.cli import Cli, assert_refused, make_site, state, write_key
-from tests.helpers.keys import fingerprints, fingerprints_in, run
+from listserv.errors import CryptoError
+from listserv.keyring import Keyring
+
+from tests.helpers.cli import Cli, add_old_list, assert_refused, make_site, state, write_key
+from tests.helpers.keys import fingerprints, fingerprints_in, primary_user_ids, run, user_ids
+from tests.helpers.members_clients import encrypt_to_address
 from tests.helpers.server import ServeProcess
 from tests.helpers.smtp import submit
 
@@ -126,13 +130,59 @@ def test_list_create_refuses_an_empty_or_multiline_name(cli):
     assert state(cli) == before
 
 
+def test_a_list_whose_key_cannot_be_completed_is_not_made_and_leaves_no_key(cli, monkeypatch):
+    def refuse(self, wanted):
+        raise CryptoError("GnuPG could not add the user id News <news-request@example.org> to the key.")
+    monkeypatch.setattr(Keyring, "add_user_ids", refuse)
+    before = state(cli)
+    assert_refused(cli("list", "create", "news@example.org", "--name", "News"), 1, "could not add the user id")
+    assert state(cli) == before
+    assert fingerprints_in(cli.home / "keys") == set()
+
+
 def test_list_name_in_utf8_reaches_the_key(cli):
     cli.ok("list", "create", "union@example.org", "--name", "Ünïon Сеть")
     fingerprint = cli.json("list", "show", "union@example.org")["fingerprint"]
     listing = run(["gpg", "--homedir", str(cli.home / "keys"), "--with-colons", "--list-keys",
                    fingerprint]).stdout.decode("utf-8")
-    uids = [line.split(":")[9] for line in listing.splitlines() if line.startswith("uid:")]
-    assert uids == ["Ünïon Сеть <union@example.org>"]
+    assert [uid for _, uid in user_ids(listing)] == [
+        "Ünïon Сеть <union@example.org>", "Ünïon Сеть <union-request@example.org>",
+        "Ünïon Сеть <union-owner@example.org>"]
+
+
+NEWS_UIDS = ["News <news@example.org>", "News <news-request@example.org>", "News <news-owner@example.org>"]
+
+
+def test_serve_gives_an_older_lists_key_its_request_and_owner_user_ids_once(cli):
+    """A list made before its key had user ids for news-request@ and news-owner@: the first
+    start of `listserv serve` adds them (news@ stays primary), the next one changes nothing."""
+    add_old_list(cli)
+    keys = cli.home / "keys"
+    with ServeProcess(cli.home) as proc:
+        line = proc.wait_log(r"list-key list=\S+ added-uids=\S+").group(0)
+    assert line == "list-key list=news@example.org added-uids=news-request@example.org,news-owner@example.org"
+    exported = cli.ok("list", "key", "news@example.org").stdout.encode()
+    assert [uid for _, uid in user_ids(run(["gpg", "--show-keys", "--with-colons"], input=exported).stdout)] == NEWS_UIDS
+    assert primary_user_ids(exported) == ["News <news@example.org>"]
+    sealed = encrypt_to_address("rnp", "news-request@example.org", exported, b"x-status\n")
+    assert Keyring(keys).unseal(sealed) == b"x-status\n"
+    pubring = (keys / "pubring.kbx").read_bytes()
+    with ServeProcess(cli.home) as proc:
+        pass  # started: the listening line comes after the keys were looked at
+    assert "list-key" not in proc.log
+    assert (keys / "pubring.kbx").read_bytes() == pubring
+
+
+def test_serve_starts_all_the_same_when_an_older_key_cannot_be_given_its_user_ids(cli):
+    """Its secret key gone, the list cannot certify a user id: the start says so and serves."""
+    fingerprint = add_old_list(cli)
+    keys = cli.home / "keys"
+    run(["gpg", "--homedir", str(keys), "--batch", "--yes", "--delete-secret-keys", fingerprint])
+    with ServeProcess(cli.home) as proc:
+        proc.wait_log(r"error stage=list-key CryptoError")
+    assert "listserv listening on" in proc.log and "added-uids" not in proc.log
+    listed = run(["gpg", "--homedir", str(keys), "--with-colons", "--list-keys", fingerprint]).stdout
+    assert [uid for _, uid in user_ids(listed)] == ["News <news@example.org>"]
 
 
 def test_lists_shows_every_list(cli):

@@ -321,6 +321,24 @@ def test_member_remove_keeps_a_key_another_list_pins(cli, news, people, tmp_path
     assert cli.json("member", "list", "ops@example.org")[0]["fingerprint"] == alice.fingerprint
 
 
+def test_the_last_admin_can_be_neither_removed_nor_made_a_member(cli, news, people, tmp_path):
+    """As by mail (x-remove-member, x-set-member, x-leave): a list with no admin could no longer
+    be run by mail, nor tell anyone of its troubles."""
+    add(cli, tmp_path, people["alice"], "--role", "admin", "--name", "Alice")
+    add(cli, tmp_path, people["bob"], "--name", "Bob")
+    before = state(cli)
+    last = "Alice is the last admin of news@example.org; make another member an admin first."
+    assert_refused(cli("member", "remove", news, "alice@example.org"), 4, last)
+    assert_refused(cli("member", "set", news, "alice@example.org", "--role", "member"), 4, last)
+    assert_refused(cli("member", "set", news, "alice@example.org", "--role", "member", "--mode", "digest"), 4, last)
+    assert state(cli) == before
+    cli.ok("member", "set", news, "bob@example.org", "--role", "admin")
+    cli.ok("member", "set", news, "alice@example.org", "--role", "member")  # Bob is an admin now
+    assert_refused(cli("member", "remove", news, "bob@example.org"), 4, "Bob is the last admin")
+    cli.ok("member", "remove", news, "alice@example.org")
+    assert [(m["email"], m["role"]) for m in member_list(cli)] == [("bob@example.org", "admin")]
+
+
 def test_member_json_is_a_json_array(cli, news, people, tmp_path):
     add(cli, tmp_path, people["sally"])
     parsed = json.loads(cli.ok("member", "list", news, "--json").stdout)

@@ -15,7 +15,10 @@ from listserv.keyring import GPG_OPTIONS, MIN_GNUPG, GpgTimeout, Keyring, check_
 from listserv.stages.open import open_message
 
 from tests.helpers import mail as mf
-from tests.helpers.keys import keyring_listing, keys_in, make_gpg_key, make_gpg_user, run
+from tests.helpers.keys import (
+    keyring_listing, keys_in, make_gpg_key, make_gpg_user, primary_user_ids, run, user_ids,
+)
+from tests.helpers.members_clients import encrypt_to_address
 
 
 def listing_fields(cli, fingerprint: str) -> list[list[str]]:
@@ -38,6 +41,48 @@ def test_list_key_is_ed25519_with_a_cv25519_encryption_subkey_and_no_expiry(cli,
                   fingerprint]).stdout.decode()
     assert secret.startswith("sec:")
     assert "PRIVATE" not in keyring.export(fingerprint)
+
+
+NEWS_UIDS = ["News <news@example.org>", "News <news-request@example.org>", "News <news-owner@example.org>"]
+
+
+def test_a_list_key_has_a_user_id_for_each_address_members_write_to(cli, news):
+    fingerprint = cli.json("list", "show", news)["fingerprint"]
+    listed = run(["gpg", "--homedir", str(cli.home / "keys"), "--with-colons", "--list-keys", fingerprint]).stdout
+    assert [uid for validity, uid in user_ids(listed) if validity != "r"] == NEWS_UIDS
+    # What members are given (`list key`, a welcome, x-get-listkey): all three, news@ still primary.
+    exported = cli.ok("list", "key", news).stdout.encode()
+    assert [uid for _, uid in user_ids(run(["gpg", "--show-keys", "--with-colons"], input=exported).stdout)] == NEWS_UIDS
+    assert primary_user_ids(exported) == ["News <news@example.org>"]
+
+
+@pytest.mark.parametrize("tool", ["gpg", "sq", "rnp"])
+def test_a_members_client_finds_the_list_key_by_the_request_and_owner_address(cli, news, people, tool):
+    """The exported key beside another member's, as in a member's keyring: each tool picks the
+    list's key by the address alone, and the list's keyring decrypts what it made."""
+    certificates = cli.ok("list", "key", news).stdout.encode() + people["alice"].public_key
+    keyring = Keyring(cli.home / "keys")
+    for address in ("news-request@example.org", "news-owner@example.org"):
+        sealed = encrypt_to_address(tool, address, certificates, f"to {address}\n".encode())
+        assert keyring.unseal(sealed) == f"to {address}\n".encode()
+
+
+def test_adding_the_user_ids_again_changes_nothing_and_a_revoked_one_stays_revoked(tmp_path):
+    home = tmp_path / "keys"
+    home.mkdir(mode=0o700)
+    keyring = Keyring(home)
+    fingerprint = keyring.generate_list_key("news@example.org", "News")
+    assert keyring.add_user_ids({fingerprint: NEWS_UIDS}) == {fingerprint: NEWS_UIDS[1:]}
+    pubring = (home / "pubring.kbx").read_bytes()
+    assert keyring.add_user_ids({fingerprint: NEWS_UIDS}) == {}
+    assert (home / "pubring.kbx").read_bytes() == pubring
+    # An admin who revokes the owner's user id by hand means it: it is not added back.
+    run(["gpg", "--homedir", str(home), "--batch", "--quick-revoke-uid", fingerprint, NEWS_UIDS[2]])
+    assert keyring.add_user_ids({fingerprint: NEWS_UIDS}) == {}
+    listed = run(["gpg", "--homedir", str(home), "--with-colons", "--list-keys", fingerprint]).stdout
+    assert user_ids(listed)[2] == ("r", NEWS_UIDS[2])
+    assert keyring.add_user_ids({"A" * 40: NEWS_UIDS}) == {}  # a key no longer there: nothing to do
+    keyring.stop_agent()
 
 
 def test_gpg_runs_with_the_home_keyring_whatever_gnupghome_says(cli, news, people, tmp_path, monkeypatch):

@@ -52,11 +52,13 @@ def list_create(app: App, address: str, name: str) -> None:
             raise Conflict(f"The list {address} exists already.")
         fingerprint = app.keyring.generate_list_key(address, name)
         options = {**defaults(), "name": name, "subject_prefix": f"[{name}]"}
+        mailing_list = MailingList(address, name, fingerprint, options, iso())
         try:
-            tx.add_list(MailingList(address, name, fingerprint, options, iso()))
+            app.keyring.add_user_ids({fingerprint: mailing_list.key_user_ids})
+            tx.add_list(mailing_list)
         except BaseException:
-            with contextlib.suppress(CryptoError):
-                app.keyring.delete(fingerprint)
+            with contextlib.suppress(CryptoError):  # gpg removes no public key whose secret is there
+                app.keyring.delete_secret(fingerprint)
             raise
     click.echo(f"created {address}")
     click.echo(f"fingerprint {fingerprint_format(fingerprint)}")

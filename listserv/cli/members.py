@@ -14,7 +14,7 @@ from ..keyring import MAX_KEY_BYTES, MAX_KEYRING_BYTES, KeyInfo, StagedKeys
 from ..model import (
     ACTIVE, KEY_REVOKED, MODES, ROLES, Member, fingerprint_format, iso, normalise_address, normalise_list_address, parse_iso, shown, split_user_id,
 )
-from ..membership import key_problem, list_address_problem, single_key, unique_pseudonym
+from ..membership import key_problem, list_address_problem, require_an_admin_left, single_key, unique_pseudonym
 from ..revocation import Revocation, take_in, tell_admins
 from ..store import Transaction
 from . import App, echo_json, json_option, main, pass_app
@@ -236,7 +236,9 @@ def member_remove(app: App, list_address: str, email: str) -> None:
     list_address = normalise_list_address(list_address)
     email = normalise_address(email, "member address")
     with app.store.transaction() as tx:
-        member = tx.remove_member(list_address, email)
+        member = tx.require_member(list_address, email)
+        require_an_admin_left(tx, list_address, member)
+        tx.remove_member(list_address, email)
     _forget_unused_keys(app, {member.fingerprint})
     click.echo(f"removed {email} from {list_address}")
 
@@ -270,6 +272,8 @@ def member_set(app: App, list_address: str, email: str, mode: str | None, role: 
         revoked = _take_in_revocations(app, staged) if staged is not None else set()
         with app.store.transaction() as tx:
             member = tx.require_member(list_address, email)
+            if role is not None and role != "admin":
+                require_an_admin_left(tx, list_address, member)
             changed = replace(
                 member,
                 mode=mode or member.mode,

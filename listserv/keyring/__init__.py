@@ -25,11 +25,12 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import pkesk
-from ..model import iso
+from ..model import iso, split_user_id
 from ..errors import CryptoError, EnvironmentProblem, KeyProblem, TooLarge, Unauthorized
 from . import listing, status
 from .listing import Listed
@@ -135,6 +136,12 @@ def _key_info(key: Listed) -> KeyInfo:
     )
 
 
+def _check_user_id_text(text: str) -> None:
+    """A line break in a user id would end gpg's parameter line or a header showing it."""
+    if any(ch in text for ch in "\r\n\0"):
+        raise KeyProblem("A list's name and address cannot hold line breaks.")
+
+
 def check_fingerprint(text: str) -> str:
     fingerprint = text.replace(" ", "").upper()
     if not status.FPR.match(fingerprint):
@@ -225,9 +232,9 @@ class Keyring:
 
     # -- list keys -----------------------------------------------------------
     def generate_list_key(self, address: str, name: str) -> str:
-        """Ed25519 primary (sign, certify) + Curve25519 encryption subkey, no passphrase, no expiry."""
-        if any(ch in f"{address}{name}" for ch in "\r\n\0"):
-            raise KeyProblem("A list's name and address cannot hold line breaks.")
+        """Ed25519 primary (sign, certify) + Curve25519 encryption subkey, no passphrase, no
+        expiry, and one user id, `name <address>`; `add_user_ids` gives it the others."""
+        _check_user_id_text(f"{address}{name}")
         parameters = "\n".join([
             "Key-Type: EDDSA", "Key-Curve: ed25519", "Key-Usage: sign",
             "Subkey-Type: ECDH", "Subkey-Curve: cv25519", "Subkey-Usage: encrypt",
@@ -239,6 +246,44 @@ class Keyring:
         if result.returncode != 0 or len(created) != 1:
             raise CryptoError("GnuPG could not generate the list's key.")
         return created[0]
+
+    def add_user_ids(self, wanted: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+        """Give each list key (fingerprint -> its user ids, the primary one first) the user ids
+        whose address it has none for yet, keeping the first one primary; what was added, by key.
+
+        Idempotent, and a single key listing when nothing is missing, so the server can run it
+        at every start. A user id counts as there when any user id of the key has its address,
+        revoked or not: one an admin revoked stays revoked. A key not in the keyring is skipped
+        (its list is being deleted)."""
+        if not wanted:
+            return {}
+        added: dict[str, list[str]] = {}
+        for key in self.listed(list(wanted)):
+            uids = wanted.get(key.fingerprint)
+            if not uids:
+                continue
+            have = {split_user_id(uid)[1].lower(): uid for uid in key.uids}
+            missing = [uid for uid in uids if split_user_id(uid)[1].lower() not in have]
+            if missing:
+                primary = have.get(split_user_id(uids[0])[1].lower(), uids[0])
+                self._add_user_ids(key.fingerprint, missing, primary)
+                added[key.fingerprint] = missing
+        return added
+
+    def _add_user_ids(self, fingerprint: str, uids: list[str], primary: str) -> None:
+        """Certify `uids` on the key `fingerprint` (its secret key has no passphrase), then mark
+        `primary` primary again: with no primary flag, gpg and others take the user id with the
+        newest self-signature -- the last one added -- for the key's name."""
+        fingerprint = check_fingerprint(fingerprint)
+        for uid in uids:
+            _check_user_id_text(uid)
+        for uid in uids:
+            result, _ = self._run("add a user id", ["--quick-add-uid", "--", fingerprint, uid])
+            if result.returncode != 0:
+                raise CryptoError(f"GnuPG could not add the user id {uid} to the key {fingerprint}.")
+        result, _ = self._run("mark a user id primary", ["--quick-set-primary-uid", "--", fingerprint, primary])
+        if result.returncode != 0:
+            raise CryptoError(f"GnuPG could not make {primary} the primary user id of the key {fingerprint}.")
 
     # -- inspecting and importing member keys --------------------------------
     def stage(self, data: bytes, limit: int = MAX_KEY_BYTES, known: tuple[str, ...] = ()) -> "StagedKeys":

@@ -108,10 +108,10 @@ def list_headers(mailing_list: MailingList) -> list[tuple[str, str]]:
         ("List-Id", list_id(mailing_list)),
         ("List-Post", f"<mailto:{mailing_list.address}>"),
         ("List-Help", f"<mailto:{mailing_list.request_address}?subject=help>"),
-        ("List-Owner", f"<mailto:{mailing_list.local}-owner@{mailing_list.domain}>"),
+        ("List-Owner", f"<mailto:{mailing_list.owner_address}>"),
         # To the admins, not to LIST-request@: a client's one-click unsubscribe is not signed,
         # and LIST-request@ would refuse it; x-leave there is the signed way (docs/requests.md).
-        ("List-Unsubscribe", f"<mailto:{mailing_list.local}-owner@{mailing_list.domain}?subject=unsubscribe>"),
+        ("List-Unsubscribe", f"<mailto:{mailing_list.owner_address}?subject=unsubscribe>"),
         ("Precedence", "list"),
     ]
 

@@ -8,8 +8,12 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 
 from listserv.cli import main
+from listserv.config import Home
+from listserv.model import MailingList, iso
+from listserv.options import defaults
+from listserv.store import Store
 
-from .keys import User, keyring_listing
+from .keys import GPG_BATCH, User, gpg_fingerprint, keyring_listing, run
 
 
 class Cli:
@@ -54,6 +58,21 @@ def make_site(base: Path, people: dict[str, User], modes: dict[str, str], settin
     list_key = cli.ok("list", "key", address).stdout.encode()
     fingerprint = json.loads(cli.ok("list", "show", address, "--json").stdout)["fingerprint"]
     return cli, list_key, fingerprint
+
+
+def add_old_list(cli: Cli, address: str = "news@example.org", name: str = "News") -> str:
+    """A list as `list create` made it before the list's key had user ids for LIST-request@ and
+    LIST-owner@: a key made by gpg itself with the one user id `NAME <ADDRESS>`, and the list
+    stored beside it with the options `list create` gives. Returns the key's fingerprint."""
+    keys = cli.home / "keys"
+    gpg = [*GPG_BATCH, "--homedir", str(keys)]  # the empty passphrase: an unprotected key
+    run([*gpg, "--quick-gen-key", f"{name} <{address}>", "ed25519", "sign", "never"])
+    fingerprint = gpg_fingerprint(keys, f"<{address}>")
+    run([*gpg, "--quick-add-key", fingerprint, "cv25519", "encr", "never"])
+    options = {**defaults(), "name": name, "subject_prefix": f"[{name}]"}
+    with Store(Home(cli.home).database).transaction() as tx:
+        tx.add_list(MailingList(address, name, fingerprint, options, iso()))
+    return fingerprint
 
 
 def state(cli: Cli) -> tuple[bytes | None, list[str]]:

@@ -8,6 +8,7 @@ colon listings are read here (`keys_in`, `fingerprints`).
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,28 @@ def keys_in(listing: str | bytes) -> list[tuple[list[str], str]]:
     rows = [line.split(":") for line in text.splitlines()]
     return [(row, following[9]) for row, following in zip(rows, rows[1:])
             if row[0] in ("pub", "sub", "sec", "ssb") and following[0] == "fpr"]
+
+
+def user_ids(listing: str | bytes) -> list[tuple[str, str]]:
+    """(validity, user id) of every `uid:` record in a colon listing, in order ("r": revoked)."""
+    text = listing.decode() if isinstance(listing, bytes) else listing
+    return [(row[1], row[9]) for row in (line.split(":") for line in text.splitlines()) if row[0] == "uid"]
+
+
+def primary_user_ids(certificate: bytes) -> list[str]:
+    """The user ids of `certificate` whose self-signature carries the primary flag, as
+    `gpg --list-packets` reads the packets (not what any keyring made of them)."""
+    with tempfile.TemporaryDirectory(prefix="list-packets-") as scratch:
+        out = run(["gpg", "--homedir", scratch, "--list-packets"], input=certificate).stdout.decode()
+    current, found = None, []
+    for line in out.splitlines():
+        if line.startswith(":user ID packet:"):
+            current = line.split('"', 1)[1].rsplit('"', 1)[0]
+        elif line.startswith(":") and not line.startswith(":signature packet:"):
+            current = None
+        elif "(primary user ID)" in line and current is not None:
+            found.append(current)
+    return found
 
 
 def fingerprints(listing: str | bytes) -> list[str]:

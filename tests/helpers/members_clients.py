@@ -1,5 +1,6 @@
 """What a member's own client does with a copy from the list: find the encrypted part and
-decrypt it with that member's tool (GnuPG, Sequoia or RNP), checking the list's signature."""
+decrypt it with that member's tool (GnuPG, Sequoia or RNP), checking the list's signature;
+and what it does when writing to one of the list's addresses: find the key by that address."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from listserv import openpgp
 
-from .keys import User, run
+from .keys import GPG_BATCH, User, run
 
 
 def encrypted_part(copy: bytes) -> bytes:
@@ -54,3 +55,26 @@ def decrypt(user: User, armored: bytes, list_key: bytes, list_fingerprint: str) 
         assert out.returncode == 0, out.stderr.decode()
         assert "Good signature" in out.stderr.decode() or "Valid signature" in out.stderr.decode(), out.stderr.decode()
         return out.stdout
+
+
+def encrypt_to_address(tool: str, address: str, certificates: bytes, text: bytes) -> bytes:
+    """`text` encrypted, armored, by `tool` to the key among `certificates` that has a user id
+    for exactly `address` -- found by the tool itself, as a client does for the To: address."""
+    with tempfile.TemporaryDirectory(prefix="member-client-") as scratch:
+        certs = Path(scratch) / "certs.asc"
+        certs.write_bytes(certificates)
+        home = Path(scratch) / "home"
+        home.mkdir(mode=0o700)
+        if tool == "gpg":
+            gpg = [*GPG_BATCH, "--homedir", str(home), "--no-autostart"]  # public keys only: no agent
+            run([*gpg, "--import", str(certs)])
+            return run([*gpg, "--trust-model", "always", "--armor",
+                        "--encrypt", "--recipient", f"<{address}>"], input=text).stdout
+        if tool == "sq":  # sq 0.27 encrypts to certificate files: pick the one by address first
+            found = Path(scratch) / "found.pgp"
+            run(["sq", "keyring", "filter", "--email", address, "--prune-certs", "--output", str(found), str(certs)])
+            assert found.stat().st_size > 0, f"sq finds no certificate for {address}"
+            return run(["sq", "encrypt", "--recipient-cert", str(found)], input=text).stdout
+        run(["rnpkeys", "--homedir", str(home), "--import", str(certs)])
+        return run(["rnp", "--homedir", str(home), "--encrypt", "--armor", "--recipient", address,
+                    "--output", "-"], input=text).stdout
