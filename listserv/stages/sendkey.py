@@ -18,12 +18,12 @@ import hmac
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.utils import format_datetime, parseaddr
-from datetime import datetime, timezone
 
 from ..errors import Unanswered, UsageError
 from ..keyring import Keyring

@@ -10,7 +10,7 @@ import pytest
 
 from listserv.errors import Malformed, UnknownRecipient
 from listserv.keyring import Keyring
-from listserv.model import MailingList, Member
+from listserv.model import Member
 from listserv.stages.forward import check_letter, read_letter
 from tests.helpers import mail as mf
 from tests.helpers.keys import make_gpg_user
