@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from email import errors, policy
 from email.header import decode_header, make_header
 from email.message import EmailMessage
-from email.parser import BytesParser
+from email.parser import BytesHeaderParser, BytesParser
 
 from .errors import Malformed
 from .mimescan import BOUNDARY, MAX_DEPTH, MAX_PARTS, scan, too_deep, too_many_parts  # noqa: F401
@@ -129,6 +129,14 @@ def _decoded(raw: str) -> str:
 
 def _unsafe(text: str) -> bool:
     return any(c in text for c in _FORBIDDEN_IN_HEADERS)
+
+
+def auto_submitted(raw: bytes) -> bool:
+    """The message's own header section marks it Auto-Submitted, other than `no` (RFC 3834 §5):
+    an automatic answer to it could loop."""
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    value = BytesHeaderParser(policy=policy.default).parsebytes(head + b"\r\n\r\n").get("Auto-Submitted")
+    return value is not None and str(value).split(";")[0].strip().lower() != "no"
 
 
 def header(message: EmailMessage, name: str) -> str | None:

@@ -19,8 +19,6 @@ import re
 from dataclasses import dataclass
 
 from .. import mime
-from email import policy
-from email.parser import BytesHeaderParser
 
 from ..errors import Malformed, Unauthorized
 from ..model import MODES, Kind, MailingList, Member
@@ -136,11 +134,7 @@ def _command_lines(content: bytes) -> list[tuple[int, str, re.Match]]:
 def refuse_automatic(raw: bytes, kind: Kind, signer: str | None) -> None:
     """A request marked Auto-Submitted (other than `no`) is not answered, nor run (RFC 3834):
     an automatic answer to an automatic message can loop. Refused like any unauthorised one."""
-    if kind != Kind.REQUEST:
-        return
-    head = raw.split(b"\r\n\r\n", 1)[0]
-    value = BytesHeaderParser(policy=policy.default).parsebytes(head + b"\r\n\r\n").get("Auto-Submitted")
-    if value is not None and str(value).split(";")[0].strip().lower() != "no":
+    if kind == Kind.REQUEST and mime.auto_submitted(raw):
         raise Unauthorized("auto-submitted", signer=signer)
 
 

@@ -25,6 +25,7 @@ from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.utils import format_datetime, parseaddr
 
+from .. import mime
 from ..errors import Unanswered, UsageError
 from ..keyring import Keyring
 from ..model import MailingList, list_of_address, normalise_address
@@ -57,19 +58,12 @@ def sender_digest(secret: bytes, mailing_list: MailingList, address: str) -> str
     return hmac.new(secret, f"sendkey\n{mailing_list.address}\n{address.lower()}".encode(), hashlib.sha256).hexdigest()
 
 
-def auto_submitted(raw: bytes) -> bool:
-    """The mail is marked Auto-Submitted other than `no` (RFC 3834 §5)."""
-    head = raw.split(b"\r\n\r\n", 1)[0]
-    value = BytesHeaderParser(policy=policy.default).parsebytes(head + b"\r\n\r\n").get("Auto-Submitted")
-    return value is not None and str(value).split(";")[0].strip().lower() != "no"
-
-
 def key_request(raw: bytes, sender: str, mailing_list: MailingList, secret: bytes) -> KeyRequest:
     """The request, or Unanswered naming why no key may go back."""
     address = sender.strip().strip("<>")
     if not address:
         raise Unanswered("sendkey-null-sender")
-    if auto_submitted(raw):
+    if mime.auto_submitted(raw):
         raise Unanswered("sendkey-auto-submitted")
     try:
         normalised = normalise_address(address)
