@@ -75,8 +75,7 @@ def refuse_replay(events: Store, opened: Opened, sender: Authorized, mailing_lis
 def refuse_owner_rate(events: Store, mailing_list: MailingList) -> None:
     """RateLimited (452) when LIST-owner@ forwarded OWNER_PER_HOUR in the last hour: said
     before the message is sealed, so a flood costs no gpg run. (claim_owner_slot decides.)"""
-    if events.read().rate_count(mailing_list.address, "owner", time.time(), HOUR) >= OWNER_PER_HOUR:
-        raise RateLimited("owner-rate")
+    _owner_rate(events.read(), mailing_list, time.time())
 
 
 def claim_owner_slot(events: Store, spool: Spool, job: Job, mailing_list: MailingList) -> None:
@@ -84,9 +83,13 @@ def claim_owner_slot(events: Store, spool: Spool, job: Job, mailing_list: Mailin
     with _undone_on_error(spool, job):
         with events.transaction() as tx:
             now = time.time()
-            if tx.rate_count(mailing_list.address, "owner", now, HOUR) >= OWNER_PER_HOUR:
-                raise RateLimited("owner-rate")
+            _owner_rate(tx, mailing_list, now)
             tx.rate_take(mailing_list.address, "owner", now)
+
+
+def _owner_rate(tx: Transaction, mailing_list: MailingList, now: float) -> None:
+    if tx.rate_count(mailing_list.address, "owner", now, HOUR) >= OWNER_PER_HOUR:
+        raise RateLimited("owner-rate")
 
 
 def refuse_key_rate(events: Store, request: KeyRequest, mailing_list: MailingList) -> None:
@@ -147,9 +150,9 @@ def count_refused(store: Store, outcome: Outcome) -> dict[int, Counted]:
     """A member the relay refused at RCPT (5xx) bounced, as if their server had reported it to
     the VERP address -- not when the relay refused every recipient of a job of several: that
     is the relay, not the members. By the copy's index in the job."""
-    refused = [f for f in outcome.failures if f.reason.startswith("rcpt-5")]
     if outcome.job.kind == Kind.SENDKEY:  # the list's key to someone who asked: no member bounced
         return {}
+    refused = [f for f in outcome.failures if f.reason.startswith("rcpt-5")]
     if outcome.sent == 0 and outcome.copies > 1 and len(refused) == outcome.copies:
         return {}
     counted = {}
