@@ -19,13 +19,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.header import Header
-from email.message import EmailMessage, MIMEPart
+from email.message import EmailMessage
 
 from .. import mime, openpgp
 from ..errors import CryptoError, Malformed, Refusal, UnknownRecipient
 from ..keyring import GpgTimeout, Keyring
 from ..model import Member
-from .open import MAX_PLAINTEXT, open_message
+from .open import MAX_PLAINTEXT, message_packets, open_message, text_entity
 
 # The original headers an admin needs to judge and answer the message; the rest (Received,
 # DKIM, the sender's client) stays out of the list's notice.
@@ -92,8 +92,7 @@ def _plaintext(outer: EmailMessage, keyring: Keyring, list_key: str) -> bytes | 
     else:
         return None
     try:
-        [data] = openpgp.read_armored(armored, "PGP MESSAGE")
-        data = openpgp.only_to(data, keyring.encryption_ids(list_key))
+        data = openpgp.only_to(message_packets(armored, "encrypted"), keyring.encryption_ids(list_key))
         decrypted = keyring.decrypt(data, max_output=MAX_PLAINTEXT, allow_expired=True)
     except GpgTimeout:
         raise
@@ -102,9 +101,7 @@ def _plaintext(outer: EmailMessage, keyring: Keyring, list_key: str) -> bytes | 
     if not decrypted.encrypted or decrypted.decrypted_with != list_key:
         return None
     if inline:
-        entity = MIMEPart(policy=mime.POLICY)
-        entity.set_content(decrypted.content.decode("utf-8", "replace"), charset="utf-8")
-        return mime.crlf(entity.as_bytes())
+        return mime.crlf(text_entity(decrypted.content, outer.get_content_charset()))
     content = mime.crlf(decrypted.content)
     try:
         mime.parse(content)

@@ -206,12 +206,12 @@ class _Opener:
         decrypted = self._decrypt(data)
         if decrypted.signature is None:
             raise Unauthorized("no-signature")
-        return _Shape(_text_entity(decrypted.content, message.get_content_charset()), decrypted.signature,
+        return _Shape(text_entity(decrypted.content, message.get_content_charset()), decrypted.signature,
                       decrypted.decrypted_with, decrypted.encrypted)
 
     def _packets(self, payload: bytes, expect: str) -> bytes:
         """The binary message in `payload`, with only the list key's key packets if it has any."""
-        data = _message_packets(payload, expect)
+        data = message_packets(payload, expect)
         if self.list_key is None:
             return data
         try:
@@ -232,7 +232,7 @@ class _Opener:
             raise Unauthorized("gpg-error") from None
 
 
-def _message_packets(payload: bytes, expect: str) -> bytes:
+def message_packets(payload: bytes, expect: str) -> bytes:
     """The binary OpenPGP message an armored payload carries, if it has a shape real clients
     send. `expect` names the reason a refusal gives for a payload that is none at all."""
     try:
@@ -265,7 +265,7 @@ def _refuse_nested_signatures(content: EmailMessage) -> None:
             raise Unauthorized("multiple-signatures")
 
 
-def _text_entity(data: bytes, charset: str | None) -> bytes:
+def text_entity(data: bytes, charset: str | None) -> bytes:
     """A text/plain entity holding the verified text, re-encoded as UTF-8."""
     entity = MIMEPart(policy=mime.POLICY)
     entity.set_content(_decode(data, charset), charset="utf-8")
