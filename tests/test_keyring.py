@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from listserv import keyring as keyring_module
-from listserv.errors import CryptoError, KeyProblem, Refusal
+from listserv.errors import CryptoError, KeyProblem, Refusal, TooLarge, Unauthorized
 from listserv.keyring import GPG_OPTIONS, MIN_GNUPG, GpgTimeout, Keyring, check_fingerprint, gnupg_version
 from listserv.stages.open import open_message
 
+from tests.helpers import forge
 from tests.helpers import mail as mf
 from tests.helpers.keys import (
     keyring_listing, keys_in, make_gpg_key, make_gpg_user, primary_user_ids, run, user_ids,
@@ -258,3 +259,17 @@ def test_a_list_keys_encryption_key_ids_are_listed_once_while_the_keyring_is_unc
     assert keyring.encryption_ids("F" * 40) == frozenset()
     keyring.import_keys(people["mallory"].public_key)  # any change to the keyring lists it again
     assert keyring.encryption_ids(fingerprint) == {sub[4]} and len(calls) == 3
+
+
+@pytest.mark.parametrize("mdc_ok", [True, False])
+def test_a_literal_past_the_limit_is_too_large_only_when_the_data_is_intact(cli, news, mdc_ok):
+    """A literal that says it is 2 GB long. Intact, that is a post too large (552). With a
+    wrong MDC -- what gpg makes of a key packet carrying a wrong session key, whose noise can
+    begin with any length (CI saw it) -- it is undecryptable, the uniform 550."""
+    keyring = Keyring(cli.home / "keys")
+    certificate = keyring.export_public([cli.json("list", "show", news)["fingerprint"]])
+    header = bytes([0xC0 | forge.LITERAL, 0xFF]) + (0x9000_0000).to_bytes(4, "big")
+    data = forge.encrypt_to(certificate, header + b"b\0\0\0\0\0" + b"x" * 200, mdc_ok=mdc_ok)
+    with pytest.raises(TooLarge if mdc_ok else Unauthorized) as refusal:
+        keyring.decrypt(data, max_output=1 << 16)
+    assert refusal.value.reason == ("plaintext-too-large" if mdc_ok else "not-decryptable")

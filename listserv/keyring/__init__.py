@@ -384,9 +384,9 @@ class Keyring:
                                       timeout=timeout or VERIFY_TIMEOUT)
             # gpg --max-output stops writing near the limit and fails, often without a word
             # in the status about why.
-            if result.returncode != 0 and len(result.output) > max_output - _SLACK:
-                raise TooLarge("plaintext-too-large")
-            judged = status.judge(lines, result.returncode, allow_expired=allow_expired, max_output=max_output)
+            truncated = result.returncode != 0 and len(result.output) > max_output - _SLACK
+            judged = status.judge(lines, result.returncode, allow_expired=allow_expired, max_output=max_output,
+                                  truncated=truncated)
         except OutputTooLarge:
             raise TooLarge("plaintext-too-large") from None
         except StatusError:

@@ -267,17 +267,23 @@ class _State:
 
 
 def judge(lines: tuple[Line, ...], returncode: int, *, detached: bool = False,
-          allow_expired: bool = False, max_output: int | None = None) -> Judged:
+          allow_expired: bool = False, max_output: int | None = None, truncated: bool = False) -> Judged:
     """What one `gpg --decrypt` (or, `detached`, `gpg --verify SIG -`) run proved.
 
     Returns a Judged with at most one good signature, or raises Unauthorized whose reason
-    names the first problem found. `allow_expired` counts a signature by a key or with a
-    signature that expired since (the post was checked when it arrived) as good.
+    names the first problem found, or TooLarge when the plaintext is past `max_output` (or
+    gpg stopped writing it: `truncated`) and the data was intact. `allow_expired` counts a
+    signature by a key or with a signature that expired since (the post was checked when it
+    arrived) as good.
     """
     state = _walk(lines)
-    if max_output is not None and state.literal_length is not None and state.literal_length > max_output:
-        raise TooLarge("plaintext-too-large")
     encrypted = state.decryption != "none" or state.encrypted_to > 0 or state.no_seckey or state.symmetric
+    too_large = truncated or (max_output is not None and state.literal_length is not None
+                              and state.literal_length > max_output)
+    # Size is a verdict only over data gpg found intact: with a wrong session key (anyone can
+    # add a key packet) gpg decrypts noise, and noise may begin with any literal length.
+    if too_large and not (encrypted and (state.failures or state.okay != 1)):
+        raise TooLarge("plaintext-too-large")
     if encrypted:
         _check_decryption(state)
     elif detached:

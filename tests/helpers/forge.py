@@ -121,16 +121,17 @@ def comment(text: bytes) -> bytes:
     return packet(COMMENT, text)
 
 
-def encrypt_to(list_certificate: bytes, plaintext_packets: bytes) -> bytes:
+def encrypt_to(list_certificate: bytes, plaintext_packets: bytes, *, mdc_ok: bool = True) -> bytes:
     """PKESK to the list's encryption subkey and one SEIPD v1 (AES-256, MDC) around
-    `plaintext_packets`: what any client sends, with contents the attacker chose."""
+    `plaintext_packets`: what any client sends, with contents the attacker chose. With
+    `mdc_ok` false the MDC is wrong: what gpg sees when a key packet gives the wrong session key."""
     keys = [key for key in pkesk.read_keys(list_certificate).values() if key is not None]
     session = os.urandom(32)
     esk = pkesk.build(keys[0], session)
     prefix = os.urandom(16)
     prefix += prefix[-2:]
     body = prefix + plaintext_packets + b"\xd3\x14"
-    body += hashlib.sha1(body).digest()
+    body += hashlib.sha1(body).digest() if mdc_ok else os.urandom(20)
     encryptor = Cipher(algorithms.AES(session), CFB(b"\0" * 16)).encryptor()
     return esk + packet(SEIPD, b"\x01" + encryptor.update(body) + encryptor.finalize())
 
