@@ -54,10 +54,13 @@ PRIORITY = {Kind.ALERT: 0, Kind.NOTICE: 1, Kind.OWNER: 1, Kind.POST: 2, Kind.REQ
 
 MODES = ("immediate", "digest")
 ROLES = ("member", "admin")
-# A member's standing. "key-revoked": a revocation of the pinned key was taken in, so the member
-# may not post and gets no copy of anything until an admin pins a new key (`member set --key`).
-ACTIVE, KEY_REVOKED = "active", "key-revoked"
-STATES = (ACTIVE, KEY_REVOKED)
+# A member's standing. "suspended": a revocation of the pinned key was taken in, so the member
+# may not post or send requests and gets no copy of anything until an admin pins a new key
+# (`member set --key`, or x-set-member with key=). Stores written before the name changed say
+# "key-revoked" (listserv.store reads it as "suspended").
+ACTIVE, SUSPENDED = "active", "suspended"
+STATES = (ACTIVE, SUSPENDED)
+OLD_STATE_NAMES = {"key-revoked": SUSPENDED}
 
 # Deliberately strict: a list serves people who can pick an ordinary address.
 _LOCAL = r"[A-Za-z0-9!#$%&'*/=?^_`{|}~.-]+"

@@ -5,7 +5,7 @@ its owner giving it up, or someone who stole it and wants the owner locked out. 
 list must stop trusting the key now. So when staged key data holds a revocation of a key pinned
 to a member of any list in this home (the key sent again revoked, or the bare certificate gpg
 writes at key generation), the revocation goes into the keyring, every member pinned to that
-key becomes key-revoked (no posting, no copy of anything), and each of their lists' admins is
+key is suspended (no posting, no copy of anything), and each of their lists' admins is
 told. That happens even when the command that brought it refuses the rest of what it was asked
 (a revoked key is never pinned to a new member). Only an admin pinning a new key undoes it.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .keyring import StagedKeys
-from .model import KEY_REVOKED, Member
+from .model import SUSPENDED, Member
 from .spool import OutJob
 from .store import Store
 
@@ -27,41 +27,41 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Revocation:
     fingerprint: str
-    members: tuple[Member, ...]  # every member pinned to the key, all key-revoked now
+    members: tuple[Member, ...]  # every member pinned to the key, all suspended now
     newly: tuple[Member, ...]  # the ones this revocation changed (their admins are told)
 
 
 def take_in(store: Store, staged: StagedKeys) -> tuple[Revocation, ...]:
     """Apply every revocation in `staged` of a key pinned to a member: into the keyring, and
-    those members key-revoked, in one store transaction.
+    those members suspended, in one store transaction.
 
-    A pinned key offered again unrevoked while its members are key-revoked counts as revoked
+    A pinned key offered again unrevoked while its members are suspended counts as revoked
     too: the revocation taken in earlier still stands, and the members stay as they are."""
     offered = {key.fingerprint for key in staged.keys}
     revoked = {key.fingerprint for key in staged.keys if key.revoked}
     with store.transaction() as tx:
         pinned = tx.members_pinned_to(offered)
-        hit = revoked | {m.fingerprint for m in pinned if m.state == KEY_REVOKED}
+        hit = revoked | {m.fingerprint for m in pinned if m.state == SUSPENDED}
         pinned = [m for m in pinned if m.fingerprint in hit]
         if not pinned:
             return ()
         newly = []
         for member in pinned:
-            if member.state != KEY_REVOKED:
-                newly.append(replace(member, state=KEY_REVOKED))
+            if member.state != SUSPENDED:
+                newly.append(replace(member, state=SUSPENDED))
                 tx.update_member(newly[-1])
         # Inside the transaction: if the keyring does not take the revocation, no member changes.
         staged.adopt(sorted(revoked & {m.fingerprint for m in pinned}))
     return tuple(
         Revocation(fingerprint,
-                   tuple(replace(m, state=KEY_REVOKED) for m in pinned if m.fingerprint == fingerprint),
+                   tuple(replace(m, state=SUSPENDED) for m in pinned if m.fingerprint == fingerprint),
                    tuple(m for m in newly if m.fingerprint == fingerprint))
         for fingerprint in sorted({m.fingerprint for m in pinned})
     )
 
 
 def tell_admins(ctx: Context, revocations: tuple[Revocation, ...]) -> list[tuple[str, OutJob]]:
-    """A notice to the admins of each list where a member just became key-revoked:
+    """A notice to the admins of each list where a member was just suspended:
     (list address, queued notice) for each one sent. A list with no active admin gets none."""
     from .notices import key_revoked  # the fan-out machinery loads only when a notice is sent
 

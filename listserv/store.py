@@ -29,7 +29,7 @@ from tinydb.storages import Storage
 
 from .durable import write_atomically
 from .errors import Conflict, NotFound, StoreError
-from .model import MailingList, Member, Rejection, Roster
+from .model import OLD_STATE_NAMES, MailingList, Member, Rejection, Roster
 
 _EMPTY: dict[str, Any] = {}
 
@@ -58,7 +58,10 @@ _LIST_FIELDS = frozenset(f.name for f in fields(MailingList))
 
 
 def _member(doc: dict[str, Any]) -> Member:
-    return Member(**{k: v for k, v in doc.items() if k in _MEMBER_FIELDS})
+    member = Member(**{k: v for k, v in doc.items() if k in _MEMBER_FIELDS})
+    if member.state in OLD_STATE_NAMES:
+        return replace(member, state=OLD_STATE_NAMES[member.state])
+    return member
 
 
 def _mailing_list(doc: dict[str, Any]) -> MailingList:

@@ -101,9 +101,9 @@ def test_member_set_key_with_a_revocation_of_the_pinned_key_stops_posting_and_de
     assert lines[0] == applied_line(carol)
     assert lines[1].startswith(f"notice to the admins of {LIST} queued as ")
     assert len(lines) == 2 and result.stderr == ""
-    assert members(cli)[carol.email]["state"] == "key-revoked"
+    assert members(cli)[carol.email]["state"] == "suspended"
     assert members(cli)[carol.email]["fingerprint"] == carol.fingerprint
-    assert "key-revoked" in next(row for row in cli.ok("member", "list", LIST).stdout.splitlines()
+    assert "suspended" in next(row for row in cli.ok("member", "list", LIST).stdout.splitlines()
                                  if carol.email in row)
     assert revoked_in_keyring(cli, carol.fingerprint)
 
@@ -153,7 +153,7 @@ def test_member_import_applies_the_revocation_of_a_pinned_key(tmp_path, tmp_path
     assert out[1].startswith(f"notice to the admins of {LIST} queued as ")
     assert f"refused Carol <{carol.email}>: the key is revoked" in out
     assert out[-1] == "1 added, 1 refused"
-    assert members(cli)[carol.email]["state"] == "key-revoked"
+    assert members(cli)[carol.email]["state"] == "suspended"
     assert set(members(cli, OPS)) == {dave.email}
     assert revoked_in_keyring(cli, carol.fingerprint)
     assert len(queued_notices(cli)) == 1
@@ -168,7 +168,7 @@ def test_member_add_to_another_list_applies_the_revocation_and_still_refuses_the
     assert result.exit_code == 5, result.output
     assert result.stderr == f"listserv: Refused: the key is revoked ({carol.fingerprint}).\n"
     assert result.stdout.splitlines()[0] == applied_line(carol)
-    assert members(cli)[carol.email]["state"] == "key-revoked"
+    assert members(cli)[carol.email]["state"] == "suspended"
     assert members(cli, OPS) == {}
     assert revoked_in_keyring(cli, carol.fingerprint)
     [notice] = queued_notices(cli)
@@ -183,7 +183,7 @@ def test_a_revoked_key_sent_again_without_its_revocation_stays_revoked(tmp_path,
     again = cli.ok("member", "set", LIST, carol.email, "--key", unrevoked)
     assert again.stdout == (f"The key {carol.fingerprint} is revoked: the revocation had been applied "
                             f"already; member {carol.email} of {LIST} cannot post or receive.\n")
-    assert members(cli)[carol.email]["state"] == "key-revoked"
+    assert members(cli)[carol.email]["state"] == "suspended"
     refused = cli("member", "add", OPS, carol.email, "--key", unrevoked)
     assert refused.exit_code == 5, refused.output
     assert refused.stderr == f"listserv: Refused: the key is revoked ({carol.fingerprint}).\n"
@@ -216,7 +216,7 @@ def test_the_key_revoked_state_alone_stops_posts_copies_digests_and_notices(tmp_
     ctx = Context.open(home)
     with ctx.store.transaction() as tx:  # what a revocation leaves, minus the keyring
         for user in (carol, dave):
-            tx.update_member(replace(tx.require_member(LIST, user.email), state="key-revoked"))
+            tx.update_member(replace(tx.require_member(LIST, user.email), state="suspended"))
     with pytest.raises(Unauthorized) as refused:
         receive(mf.post(carol, list_key), route(LIST, [LIST]), ctx)
     assert refused.value.reason == "key-revoked"
@@ -238,7 +238,7 @@ def test_the_key_revoked_state_alone_stops_posts_copies_digests_and_notices(tmp_
 def test_authorize_refuses_a_key_revoked_member_whatever_gpg_said():
     """The member's state is the record: it holds even if the keyring never showed the revocation."""
     news = MailingList(LIST, "News", "A" * 40, {}, "2026-01-05T10:00:00Z")
-    carol = Member(LIST, "carol@example.org", "C" * 40, "Carol", state="key-revoked")
+    carol = Member(LIST, "carol@example.org", "C" * 40, "Carol", state="suspended")
     opened = Opened(b"Content-Type: text/plain\r\n\r\nHi\r\n", carol.fingerprint, 1_800_000_000, "d" * 64, True,
                     None, None, decrypted_with=news.fingerprint)
     with pytest.raises(Unauthorized) as refused:

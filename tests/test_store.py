@@ -185,3 +185,18 @@ def test_per_list_records_of_an_older_version_stay_in_force_home_wide(tmp_path):
         assert tx.lists_that_took("recent", 10_000, keep_seconds=5_000) == {"news@example.org"}
         assert tx.lists_that_took("old", 10_000, keep_seconds=5_000) == frozenset()
     assert b'"old"' not in path.read_bytes()
+
+
+def test_a_member_an_older_version_stored_as_key_revoked_is_suspended(tmp_path):
+    """The standing was called "key-revoked" before issue 13 named it "suspended"; a member
+    stored so is read as suspended, and stored so again on the next change."""
+    path = tmp_path / "lists.json"
+    path.write_text(json.dumps({"members": {"1": {
+        "list": "news@example.org", "email": "carol@example.org", "fingerprint": "C" * 40,
+        "name": "Carol", "state": "key-revoked"}}}))
+    store = Store(path)
+    [carol] = store.read().members("news@example.org")
+    assert carol.state == "suspended" and not carol.active
+    with store.transaction() as tx:
+        tx.update_member(carol)
+    assert '"key-revoked"' not in path.read_text()

@@ -12,7 +12,7 @@ import click
 from ..errors import Conflict, KeyProblem, ListservError, UsageError
 from ..keyring import MAX_KEY_BYTES, MAX_KEYRING_BYTES, KeyInfo, StagedKeys
 from ..model import (
-    ACTIVE, KEY_REVOKED, MODES, ROLES, Member, fingerprint_format, iso, normalise_address, normalise_list_address, parse_iso, shown, split_user_id,
+    ACTIVE, SUSPENDED, MODES, ROLES, Member, fingerprint_format, iso, normalise_address, normalise_list_address, parse_iso, shown, split_user_id,
 )
 from ..membership import key_problem, list_address_problem, require_an_admin_left, single_key, unique_pseudonym
 from ..revocation import Revocation, take_in, tell_admins
@@ -283,7 +283,7 @@ def member_set(app: App, list_address: str, email: str, mode: str | None, role: 
             if staged is not None:
                 key = single_key(staged, revoked, pinned=member.fingerprint)
                 if key.fingerprint in revoked:  # the member's own key, revoked: taken in above
-                    changed = replace(changed, state=KEY_REVOKED)
+                    changed = replace(changed, state=SUSPENDED)
                 else:
                     pinning, reactivated = True, member.state != ACTIVE
                     changed = replace(changed, fingerprint=key.fingerprint, key_expires=key.expires,
