@@ -18,6 +18,8 @@ from .deliver import Outcome
 from .errors import Conflict, ListservError, RateLimited, Refusal, Unanswered, Unauthorized, UsageError
 from .errors import KeyProblem
 from .keyring import KeyInfo, Keyring, StagedKeys
+from .keyupdate import KEY_COMMANDS, Renewals, key_command, refresh
+from .revocation import Revocation
 from .membership import key_problem, list_address_problem, require_an_admin_left, set_option, unique_pseudonym
 from .model import (ACTIVE, Kind, MailingList, Member, Rejection, check_mode, check_role, fingerprint_format, iso,
                     normalise_address)
@@ -180,19 +182,20 @@ class Done:
     left: bool = False  # x-leave: the requester is gone; the admins are told
     changes: tuple[str, ...] = ()  # what admin commands changed: every admin is told
     dropped: tuple[str, ...] = ()  # fingerprints of members gone: their keys may leave the keyring
+    suspended: bool = False  # the request revoked the requester's key: no reply can be encrypted to it
 
     @classmethod
     def of(cls, record: dict) -> Done:
         return cls(Member(**record["requester"]), tuple(tuple(r) for r in record["results"]), record["refused"],
                    record["attach_key"], record["left"], tuple(record.get("changes", ())),
-                   tuple(record.get("dropped", ())))
+                   tuple(record.get("dropped", ())), record.get("suspended", False))
 
     def record(self, qid: str, list_address: str, keywords: tuple[str, ...]) -> dict:
         return {"qid": qid, "list": list_address, "at": time.time(), "signer": self.requester.fingerprint,
                 "commands": list(keywords), "requester": asdict(self.requester),
                 "results": [list(r) for r in self.results], "refused": self.refused,
                 "attach_key": self.attach_key, "left": self.left, "changes": list(self.changes),
-                "dropped": list(self.dropped)}
+                "dropped": list(self.dropped), "suspended": self.suspended}
 
 
 class _LineFailed(Exception):
@@ -202,11 +205,16 @@ class _LineFailed(Exception):
 
 
 def run_request(store: Store, events: Store, keyring: Keyring, qid: str, mailing_list: MailingList,
-                signer: str, request: Request, attachments: tuple[bytes, ...] = ()) -> Done:
+                signer: str, request: Request, attachments: tuple[bytes, ...] = (),
+                offered: tuple[bytes, ...] = (), revoked: tuple[Revocation, ...] = ()) -> Done:
     """Run a request's commands, all of them or none, in one store transaction, once per queue
     id: run again after a crash it gives the outcome it had (a leaver is gone by then). The
-    signer must still be a member in good standing, as for a post."""
+    signer must still be a member in good standing, as for a post -- unless the request itself
+    carried the revocation of their key (`revoked`, taken in before): then nothing runs, and
+    the Done says so. `offered`: the key data it carries (attached, or in an Autocrypt header),
+    for x-key-update -- or, without that command, taken quietly if it renews the signer's key."""
     member = None
+    renewals = Renewals(keyring, offered)
     try:
         with store.transaction() as tx:
             kept = tx.get_request(qid)
@@ -215,17 +223,25 @@ def run_request(store: Store, events: Store, keyring: Keyring, qid: str, mailing
             member = tx.member_by_fingerprint(mailing_list.address, signer)
             if member is None:
                 raise Unauthorized("sender-removed", signer=signer)
-            if member.state != ACTIVE:
+            if member.state != ACTIVE and signer not in {r.fingerprint for r in revoked}:
                 raise Unauthorized("key-revoked", signer=signer)
-            done = Done(member, (), request.refused) if request.refused else \
-                _run(tx, events, _Keys(keyring, attachments), mailing_list, member, request)
+            if member.state != ACTIVE:
+                done = Done(member, (), None, suspended=True)
+            elif request.refused:
+                done = Done(member, (), request.refused)
+            else:
+                done = _run(tx, events, _Keys(keyring, attachments), renewals, mailing_list, member, request)
             tx.add_request(done.record(qid, mailing_list.address, request.keywords))
     except _LineFailed as failed:  # the transaction is undone: nothing of the request stays
         done = Done(member, (), failed.sentence)
         with store.transaction() as tx:
             tx.add_request(done.record(qid, mailing_list.address, request.keywords))
+    finally:
+        renewals.close()
     log.info("request qid=%s list=%s signer=%s commands=%s outcome=%s", qid, mailing_list.address, signer,
              ",".join(request.keywords) or "-", "refused" if done.refused else "done")
+    if "key-update" not in request.keywords and not (done.left or done.suspended):
+        refresh(store, keyring, done.requester, offered)  # a renewed key along with other commands
     return done
 
 
@@ -253,7 +269,9 @@ class _Keys:
         if len(candidates) != 1:
             raise KeyProblem(f"The request holds {len(candidates)} matching keys; attach exactly one, or say key=FINGERPRINT.")
         staged, key = candidates[0]
-        problem = key_problem(key, set())
+        # A copy sent without the revocation the keyring holds is no less revoked.
+        held = {k.fingerprint for k in self.keyring.listed([key.fingerprint]) if k.validity == "r"}
+        problem = key_problem(key, held)
         if problem:
             raise KeyProblem(f"Refused: {problem} ({key.fingerprint}).")
         self.pinned.append((staged, key.fingerprint))
@@ -268,17 +286,22 @@ class _Keys:
             staged.close()
 
 
-def _run(tx, events: Store, keys: _Keys, mailing_list: MailingList, member: Member, request: Request) -> Done:
+def _run(tx, events: Store, keys: _Keys, renewals: Renewals, mailing_list: MailingList, member: Member,
+         request: Request) -> Done:
     results, changes, dropped = [], [], []
     try:
         for index, line in enumerate(request.lines):
             try:
-                result = _one(tx, events, keys, mailing_list, member, line, last=index == len(request.lines) - 1,
-                              changes=changes, dropped=dropped)
+                if line.command.keyword in KEY_COMMANDS:
+                    result = key_command(tx, renewals, member, line)
+                else:
+                    result = _one(tx, events, keys, mailing_list, member, line,
+                                  last=index == len(request.lines) - 1, changes=changes, dropped=dropped)
             except ListservError as exc:
                 raise _LineFailed(f"Line {line.number} ({line.text}): {exc} Nothing was done.") from None
             results.append((line.text, result))
         keys.adopt()  # inside the transaction: if a key cannot be copied, no member is stored
+        renewals.adopt()
     finally:
         keys.close()
     keywords = request.keywords
@@ -350,7 +373,7 @@ def _one(tx, events: Store, keys: _Keys, ml: MailingList, member: Member, line, 
         return f"Removed {target.name} <{target.email}>."
     if keyword == "set-member":
         target = tx.require_member(ml.address, normalise_address(args[0], "member address"))
-        wanted = _pairs(args[1:], ("name", "mode", "role"))
+        wanted = _pairs(args[1:], ("name", "mode", "role", "key"))
         changed = replace(
             target,
             name=unique_pseudonym(tx, ml.address, wanted["name"], target.email) if "name" in wanted else target.name,
@@ -358,10 +381,16 @@ def _one(tx, events: Store, keys: _Keys, ml: MailingList, member: Member, line, 
             role=check_role(wanted.get("role", target.role).lower()))
         if target.role == "admin" and changed.role != "admin":
             require_an_admin_left(tx, ml.address, target)
+        if "key" in wanted:  # an admin re-pins, after checking out of band (docs/keys.md)
+            key = keys.one(wanted["key"])
+            changed = replace(changed, fingerprint=key.fingerprint, key_expires=key.expires, state=ACTIVE)
+            if key.fingerprint != target.fingerprint:
+                dropped.append(target.fingerprint)
         tx.update_member(changed)
+        pinned = f", key {fingerprint_format(changed.fingerprint)}" if "key" in wanted else ""
         changes.append(f"set {target.name} <{target.email}>: name {changed.name}, mode {changed.mode}, "
-                       f"role {changed.role}")
-        return f"{changed.name} <{changed.email}>: mode {changed.mode}, role {changed.role}."
+                       f"role {changed.role}{pinned}")
+        return f"{changed.name} <{changed.email}>: mode {changed.mode}, role {changed.role}{pinned}."
     if keyword == "set-option":
         option, _, value = line.rest.partition(" ")
         option = option.strip().rstrip(",").lower()
@@ -401,4 +430,4 @@ def forget_keys(store: Store, keyring: Keyring, done: Done) -> None:
     snapshot = store.read()
     for fingerprint in done.dropped:
         if not snapshot.fingerprint_in_use(fingerprint):
-            keyring.delete(fingerprint)
+            keyring.forget(fingerprint)

@@ -115,6 +115,8 @@ def answers(templates: Templates, roster: Roster, done: Done, list_key: bytes) -
     from LIST-request@ and marked auto-replied; and when the signer left, a notice to the
     admins that names them by pseudonym only."""
     ml = roster.mailing_list
+    if done.suspended:  # the key was revoked: nothing can be encrypted to it (the admins hear of it)
+        return []
     attached = (("list-key.asc", "application/pgp-keys", list_key),) if done.attach_key else ()
     reply = notice(templates, ml, (done.requester,), "request-reply.txt.j2", attachments=attached,
                    speaker=ml.request_address, automatic="auto-replied", results=done.results, refused=done.refused)

@@ -14,6 +14,8 @@ from .errors import Refusal
 from .ledger import (Counted, claim_key_reply, claim_owner_slot, claim_signature, count_bounce, count_refused,
                      forget_keys, record_rejection, refuse_key_rate, refuse_owner_rate, refuse_replay, run_request)
 from .notices import answers, bounces, for_admins, unusable_keys
+from .keyupdate import take_offered
+from .revocation import admin_notices, take_in_offered
 from .settle import told
 from .model import Accepted, Distributed, Kind
 from .spool import Job, OutJob
@@ -23,6 +25,7 @@ from .stages.compose import Post, compose, wrapping
 from .stages.fanout import fan_out
 from .stages.forward import check_letter, read_letter
 from .stages.open import open_message
+from .stages.renew import offered_keys, open_with_renewal
 from .stages.route import Route, select
 from .stages.sendkey import KeyRequest, key_reply, key_request
 from .verp import member_for
@@ -34,7 +37,7 @@ def receive(raw: bytes, route: Route, ctx: Context) -> Accepted:
     limit = ctx.copy_limit()  # read once: what the relay takes, for both size checks
     keep = ctx.replay_window()
     check_size(raw, roster.mailing_list, ctx.templates, limit)
-    opened = open_message(raw, ctx.keyring, list_key=roster.mailing_list.fingerprint)
+    opened = open_with_renewal(raw, ctx.keyring, roster.by_fingerprint, list_key=roster.mailing_list.fingerprint)
     refuse_automatic(raw, route.kind, opened.signer)
     sender = authorize(opened, route, roster.mailing_list, roster.by_fingerprint, time.time())
     check_content(opened, sender.member, route.kind, roster, ctx.templates, limit)
@@ -56,6 +59,8 @@ def distribute(job: Job, ctx: Context) -> Distributed:
         ctx.spool.remove(job)
         return Distributed(None)
     opened = open_message(ctx.keyring.unseal(ctx.spool.read_submission(job)), ctx.keyring, accepted=True)
+    revoked = take_offered(ctx.store, ctx.keyring, ctx.roster(job.list).by_fingerprint.get(opened.signer),
+                           offered_keys(opened.content))  # the signer's key renewed, or revoked
     roster = ctx.roster(job.list)
     post = Post.of(opened, current_sender(opened, roster), job.kind)
     composed = compose(post, roster.mailing_list, wrapping(ctx.templates, roster.mailing_list, post))
@@ -64,7 +69,7 @@ def distribute(job: Job, ctx: Context) -> Distributed:
         ctx.digests.add(roster.mailing_list, job.qid, DigestItem.of(post.sender, composed, job.kind))
     fanned = fan_out(composed, selected.now, roster.mailing_list, ctx.keyring, ctx.verp_key)
     out = ctx.outbox.write(job.qid, roster.mailing_list, job.kind, fanned, poster=post.sender.fingerprint)
-    notices = ctx.outbox.notices([unusable_keys(ctx.templates, roster, fanned.unusable)])
+    notices = ctx.outbox.notices([unusable_keys(ctx.templates, roster, fanned.unusable), *admin_notices(ctx, revoked)])
     ctx.spool.remove(job)
     return Distributed(out, notices, fanned)
 
@@ -91,11 +96,13 @@ def answer(job: Job, ctx: Context) -> tuple[OutJob, ...]:
     encrypted reply goes to the signer's pinned address and key."""
     opened = open_message(ctx.keyring.unseal(ctx.spool.read_submission(job)), ctx.keyring, accepted=True)
     roster = ctx.roster(job.list)
+    revoked = take_in_offered(ctx.store, ctx.keyring, offered_keys(opened.content), (opened.signer,))
     request = read_request(opened.content, roster.mailing_list, roster.by_fingerprint.get(opened.signer))
     done = run_request(ctx.store, ctx.events, ctx.keyring, job.qid, roster.mailing_list, opened.signer, request,
-                       attached_keys(opened.content))
+                       attached_keys(opened.content), offered_keys(opened.content), revoked)
     key = ctx.keyring.export(roster.mailing_list.fingerprint).encode()
-    replies = ctx.outbox.notices(answers(ctx.templates, ctx.roster(job.list), done, key), after=job.qid)
+    replies = ctx.outbox.notices([*answers(ctx.templates, ctx.roster(job.list), done, key),
+                                  *admin_notices(ctx, revoked)], after=job.qid)
     ctx.spool.remove(job)  # before the keys go: a rerun must still be able to open the request
     forget_keys(ctx.store, ctx.keyring, done)
     return replies

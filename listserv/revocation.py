@@ -15,13 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from .keyring import StagedKeys
+from .errors import KeyProblem
+from .keyring import Keyring, StagedKeys
 from .model import SUSPENDED, Member
 from .spool import OutJob
 from .store import Store
 
 if TYPE_CHECKING:
     from .context import Context
+    from .notices import Notice
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,31 @@ def take_in(store: Store, staged: StagedKeys) -> tuple[Revocation, ...]:
                    tuple(m for m in newly if m.fingerprint == fingerprint))
         for fingerprint in sorted({m.fingerprint for m in pinned})
     )
+
+
+def take_in_offered(store: Store, keyring: Keyring, offered: tuple[bytes, ...],
+                    known: tuple[str, ...]) -> tuple[Revocation, ...]:
+    """The revocations of pinned keys in the key data a member's submission carries (an
+    x-key-revoke's certificate, a key sent revoked in an update), taken in before anything
+    else is done with it. `known`: the keys a bare revocation certificate may be for."""
+    found: list[Revocation] = []
+    for data in offered:
+        try:
+            with keyring.stage(data, known=known) as staged:
+                if any(key.revoked for key in staged.keys):
+                    found.extend(take_in(store, staged))
+        except KeyProblem:
+            continue  # not key data: nothing to take in
+    return tuple(found)
+
+
+def admin_notices(ctx: Context, revocations: tuple[Revocation, ...]) -> list[Notice | None]:
+    """The notices `tell_admins` sends, for the worker to queue with its others."""
+    from .notices import key_revoked
+
+    snapshot = ctx.store.read()
+    rosters = ((snapshot.roster_if_any(m.list), m) for revocation in revocations for m in revocation.newly)
+    return [key_revoked(ctx.templates, roster, member) for roster, member in rosters if roster is not None]
 
 
 def tell_admins(ctx: Context, revocations: tuple[Revocation, ...]) -> list[tuple[str, OutJob]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -273,3 +274,20 @@ def test_a_literal_past_the_limit_is_too_large_only_when_the_data_is_intact(cli,
     with pytest.raises(TooLarge if mdc_ok else Unauthorized) as refusal:
         keyring.decrypt(data, max_output=1 << 16)
     assert refusal.value.reason == ("plaintext-too-large" if mdc_ok else "not-decryptable")
+
+
+def test_noise_from_a_wrong_session_key_is_undecryptable_whatever_gpg_makes_of_it(cli, news):
+    """A key packet anyone adds with a wrong session key makes gpg decrypt noise; what its
+    status then says of the noise (a literal, a packet in a strange place, a malformed line)
+    varies with the noise, one time in a dozen or so. The verdict does not: the decryption
+    failed. (The noise is seeded: the same every run.)"""
+    keyring = Keyring(cli.home / "keys")
+    certificate = keyring.export_public([cli.json("list", "show", news)["fingerprint"]])
+    noise = random.Random(13)
+    reasons = set()
+    for _ in range(80):
+        data = forge.encrypt_to(certificate, noise.randbytes(300), mdc_ok=False)
+        with pytest.raises(Unauthorized) as refusal:
+            keyring.decrypt(data, max_output=1 << 20)
+        reasons.add(refusal.value.reason)
+    assert reasons == {"not-decryptable"}

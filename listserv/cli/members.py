@@ -87,7 +87,7 @@ def _forget_unused_keys(app: App, fingerprints: set[str]) -> None:
     snapshot = app.store.read()
     for fingerprint in fingerprints:
         if not snapshot.fingerprint_in_use(fingerprint):
-            app.keyring.delete(fingerprint)
+            app.keyring.forget(fingerprint)
 
 
 mode_option = click.option("--mode", type=click.Choice(MODES), help="Delivery: each post now, or digests.")

@@ -338,6 +338,13 @@ class Keyring:
         if result.returncode != 0:
             raise CryptoError(f"The key {fingerprint} could not be removed from the keyring.")
 
+    def forget(self, fingerprint: str) -> None:
+        """Remove a key no member pins any more -- unless it is revoked: that one stays, for its
+        revocation is what keeps an old copy sent again from being pinned."""
+        if any(key.validity == "r" for key in self.listed([fingerprint])):
+            return
+        self.delete(fingerprint)
+
     def delete_secret(self, fingerprint: str) -> None:
         """Destroy a list key: secret and public part."""
         result, _ = self._run("remove a secret key", ["--yes", "--delete-secret-and-public-key", "--",
@@ -373,15 +380,21 @@ class Keyring:
 
     # -- gpg runs for the stages (open, fan-out) -------------------------------
     def decrypt(self, data: bytes, *, max_output: int, allow_expired: bool = False,
-                timeout: float | None = None) -> Decrypted:
+                timeout: float | None = None, session_key: str | None = None) -> Decrypted:
         """Decrypt and/or verify the OpenPGP message `data` (binary or armored).
 
         Returns what gpg proved, or raises Unauthorized (or TooLarge) naming the first
-        problem: see status.judge. At most `max_output` bytes of plaintext are written."""
-        args = ["--max-output", str(max_output), "--decrypt"]
+        problem: see status.judge. At most `max_output` bytes of plaintext are written. With
+        `session_key` ("ALGO:HEX", from `session_key_of` in another keyring) no secret key is
+        needed: the signature is then judged by the keys of this keyring."""
+        given = ["--override-session-key-fd", "SIDE_FD"] if session_key else []
+        args = [*given, "--max-output", str(max_output), "--decrypt"]
+        result = None
         try:
-            result, lines = self._run("decrypt", args, data, max_output=max_output + _SLACK,
-                                      timeout=timeout or VERIFY_TIMEOUT)
+            result = run(self.home, [*self.options, *args], data, max_output=max_output + _SLACK,
+                         timeout=timeout or VERIFY_TIMEOUT,
+                         side=session_key.encode("ascii") + b"\n" if session_key else None)
+            lines = status.parse(result.status)
             # gpg --max-output stops writing near the limit and fails, often without a word
             # in the status about why.
             truncated = result.returncode != 0 and len(result.output) > max_output - _SLACK
@@ -390,10 +403,27 @@ class Keyring:
         except OutputTooLarge:
             raise TooLarge("plaintext-too-large") from None
         except StatusError:
-            raise Unauthorized("gpg-status") from None
+            failed = result is not None and status.decryption_failed(result.status)
+            raise Unauthorized("not-decryptable" if failed else "gpg-status") from None
         if judged.literal_length is not None and judged.literal_length != len(result.output):
             raise Unauthorized("not-decryptable")  # gpg wrote something other than the literal
         return Decrypted(result.output, judged.encrypted, judged.signature, judged.decrypted_with)
+
+    def session_key_of(self, data: bytes, *, max_output: int) -> tuple[str, str | None]:
+        """The session key of the message `data` as gpg gives it ("ALGO:HEX") and the primary
+        fingerprint of the key that opened it: for judging its signature by the keys of another
+        keyring (`decrypt`'s `session_key`). Its own signature may be by an expired key; the
+        decryption must be sound. Kept in memory only."""
+        try:
+            result, lines = self._run("decrypt", ["--show-session-key", "--max-output", str(max_output), "--decrypt"],
+                                      data, max_output=max_output + _SLACK, timeout=VERIFY_TIMEOUT)
+            judged = status.judge(lines, result.returncode, allow_expired=True, max_output=max_output)
+        except (OutputTooLarge, StatusError):
+            raise Unauthorized("not-decryptable") from None
+        keys = [line[0] for line in lines if line.keyword == "SESSION_KEY"]
+        if not judged.encrypted or len(keys) != 1 or not re.fullmatch(r"[0-9]+:[0-9A-Fa-f]+", keys[0]):
+            raise Unauthorized("not-decryptable")
+        return keys[0], judged.decrypted_with
 
     def verify_detached(self, signature: bytes, data: bytes, *, allow_expired: bool = False,
                         timeout: float | None = None) -> Signature:
@@ -579,6 +609,10 @@ class StagedKeys:
             # IMPORT_OK names each key read (new, changed or unchanged); a bare revocation
             # certificate has none, only KEY_CONSIDERED for the key it applies to.
             named = {line[1] for line in lines if line.keyword == "IMPORT_OK" and len(line.args) > 1}
+            # IMPORT_OK's first field is what the import added (0: nothing, the key was
+            # here as it is); for a known key, a nonzero one means the data is newer.
+            self.changed = frozenset(line[1] for line in lines if line.keyword == "IMPORT_OK"
+                                     and len(line.args) > 1 and line[0] != "0")
             named |= {line[0] for line in lines if line.keyword == "KEY_CONSIDERED"}
             self.keys = [_key_info(key) for key in self.scratch.listed()
                          if key.fingerprint not in known or key.fingerprint in named]

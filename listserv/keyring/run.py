@@ -59,7 +59,9 @@ def run(home: Path | str, args: list[str], stdin: bytes = b"", *, side: bytes | 
 
     `side`, when given, is a second input: the argument "-&SIDE" in `args` is replaced by
     the file descriptor it arrives on (gpg's --enable-special-filenames), e.g. a detached
-    signature beside the signed data on stdin.
+    signature beside the signed data on stdin, and the argument "SIDE_FD" by its number (an
+    option such as --override-session-key-fd: a secret never goes on the command line, which
+    every local user can read).
     """
     status_read, status_write = os.pipe()
     pipes = [os.fdopen(status_read, "rb", buffering=0)]  # closed exactly once, whatever happens
@@ -70,7 +72,8 @@ def run(home: Path | str, args: list[str], stdin: bytes = b"", *, side: bytes | 
         side_pipe = os.fdopen(side_write, "wb", buffering=0)
         pipes.append(side_pipe)
         child_ends.append(side_read)
-        args = [f"-&{side_read}" if arg == "-&SIDE" else arg for arg in args]
+        args = [f"-&{side_read}" if arg == "-&SIDE" else str(side_read) if arg == "SIDE_FD" else arg
+                for arg in args]
     command = [binary(), "--homedir", str(home), "--batch", "--no-tty", "--status-fd", str(status_write),
                *(["--enable-special-filenames"] if side is not None else []), *args]
     try:

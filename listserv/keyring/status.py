@@ -151,6 +151,16 @@ class StatusError(CryptoError):
     """A status line GnuPG would not write: nothing in that run counts."""
 
 
+_GAVE_UP = re.compile(rb"(?m)^\[GNUPG:\] (?:DECRYPTION_FAILED|BADMDC)$")
+
+
+def decryption_failed(raw: bytes) -> bool:
+    """Whether a run's raw status says, on a line of its own, that the decryption failed. A
+    key packet with a wrong session key (anyone can add one) makes gpg decrypt noise, and its
+    status about that noise may be anything; this line is what it says of the data."""
+    return bool(_GAVE_UP.search(raw))
+
+
 @dataclass(frozen=True)
 class Line:
     keyword: str
@@ -391,6 +401,8 @@ def _check_decryption(state: _State) -> None:
     if (info[0] == "0" and not aead) \
             or any(f.keyword == "ERROR" and f[1:2] and f.args[0].startswith("nomdc") for f in state.failures):
         raise Unauthorized("no-mdc")
+    if any(f.keyword in ("BADMDC", "DECRYPTION_FAILED") for f in state.failures):
+        raise Unauthorized("not-decryptable")  # what gpg made of the data then is noise
     if state.literal_outside or state.signature_outside:
         raise Unauthorized("unsigned-part")
     if state.literals != 1:

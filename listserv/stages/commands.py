@@ -58,13 +58,22 @@ COMMANDS = (
             "admin", "Adds a member with the same checks as `listserv member add`: their key is a file "
             "attached to the request (armored or binary); with several keys attached, key= says which.",
             (1, 5)),
+    Command("key-update", "", "member",
+            "Renews your pinned key from the copy attached (a later expiry, new subkeys or user ids): the "
+            "same fingerprint only, and it works when the key has already expired (docs/keys.md)."),
+    Command("key-revoke", "", "member",
+            "Revokes your pinned key with the revocation certificate attached: you are suspended at once "
+            "(no copies, no posts) until an admin pins a new key; the admins are told. No reply comes, "
+            "as none can be encrypted to a revoked key."),
     Command("list-members", "", "admin",
             "The roster: each member's pseudonym, address, key fingerprint, mode, role and standing."),
     Command("remove-member", "EMAIL", "admin",
             "Removes a member, as `listserv member remove`; their key leaves the keyring unless another "
             "list pins it. The last admin cannot be removed.", (1, 1)),
-    Command("set-member", "EMAIL [name=PSEUDONYM] [mode=immediate|digest] [role=member|admin]", "admin",
-            "Changes a member's pseudonym, mode or role, as `listserv member set`.", (2, 4)),
+    Command("set-member", "EMAIL [name=PSEUDONYM] [mode=immediate|digest] [role=member|admin] [key=FINGERPRINT]",
+            "admin", "Changes a member's pseudonym, mode or role, as `listserv member set`; key= pins the key "
+            "attached (a suspended member is active again): check with the person out of band first "
+            "(docs/keys.md).", (2, 5)),
     Command("show-options", "", "admin", "The list's options and their values, as `listserv list show`."),
     Command("rejections", "[N]", "admin",
             "The last N (20 unless given) refused submissions with their specific reasons, as "

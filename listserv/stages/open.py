@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.message import EmailMessage, MIMEPart
 
 from .. import mime, openpgp
@@ -92,11 +92,20 @@ class _Shape:
     encrypted: bool = False
 
 
+def open_renewed(raw: bytes, keyring: Keyring, renewed: Keyring, *, list_key: str | None = None) -> Opened:
+    """Open a submission as `open_message` does, but judge its signature by the keys in
+    `renewed` (a scratch keyring holding the signer's key as a key update renews it,
+    listserv.stages.renew): `keyring` only decrypts, and gives its session key to `renewed`."""
+    return _Opener(keyring, list_key, False, renewed).open(raw)
+
+
 class _Opener:
-    def __init__(self, keyring: Keyring, list_key: str | None, accepted: bool):
+    def __init__(self, keyring: Keyring, list_key: str | None, accepted: bool, renewed: Keyring | None = None):
         self.keyring = keyring
         self.list_key = list_key
         self.accepted = accepted
+        self.judge = renewed or keyring  # whose keys a signature is judged by
+        self.renewed = renewed
 
     def open(self, raw: bytes) -> Opened:
         outer = mime.parse(raw)
@@ -179,7 +188,7 @@ class _Opener:
         if count != 1:
             raise Unauthorized("multiple-signatures")
         try:
-            signature = self.keyring.verify_detached(blocks[0], raw_parts[0], allow_expired=self.accepted)
+            signature = self.judge.verify_detached(blocks[0], raw_parts[0], allow_expired=self.accepted)
         except GpgTimeout:
             raise
         except CryptoError as exc:
@@ -224,7 +233,11 @@ class _Opener:
 
     def _decrypt(self, data: bytes) -> Decrypted:
         try:
-            return self.keyring.decrypt(data, max_output=MAX_PLAINTEXT, allow_expired=self.accepted)
+            if self.renewed is not None and _encrypted_packets(data):
+                session, opened_by = self.keyring.session_key_of(data, max_output=MAX_PLAINTEXT)
+                decrypted = self.renewed.decrypt(data, max_output=MAX_PLAINTEXT, session_key=session)
+                return replace(decrypted, decrypted_with=opened_by)
+            return self.judge.decrypt(data, max_output=MAX_PLAINTEXT, allow_expired=self.accepted)
         except GpgTimeout:
             raise
         except CryptoError as exc:
@@ -241,6 +254,13 @@ def message_packets(payload: bytes, expect: str) -> bytes:
     except (CryptoError, ValueError):
         raise Unauthorized("not-decryptable" if expect == "encrypted" else "no-signature") from None
     return data
+
+
+def _encrypted_packets(data: bytes) -> bool:
+    try:
+        return openpgp.message_kind(data) == "encrypted"
+    except CryptoError:
+        return False  # a cleartext-signed text: armor, not packets
 
 
 def _clearsigned_signature(body: bytes) -> None:

@@ -18,7 +18,7 @@ import pytest
 from tests.helpers import mail as mf
 from tests.helpers.cli import make_site
 from tests.helpers.keys import make_gpg_user, make_rnp_user, make_sq_user
-from tests.helpers.members_clients import decrypt, encrypted_part
+from tests.helpers.members_clients import decrypt, encrypted_part, read_reply, text_of
 from tests.helpers.server import ServeProcess
 from tests.helpers.sink import Sink
 from tests.helpers.smtp import submit
@@ -43,17 +43,6 @@ def request(user, list_key, *lines: str, name: str = LIST, style: str = "pgpmime
 
 def members(cli) -> dict[str, dict]:
     return {m["email"]: m for m in json.loads(cli.ok("member", "list", LIST, "--json").stdout)}
-
-
-def read_reply(copy, user, list_key, fingerprint) -> tuple[email.message.EmailMessage, str]:
-    outer = email.message_from_bytes(copy.data, policy=policy.default)
-    inner = email.message_from_bytes(decrypt(user, encrypted_part(copy.data), list_key, fingerprint),
-                                     policy=policy.default)
-    return outer, inner
-
-
-def text_of(inner) -> str:
-    return "\n".join(part.get_content() for part in inner.walk() if part.get_content_type() == "text/plain")
 
 
 @pytest.mark.parametrize("key", ["alice", "sally", "rita"])

@@ -8,6 +8,7 @@ import email
 import subprocess
 import tempfile
 from email import policy
+from email.message import EmailMessage
 from pathlib import Path
 
 from listserv import openpgp
@@ -78,3 +79,17 @@ def encrypt_to_address(tool: str, address: str, certificates: bytes, text: bytes
         run(["rnpkeys", "--homedir", str(home), "--import", str(certs)])
         return run(["rnp", "--homedir", str(home), "--encrypt", "--armor", "--recipient", address,
                     "--output", "-"], input=text).stdout
+
+
+def read_reply(copy, user, list_key, fingerprint) -> tuple[EmailMessage, EmailMessage]:
+    """A reply from the list, as its member reads it: the outer message, and the inner one
+    decrypted with their own tool (the list's signature checked)."""
+    outer = email.message_from_bytes(copy.data, policy=policy.default)
+    inner = email.message_from_bytes(decrypt(user, encrypted_part(copy.data), list_key, fingerprint),
+                                     policy=policy.default)
+    return outer, inner
+
+
+def text_of(inner) -> str:
+    """The text parts of a message, joined."""
+    return "\n".join(part.get_content() for part in inner.walk() if part.get_content_type() == "text/plain")
