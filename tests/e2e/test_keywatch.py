@@ -23,11 +23,10 @@ from listserv.model import Member, iso
 from listserv.server import watch_keys
 from listserv.store import Store
 
-from tests.e2e.test_owner_sendkey import verify_reply
 from tests.helpers import mail as mf
 from tests.helpers.cli import Cli, write_key
 from tests.helpers.keys import GPG_BATCH, make_expired_gpg_user, make_gpg_key, make_gpg_user, run
-from tests.helpers.members_clients import decrypt, encrypted_part
+from tests.helpers.members_clients import decrypt, encrypted_part, verify_reply
 from tests.helpers.server import ServeProcess
 from tests.helpers.sink import Sink
 from tests.helpers.smtp import submit
