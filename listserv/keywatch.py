@@ -119,7 +119,8 @@ def _revoked(store: Store, keyring: Keyring, fingerprints: tuple[str, ...]) -> t
     """Pinned keys the keyring holds revoked, taken in by listserv.revocation (members suspended)."""
     if not fingerprints:
         return ()
-    with keyring.stage(keyring.export_public(list(fingerprints)), limit=1 << 30, known=fingerprints) as staged:
+    data = keyring.export_public(list(fingerprints))  # from the keyring itself: no size to guard
+    with keyring.stage(data, limit=len(data), known=fingerprints) as staged:
         return take_in(store, staged)
 
 

@@ -52,5 +52,7 @@ def keys_check(app: App, list_address: str, as_json: bool) -> None:
     click.echo(f"{'pseudonym':<20} {'status':<12} {'usable until (UTC)':<21} {'days':>5}  fingerprint")
     for row in rows:
         days = "-" if row["days_left"] is None else str(row["days_left"])
-        click.echo(f"{shown(row['name']):<20} {row['status']:<12} {row['usable_until'] or 'never':<21} "
+        # No end and no use: a key whose encryption subkeys all expired, or missing from the keyring.
+        until = row["usable_until"] or ("never" if row["status"] in ("ok", "expiring") else "-")
+        click.echo(f"{shown(row['name']):<20} {row['status']:<12} {until:<21} "
                    f"{days:>5}  {row['fingerprint']}")
