@@ -7,7 +7,7 @@
 Three thread pools, so that no kind of work can take the threads another needs: `checks`
 ([server] data_threads) for DATA checks, each within [server] data_timeout; `lookups` for
 RCPT routing and bounces, which must answer at once whatever DATA checks are under way; and
-`work` for fan-out and digests.
+`work` for fan-out, digests and the daily key watch (listserv.keywatch).
 """
 
 from __future__ import annotations
