@@ -9,7 +9,7 @@ import time
 from listserv.config import Home
 from listserv.context import Context
 from listserv.keywatch import MISSED, last_run
-from listserv.model import KEY_REVOKED, Kind
+from listserv.model import Kind
 from listserv.server import watch_keys
 from listserv.store import Store
 
@@ -31,7 +31,7 @@ def test_a_pinned_key_found_revoked_suspends_its_member_and_tells_the_admins(cli
     report, jobs = watch_keys(ctx, time.time())
     assert [r.fingerprint for r in report.revocations] == [rev.fingerprint] and report.warnings == 0
     [member] = [m for m in ctx.store.read().members(news) if m.email == rev.email]
-    assert member.state == KEY_REVOKED
+    assert not member.active  # suspended: no posting, no copies
     [told] = jobs  # the admins' notice of the revocation, encrypted to Ada alone
     assert told.kind == Kind.NOTICE and [r.email for r in ctx.outgoing.recipients(told)] == [ada.email]
     assert last_run(ctx.events) is not None
