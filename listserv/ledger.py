@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 
 
+from . import keywatch
 from .deliver import Outcome
 from .errors import Conflict, ListservError, RateLimited, Refusal, Unanswered, Unauthorized, UsageError
 from .errors import KeyProblem
@@ -134,6 +135,16 @@ def record_rejection(events: Store, store: Store, refusal: Refusal, route: Route
         with events.transaction() as tx:
             tx.add_rejection(Rejection(route.list, time.time(), route.kind, refusal.reason,
                                        f"{refusal.code} {refusal.status}", refusal.signer, refusal.ref))
+
+
+def count_missed(events: Store, mailing_list: MailingList, unusable: tuple[str, ...]) -> None:
+    """One more post missed by each member the fan-out found without a usable key (the key
+    watch tells them, listserv.keywatch). Never at the cost of the post: a store that cannot
+    be written loses the count, not the copies."""
+    if not unusable:
+        return
+    with contextlib.suppress(ListservError), events.transaction() as tx:
+        keywatch.count_missed(tx, mailing_list.address, unusable, time.time())
 
 
 def count_bounce(store: Store, list_address: str, member: Member | None, source: str) -> Counted | None:

@@ -111,6 +111,11 @@ OPTIONS: dict[str, Option] = {
                "Oldest signature accepted (s, m, h, d, w); older posts are refused as stale."),
         Option("footer", _multiline, "", "text",
                "Extra text placed in the footer of every post and digest."),
+        # Even a content-free plain-text notice says, to whoever reads the member's mail, that
+        # this address is on this list: some lists would rather the member found out alone.
+        Option("missed_notice", _bool, True, "bool",
+               "Tell a member whose key stopped working, at most once a day, how many posts could not be "
+               "encrypted to it (signed by the list, not encrypted, no content)."),
     )
 }
 

@@ -11,8 +11,9 @@ from .context import Context
 from .deliver import Outcome
 from .digest import DigestItem
 from .errors import Refusal
-from .ledger import (Counted, claim_key_reply, claim_owner_slot, claim_signature, count_bounce, count_refused,
-                     forget_keys, record_rejection, refuse_key_rate, refuse_owner_rate, refuse_replay, run_request)
+from .ledger import (Counted, claim_key_reply, claim_owner_slot, claim_signature, count_bounce, count_missed,
+                     count_refused, forget_keys, record_rejection, refuse_key_rate, refuse_owner_rate, refuse_replay,
+                     run_request)
 from .notices import answers, bounces, for_admins, unusable_keys
 from .keyupdate import take_offered
 from .revocation import admin_notices, take_in_offered
@@ -69,6 +70,7 @@ def distribute(job: Job, ctx: Context) -> Distributed:
         ctx.digests.add(roster.mailing_list, job.qid, DigestItem.of(post.sender, composed, job.kind))
     fanned = fan_out(composed, selected.now, roster.mailing_list, ctx.keyring, ctx.verp_key)
     out = ctx.outbox.write(job.qid, roster.mailing_list, job.kind, fanned, poster=post.sender.fingerprint)
+    count_missed(ctx.events, roster.mailing_list, fanned.unusable)  # told to them by the key watch
     notices = ctx.outbox.notices([unusable_keys(ctx.templates, roster, fanned.unusable), *admin_notices(ctx, revoked)])
     ctx.spool.remove(job)
     return Distributed(out, notices, fanned)

@@ -7,7 +7,7 @@
 Three thread pools, so that no kind of work can take the threads another needs: `checks`
 ([server] data_threads) for DATA checks, each within [server] data_timeout; `lookups` for
 RCPT routing and bounces, which must answer at once whatever DATA checks are under way; and
-`work` for fan-out and digests.
+`work` for fan-out, digests and the daily key watch (listserv.keywatch).
 """
 
 from __future__ import annotations
@@ -19,31 +19,43 @@ import logging
 import os
 import signal
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import notices, relaylimit
+from . import keywatch, notices, relaylimit
 from .config import Home, Settings, format_hostport
 from .context import Context
 from .deliver import Deliverer, MaildirTransport, Outcome, RelayTransport, RetryPolicy, Transport
 from .errors import DeliveryDeferred, EnvironmentProblem, ListservError, Refusal, retryable
-from .model import PRIORITY, Accepted, Kind, split_user_id
+from .model import PRIORITY, Accepted, Kind, iso, split_user_id
 from .pipeline import answer, distribute, forward, send_key, settle
+from .revocation import tell_admins
 from .smtpd import Handler, make_server
 from .spool import Job, OutJob
+from .stages.expiry import RUN_EVERY, watch_due
 
 log = logging.getLogger("listserv.server")
 DRAIN_TIMEOUT = 60.0  # a stop waits this long for DATA checks under way to reply
 POLL = 1.0  # seconds between looks at the spool for work other processes left there
 REDISTRIBUTE_AFTER = 60.0  # a submission that hit a passing problem is tried again after this
 LOOKUP_THREADS = 2  # RCPT routing and bounces: short store reads, one per client command
-WORK_THREADS = 2  # the distributor and the digest scheduler each wait for one job at a time
+WORK_THREADS = 3  # the distributor, the digest scheduler and the key watch each wait for one job at a time
+WATCH_RETRY = 3600.0  # a key watch that failed is tried again after this (not at every POLL)
 
 
 # The submissions that get an answer of their own rather than a fan-out to the members.
 _ANSWERED = {Kind.REQUEST: answer, Kind.OWNER: forward, Kind.SENDKEY: send_key}
+
+
+def watch_keys(ctx: Context, now: float) -> tuple[keywatch.Report, tuple[OutJob, ...]]:
+    """One run of the key watch (listserv.keywatch) at `now`, and the admins of a list where it
+    found a pinned key revoked told as listserv.revocation tells them: what to load."""
+    report = keywatch.watch(ctx.store, ctx.events, ctx.keyring, ctx.outbox, ctx.templates, now)
+    told = tuple(job for _, job in tell_admins(ctx, report.revocations))
+    return report, report.jobs + told
 
 
 @dataclass(frozen=True)
@@ -253,6 +265,37 @@ class Server:
                 except Exception as exc:  # one list's digest must not stop the others' (or the next)
                     log.error("digest list=%s failed: %s", address, type(exc).__name__)
 
+    async def _key_watch(self) -> None:
+        """Runs the key watch once a day: its last run is kept in the events store, so a
+        restart does not run it again, and a server that was down for days runs it once on
+        start. An error is logged by its class and tried again in an hour; it never stops
+        the server."""
+        loop = asyncio.get_running_loop()
+        try:
+            last = keywatch.last_run(self.ctx.events)
+        except Exception as exc:
+            log.error("error stage=keywatch %s", type(exc).__name__)
+            last = None
+        start = time.time()
+        due = start if last is None or watch_due(last, start) else last + RUN_EVERY
+        log.info("keywatch next=%s", iso(due))
+        while True:
+            await asyncio.sleep(max(0.0, min(POLL, due - time.time())))
+            if time.time() < due:
+                continue
+            now = time.time()
+            try:
+                report, jobs = await loop.run_in_executor(self.work, watch_keys, self.ctx, now)
+            except Exception as exc:  # the watch must never stop the server
+                log.error("error stage=keywatch %s", type(exc).__name__)
+                due = now + WATCH_RETRY
+                continue
+            self._load(*jobs)
+            due = now + RUN_EVERY
+            log.info("keywatch warnings=%d summaries=%d missed=%d revoked=%s next=%s", report.warnings,
+                     report.summaries, report.missed,
+                     ",".join(r.fingerprint for r in report.revocations) or "-", iso(due))
+
     async def run(self, ready: Callable[[str, int], None]) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -274,8 +317,8 @@ class Server:
         log.info("listening on %s:%s (resuming %d submissions, %d delivery jobs)",
                  bound[0], bound[1], len(waiting), len(self.deliverer.active))
         ready(bound[0], bound[1])
-        tasks = [asyncio.ensure_future(c) for c in (self._distributor(), self._poller(),
-                                                     self._scheduler(), self.deliverer.run(self._stop))]
+        tasks = [asyncio.ensure_future(c) for c in (self._distributor(), self._poller(), self._scheduler(),
+                                                     self._key_watch(), self.deliverer.run(self._stop))]
         try:
             await self._stop.wait()
         finally:

@@ -97,6 +97,7 @@ def command_lines(key: str) -> dict[str, list[str]]:
         "listserv member resume": ["member", "resume", LIST, "alice@example.org"],
         "listserv digest send": ["digest", "send", LIST],
         "listserv digest show": ["digest", "show", LIST],
+        "listserv keys check": ["keys", "check", LIST],
         "listserv queue": ["queue"],
         "listserv queue retry": ["queue", "retry"],
         "listserv rejections": ["rejections", LIST],

@@ -184,5 +184,25 @@ def test_every_shipped_template_is_exercised_here():
               "notice-bounces.txt.j2", "notice-key-revoked.txt.j2", "digest.txt.j2", "digest.html.j2", "digest-subject.txt.j2",
               "notice-undelivered.txt.j2", "notice-undelivered-poster.txt.j2", "notice-copies-failed.txt.j2",
               "notice-quarantined.txt.j2", "notice-member-left.txt.j2", "request-reply.txt.j2", "notice-admin-changes.txt.j2",
-              "notice-owner.txt.j2", "sendkey-reply.txt.j2"}
+              "notice-owner.txt.j2", "sendkey-reply.txt.j2",
+              "notice-key-expiring.txt.j2", "notice-keys-expiring.txt.j2", "notice-missed-posts.txt.j2"}
     assert {p.name for p in shipped_templates().iterdir()} == tested
+
+
+def test_the_key_watch_notices_render_their_counts_and_never_an_address():
+    templates = Templates()
+    warned = templates.render("notice-key-expiring.txt.j2", list=NEWS, member=ALICE, fingerprint=ALICE.fingerprint,
+                              until="2026-12-12T10:00:00Z", days=1, threshold=7)
+    assert warned.startswith("Subject: Your key for News stops working in 1 day\n\n")
+    assert f"gpg --quick-set-expire {ALICE.fingerprint} 1y '*'" in warned and "x-key-update" in warned
+    soon = templates.render("notice-key-expiring.txt.j2", list=NEWS, member=ALICE, fingerprint=ALICE.fingerprint,
+                            until="2026-12-12T10:00:00Z", days=0, threshold=1)
+    assert soon.startswith("Subject: Your key for News stops working within a day\n\n")
+    rows = [{"name": "Alice", "fingerprint": ALICE.fingerprint, "until": "2026-12-12T10:00:00Z", "days": 3,
+             "stopped": False}]
+    summary = templates.render("notice-keys-expiring.txt.j2", list=NEWS, rows=rows)
+    assert summary.startswith("Subject: A key stops working soon on News\n\n")
+    assert f"  Alice  key {ALICE.fingerprint}  stops 2026-12-12T10:00:00Z (in 3 days)\n" in summary
+    assert ALICE.email not in summary
+    missed = templates.render("notice-missed-posts.txt.j2", list=NEWS, count=1)
+    assert "\n1 post to news@example.org could not be encrypted to your key; send an updated key.\n" in missed

@@ -311,6 +311,13 @@ class Keyring:
                 raise CryptoError(f"GnuPG could not list the keys (exit {result.returncode}).")
         return listing.parse(result.output)
 
+    def key_infos(self, fingerprints: list[str]) -> dict[str, KeyInfo]:
+        """What the keyring holds now of each key `fingerprints` names (a key not in the
+        keyring is left out): read afresh each time, since an update may have changed it."""
+        if not fingerprints:
+            return {}
+        return {key.fingerprint: _key_info(key) for key in self.listed(sorted(set(fingerprints)))}
+
     def export(self, fingerprint: str) -> str:
         armored = self._export([fingerprint], armor=True)
         if b"BEGIN PGP PUBLIC KEY BLOCK" not in armored:

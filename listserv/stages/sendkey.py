@@ -81,25 +81,40 @@ def key_reply(request: KeyRequest, mailing_list: MailingList, templates: Templat
     """The reply: the list's key attached, the whole signed by the list (RFC 3156 §5), CRLF."""
     text = templates.render("sendkey-reply.txt.j2", list=mailing_list, fingerprint=mailing_list.fingerprint,
                             address=request.address)
+    key = keyring.export(mailing_list.fingerprint).encode("ascii")
+    return list_signed(text, mailing_list, keyring, mailing_list.sendkey_address, request.address,
+                       attachments=((f"{mailing_list.address}.asc", "application/pgp-keys", key),),
+                       in_reply_to=request.message_id)
+
+
+def list_signed(text: str, mailing_list: MailingList, keyring: Keyring, sender: str, to: str, *,
+                attachments: tuple[tuple[str, str, bytes], ...] = (), in_reply_to: str | None = None,
+                automatic: str = "auto-replied") -> bytes:
+    """A message to one address that is signed by the list's key and not encrypted (RFC 3156
+    §5), CRLF: `text` is a rendered template (its first line 'Subject: ...', a blank line, the
+    body), with (filename, mime type, 7-bit data) attachments; from `sender` (one of the list's
+    addresses) and marked Auto-Submitted: `automatic`. For whoever has no usable key here: a
+    stranger asking LIST-sendkey@, a member whose key stopped working (listserv.keywatch)."""
     subject, _, body = text.partition("\n\n")
     signed = EmailMessage(policy=policy.SMTP)
     signed.set_content(body, charset="utf-8", cte="quoted-printable")
-    signed.add_attachment(keyring.export(mailing_list.fingerprint).encode("ascii"), maintype="application",
-                          subtype="pgp-keys", filename=f"{mailing_list.address}.asc", cte="7bit")
+    for filename, mime_type, data in attachments:
+        maintype, subtype = mime_type.split("/", 1)
+        signed.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename, cte="7bit")
     del signed["MIME-Version"]
     entity = signed.as_bytes()
     signature = keyring.sign_detached(entity, mailing_list.fingerprint)
     boundary = f"=-{hashlib.sha256(entity).hexdigest()[:32]}"
     head = EmailMessage(policy=policy.SMTP)
-    head["From"] = Address(display_name=mailing_list.name, addr_spec=mailing_list.sendkey_address)
-    head["To"] = parseaddr(request.address)[1]
+    head["From"] = Address(display_name=mailing_list.name, addr_spec=sender)
+    head["To"] = parseaddr(to)[1]
     head["Subject"] = subject.removeprefix("Subject:").strip()
     head["Date"] = format_datetime(datetime.now(timezone.utc))
     head["Message-ID"] = new_message_id(mailing_list)
-    if request.message_id:
-        head["In-Reply-To"] = request.message_id
-        head["References"] = request.message_id
-    head["Auto-Submitted"] = "auto-replied"
+    if in_reply_to:
+        head["In-Reply-To"] = in_reply_to
+        head["References"] = in_reply_to
+    head["Auto-Submitted"] = automatic
     head["MIME-Version"] = "1.0"
     head["Content-Type"] = "multipart/signed"
     head.set_param("micalg", "pgp-sha512")

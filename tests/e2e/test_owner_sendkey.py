@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import email
 import json
-import subprocess
 from email import policy
-from pathlib import Path
 
 import pytest
 
-from listserv import mime
 from tests.helpers import mail as mf
 from tests.helpers.cli import make_site
 from tests.helpers.keys import make_gpg_user
-from tests.helpers.members_clients import decrypt, encrypted_part
+from tests.helpers.members_clients import decrypt, encrypted_part, verify_reply
 from tests.helpers.server import ServeProcess
 from tests.helpers.sink import Sink
 from tests.helpers.smtp import submit
@@ -155,32 +152,6 @@ def test_list_owner_of_a_list_with_no_admin_and_an_oversized_letter_are_refused(
 def key_request(sender: str = STRANGER, *extra: str) -> bytes:
     return mf.crlf("\n".join([f"From: {sender}", f"To: {SENDKEY}", "Subject: key please",
                               "Message-ID: <ask-1@example.com>", *extra, "", "Send me your key.", ""]).encode())
-
-
-def verify_reply(data: bytes, list_key: bytes, fingerprint: str, scratch: Path) -> email.message.EmailMessage:
-    """RFC 3156 §5 as a recipient checks it, with gpg and with sq: the first part's bytes as
-    sent, the list's detached signature over them, by the key the reply itself carries."""
-    message = email.message_from_bytes(data, policy=policy.default)
-    assert message.get_content_type() == "multipart/signed"
-    assert message.get_param("protocol") == "application/pgp-signature"
-    assert message.get_param("micalg") == "pgp-sha512"
-    body = data.split(b"\r\n\r\n", 1)[1]
-    signed_part, signature_part = mime.body_parts(b"\r\n" + body, message.get_boundary())
-    sig = signature_part.split(b"\r\n\r\n", 1)[1]
-    (scratch / "data").write_bytes(signed_part)
-    (scratch / "sig").write_bytes(sig)
-    (scratch / "list.asc").write_bytes(list_key)
-    home = scratch / "gnupg"
-    home.mkdir(mode=0o700)
-    subprocess.run(["gpg", "--batch", "--homedir", str(home), "--import", str(scratch / "list.asc")],
-                   check=True, capture_output=True)
-    out = subprocess.run(["gpg", "--batch", "--homedir", str(home), "--status-fd", "1", "--verify",
-                          str(scratch / "sig"), str(scratch / "data")], capture_output=True, text=True)
-    assert out.returncode == 0 and f"VALIDSIG {fingerprint}" in out.stdout, out.stdout + out.stderr
-    out = subprocess.run(["sq", "verify", "--signer-cert", str(scratch / "list.asc"), "--detached",
-                          str(scratch / "sig"), str(scratch / "data")], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    return message
 
 
 def test_anyone_gets_the_lists_key_signed_by_it_once_a_day_and_only_from_a_null_sender(site, tmp_path):

@@ -1,6 +1,7 @@
 """What a member's own client does with a copy from the list: find the encrypted part and
 decrypt it with that member's tool (GnuPG, Sequoia or RNP), checking the list's signature;
-and what it does when writing to one of the list's addresses: find the key by that address."""
+and what it does when writing to one of the list's addresses: find the key by that address; and how
+it checks a message the list signed but could not encrypt (LIST-sendkey@, the key watch)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 
-from listserv import openpgp
+from listserv import mime, openpgp
 
 from .keys import GPG_BATCH, User, run
 
@@ -93,3 +94,29 @@ def read_reply(copy, user, list_key, fingerprint) -> tuple[EmailMessage, EmailMe
 def text_of(inner) -> str:
     """The text parts of a message, joined."""
     return "\n".join(part.get_content() for part in inner.walk() if part.get_content_type() == "text/plain")
+
+
+def verify_reply(data: bytes, list_key: bytes, fingerprint: str, scratch: Path) -> EmailMessage:
+    """RFC 3156 §5 as a recipient checks it, with gpg and with sq: the first part's bytes as
+    sent, the list's detached signature over them, by the key the reply itself carries."""
+    message = email.message_from_bytes(data, policy=policy.default)
+    assert message.get_content_type() == "multipart/signed"
+    assert message.get_param("protocol") == "application/pgp-signature"
+    assert message.get_param("micalg") == "pgp-sha512"
+    body = data.split(b"\r\n\r\n", 1)[1]
+    signed_part, signature_part = mime.body_parts(b"\r\n" + body, message.get_boundary())
+    sig = signature_part.split(b"\r\n\r\n", 1)[1]
+    (scratch / "data").write_bytes(signed_part)
+    (scratch / "sig").write_bytes(sig)
+    (scratch / "list.asc").write_bytes(list_key)
+    home = scratch / "gnupg"
+    home.mkdir(mode=0o700)
+    subprocess.run(["gpg", "--batch", "--homedir", str(home), "--import", str(scratch / "list.asc")],
+                   check=True, capture_output=True)
+    out = subprocess.run(["gpg", "--batch", "--homedir", str(home), "--status-fd", "1", "--verify",
+                          str(scratch / "sig"), str(scratch / "data")], capture_output=True, text=True)
+    assert out.returncode == 0 and f"VALIDSIG {fingerprint}" in out.stdout, out.stdout + out.stderr
+    out = subprocess.run(["sq", "verify", "--signer-cert", str(scratch / "list.asc"), "--detached",
+                          str(scratch / "sig"), str(scratch / "data")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return message

@@ -1,0 +1,58 @@
+"""`listserv keys ...`: the members' pinned keys as the keyring holds them now."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from ..model import ACTIVE, normalise_list_address, shown
+from ..stages.expiry import near, standing
+from . import App, echo_json, json_option, main, pass_app
+
+
+@main.group("keys")
+def keys_group() -> None:
+    """See the members' pinned keys: when each stops working."""
+
+
+def _status(st, now: float) -> str:
+    if st.member.state != ACTIVE:
+        return st.member.state
+    if st.revoked:
+        return "revoked"
+    if not st.usable:
+        return "expired" if st.usable_until is not None and st.usable_until <= now else "unusable"
+    return "ok" if not near(st, now) else "expiring"
+
+
+@keys_group.command("check")
+@click.argument("list_address", metavar="LIST")
+@json_option("array")
+@pass_app
+def keys_check(app: App, list_address: str, as_json: bool) -> None:
+    """Show when each member's key stops being usable for encryption (the earlier of the key's
+    expiry and its last encryption subkey's), read from the keyring now. Sends nothing: the
+    running `listserv serve` warns members and admins once a day."""
+    address = normalise_list_address(list_address)
+    members = app.store.read().roster(address).members
+    infos = app.keyring.key_infos([m.fingerprint for m in members])
+    now = time.time()
+    rows = []
+    for member in members:
+        st = standing(member, infos.get(member.fingerprint), now)
+        rows.append({"name": member.name, "fingerprint": member.fingerprint, "usable_until": st.until_iso,
+                     "days_left": st.days_left(now) if st.usable else None, "status": _status(st, now)})
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo(f"{address} has no members.")
+        return
+    click.echo(f"{'pseudonym':<20} {'status':<12} {'usable until (UTC)':<21} {'days':>5}  fingerprint")
+    for row in rows:
+        days = "-" if row["days_left"] is None else str(row["days_left"])
+        # No end and no use: a key whose encryption subkeys all expired, or missing from the keyring.
+        until = row["usable_until"] or ("never" if row["status"] in ("ok", "expiring") else "-")
+        click.echo(f"{shown(row['name']):<20} {row['status']:<12} {until:<21} "
+                   f"{days:>5}  {row['fingerprint']}")
