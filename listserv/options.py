@@ -111,6 +111,11 @@ OPTIONS: dict[str, Option] = {
                "Oldest signature accepted (s, m, h, d, w); older posts are refused as stale."),
         Option("footer", _multiline, "", "text",
                "Extra text placed in the footer of every post and digest."),
+        Option("key_change_approval", _choice("admin", "none"), "admin", "admin|none",
+               "Whether a member's change to a new key (x-key-change, then x-confirm with the code sent "
+               "to the new key) also needs an admin's x-approve-key before it is pinned."),
+        Option("announce_key_changes", _bool, True, "bool",
+               "Tell the list's members, by pseudonym only, when a member's key has changed."),
     )
 }
 

@@ -311,6 +311,10 @@ class Keyring:
                 raise CryptoError(f"GnuPG could not list the keys (exit {result.returncode}).")
         return listing.parse(result.output)
 
+    def describe(self, fingerprints: list[str]) -> list[KeyInfo]:
+        """What the keys `fingerprints` in this keyring are now (usable, expired, revoked)."""
+        return [_key_info(key) for key in self.listed(fingerprints) if key.fingerprint in fingerprints]
+
     def export(self, fingerprint: str) -> str:
         armored = self._export([fingerprint], armor=True)
         if b"BEGIN PGP PUBLIC KEY BLOCK" not in armored:
