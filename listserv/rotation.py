@@ -38,6 +38,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
@@ -49,6 +50,7 @@ from .model import (ACTIVE, AWAITING_APPROVAL, AWAITING_CODE, KEY_CHANGE_PENDING
                     fingerprint_format, iso)
 from .store import Store, Transaction
 
+log = logging.getLogger("listserv.rotation")
 CODE_DAYS = 3
 APPROVAL_DAYS = 7
 DAY = 86400
@@ -284,6 +286,8 @@ def sweep(store: Store, keyring: Keyring, now: float | None = None) -> list[str]
             tx.put_key_change(replace(change, state=EXPIRED, ended=now).as_dict())
     snapshot = store.read()
     removed = []
+    for change in ended:
+        log.info("key-change expired list=%s new=%s", change.list, change.new)
     for fingerprint in dict.fromkeys(c.new for c in ended):
         if not snapshot.fingerprint_in_use(fingerprint):
             keyring.delete(fingerprint)
