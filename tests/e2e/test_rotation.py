@@ -8,15 +8,16 @@ mail the sink got from where it started."""
 
 from __future__ import annotations
 
+import email
 import re
 import subprocess
+from email import policy
 
 import pytest
 
 from listserv.config import Home
 from listserv.store import Store
 
-from tests.e2e.test_requests import LIST, NOT_ACCEPTED, REQUEST, members, request, text_of
 from tests.helpers import mail as mf
 from tests.helpers.cli import make_site, write_key
 from tests.helpers.keys import make_gpg_key, make_gpg_user, make_rnp_user, make_sq_user
@@ -25,6 +26,9 @@ from tests.helpers.server import ServeProcess
 from tests.helpers.sink import Sink
 from tests.helpers.smtp import submit
 
+LIST = "news@example.org"
+REQUEST = "news-request@example.org"
+NOT_ACCEPTED = "5.7.1 Not accepted: this list takes only posts signed by a current member's key."
 CODE = re.compile(r"x-(?:confirm|approve-key): ([A-Z2-7]{4}(?:-[A-Z2-7]{1,4})+)")
 
 
@@ -56,10 +60,21 @@ class Site:
                               capture_output=True).returncode == 0
 
 
-def mf_parse(data: bytes):
-    import email
-    from email import policy
+def mf_parse(data: bytes) -> email.message.EmailMessage:
     return email.message_from_bytes(data, policy=policy.default)
+
+
+def text_of(inner) -> str:
+    return "\n".join(part.get_content() for part in inner.walk() if part.get_content_type() == "text/plain")
+
+
+def request(user, list_key, *lines: str) -> bytes:
+    body = "\n".join([f"x-list-name: {LIST}", *lines, "", "-- ", "sent from my phone"])
+    return mf.post(user, list_key, body=body, subject="request", to=REQUEST)
+
+
+def members(cli) -> dict[str, dict]:
+    return {m["email"]: m for m in cli.json("member", "list", LIST)}
 
 
 def key_file(data: bytes) -> bytes:
