@@ -215,7 +215,7 @@ def run_request(store: Store, events: Store, keyring: Keyring, qid: str, mailing
             if kept is not None:
                 return Done.of(kept)
             member = tx.member_by_fingerprint(mailing_list.address, signer) or \
-                rotation.confirming_member(tx, mailing_list.address, signer, request.keywords, time.time())
+                rotation.confirming_member(tx, mailing_list.address, signer, request.keywords, bool(request.refused))
             if member is None:
                 raise Unauthorized("sender-removed", signer=signer)
             if member.state != ACTIVE:
@@ -295,7 +295,7 @@ def _run(tx, events: Store, keys: _Keys, mailing_list: MailingList, member: Memb
         keys.close()
     keywords = request.keywords
     requester = member
-    if ("pinned", ) in {r[:1] for r in rotated}:  # the requester's own new key may be pinned now: reply to it
+    if any(what == "pinned" for what, _ in rotated):  # the requester's own new key may be pinned now: reply to it
         requester = tx.get_member(mailing_list.address, member.email) or member
     return Done(requester, tuple(results), None, "get-listkey" in keywords, "leave" in keywords,
                 tuple(changes), tuple(dropped), tuple(rotated))

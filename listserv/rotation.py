@@ -46,8 +46,16 @@ from dataclasses import asdict, dataclass, replace
 
 from .errors import Conflict, KeyProblem, UsageError
 from .keyring import Keyring
-from .model import (ACTIVE, AWAITING_APPROVAL, AWAITING_CODE, KEY_CHANGE_PENDING, MailingList, Member,
-                    fingerprint_format, iso)
+from .model import (
+    ACTIVE,
+    AWAITING_APPROVAL,
+    AWAITING_CODE,
+    KEY_CHANGE_PENDING,
+    MailingList,
+    Member,
+    fingerprint_format,
+    iso,
+)
 from .store import Store, Transaction
 
 log = logging.getLogger("listserv.rotation")
@@ -132,17 +140,18 @@ def changes(tx: Transaction, list_address: str | None = None) -> list[KeyChange]
 
 
 def confirming_member(tx: Transaction, list_address: str, signer: str, keywords: tuple[str, ...],
-                      now: float) -> Member | None:
-    """The member whose pending new key `signer` is, when the request holds only x-confirm
-    (and the change still waits for its code); None otherwise. The requester as the reply
-    sees them: their copy goes to the key that signed."""
-    if not keywords or set(keywords) != {"confirm"}:
+                      refused: bool) -> Member | None:
+    """The member whose new key (of a key change) `signer` is, for a request that holds only
+    x-confirm, or that is refused whole (nothing runs; the reply says why); None otherwise.
+    The receive path let it in while the change awaited its code (stages.authorize); if the
+    change moved on meanwhile, x-confirm's own reply says so. The requester as the reply sees
+    them: their copy goes to the key that signed."""
+    if not refused and (not keywords or set(keywords) != {"confirm"}):
         return None
-    for change in changes(tx, list_address):
-        if change.new == signer and change.state_at(now) == AWAITING_CODE:
+    for change in reversed(changes(tx, list_address)):
+        if change.new == signer:
             member = tx.get_member(list_address, change.email)
-            if member is not None and member.fingerprint == change.old:
-                return replace(member, fingerprint=signer)
+            return None if member is None else replace(member, fingerprint=signer)
     return None
 
 

@@ -29,7 +29,15 @@ from tinydb.storages import Storage
 
 from .durable import write_atomically
 from .errors import Conflict, NotFound, StoreError
-from .model import AWAITING_CODE, KEY_CHANGE_PENDING, MailingList, Member, PendingKey, Rejection, Roster
+from .model import (
+    AWAITING_CODE,
+    KEY_CHANGE_PENDING,
+    MailingList,
+    Member,
+    PendingKey,
+    Rejection,
+    Roster,
+)
 
 _EMPTY: dict[str, Any] = {}
 

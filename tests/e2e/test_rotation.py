@@ -17,7 +17,6 @@ import pytest
 
 from listserv.config import Home
 from listserv.store import Store
-
 from tests.helpers import mail as mf
 from tests.helpers.cli import make_site, write_key
 from tests.helpers.keys import make_gpg_key, make_gpg_user, make_rnp_user, make_sq_user
@@ -57,7 +56,7 @@ class Site:
 
     def in_keyring(self, fingerprint: str) -> bool:
         return subprocess.run(["gpg", "--homedir", str(self.cli.home / "keys"), "--list-keys", fingerprint],
-                              capture_output=True).returncode == 0
+                              capture_output=True, check=False).returncode == 0
 
 
 def mf_parse(data: bytes) -> email.message.EmailMessage:
@@ -201,8 +200,8 @@ def test_every_bad_new_key_is_refused_with_its_line_and_the_pin_stays(site, bad_
     u = site.users
     rita, vera, bob = u["rita"], u["vera"], u["bob"]
     pins = site.pins()
-    cases = [([k for k, _ in bad_keys.values()][:2], "Attach exactly one certificate, your new public key; "
-                                                     "this request holds 2."),
+    two = "Attach exactly one certificate, your new public key; this request holds 2."
+    cases = [([k for k, _ in bad_keys.values()][:2], two),
              ([bob.public_key], "is pinned to another member of this list."),
              ([site.list_key], "is a list's own key."),
              ([rita.public_key], "That is the key pinned to you already"),
@@ -222,7 +221,7 @@ def test_every_bad_new_key_is_refused_with_its_line_and_the_pin_stays(site, bad_
     assert site.pins() == pins
     assert not [r for r in site.cli.json("keys", "pending", LIST) if r["email"] == rita.email]  # none recorded
     offered = subprocess.run(["gpg", "--show-keys", "--with-colons"], input=b"".join(k for k, _ in bad_keys.values()),
-                             capture_output=True).stdout.decode()
+                             capture_output=True, check=True).stdout.decode()
     strangers = {line.split(":")[9] for line in offered.splitlines() if line.startswith("fpr:")}
     assert strangers and not any(site.in_keyring(f) for f in strangers)  # and no key was left behind
 
@@ -256,3 +255,23 @@ def test_a_later_change_replaces_the_earlier_and_an_expired_code_is_refused_and_
     assert states[two.fingerprint] == "expired"
     table = site.cli.ok("keys", "pending", LIST).stdout
     assert "expired" in table and "approved" in table and "refused" in table
+
+
+def test_an_admin_cannot_approve_their_own_change_while_another_admin_can(site, tmp_path):
+    u = site.users
+    vera, bob = u["vera"], u["bob"]
+    site.cli.ok("member", "set", LIST, vera.email, "--role", "admin")
+    try:
+        new = make_gpg_user(tmp_path, "Vera", "vera@example.org")
+        first = site.send(vera, ["x-key-change"], [new.public_key], expect=2)
+        code = CODE.search(next(t for t in (site.read(c, new) for c in first) if t)).group(1)
+        asked = site.send(new, [f"x-confirm: {code}"], expect=3)  # the reply, and a notice to each admin
+        notice = site.read(only(asked, bob.email)[0], bob)
+        approval = CODE.search(notice).group(1)
+        [own] = site.send(vera, [f"x-approve-key: {approval}"])
+        assert "You cannot approve a change of your own key; another admin must." in site.read(own, vera)
+        assert members(site.cli)[vera.email]["fingerprint"] == vera.fingerprint
+        site.send(bob, [f"x-approve-key: {approval}"], expect=7)  # reply; bob, vera told; vera; alice, sally, rita
+        assert members(site.cli)[vera.email]["fingerprint"] == new.fingerprint
+    finally:
+        site.cli.ok("member", "set", LIST, vera.email, "--role", "member")
