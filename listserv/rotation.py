@@ -44,7 +44,7 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, replace
 
-from .errors import Conflict, KeyProblem, UsageError
+from .errors import Conflict, CryptoError, KeyProblem, UsageError
 from .keyring import Keyring
 from .model import (
     ACTIVE,
@@ -299,7 +299,10 @@ def sweep(store: Store, keyring: Keyring, now: float | None = None) -> list[str]
         log.info("key-change expired list=%s new=%s", change.list, change.new)
     for fingerprint in dict.fromkeys(c.new for c in ended):
         if not snapshot.fingerprint_in_use(fingerprint):
-            keyring.delete(fingerprint)
+            try:
+                keyring.delete(fingerprint)
+            except CryptoError:  # gone already (removed by hand): what matters is that it is not there
+                continue
             removed.append(fingerprint)
     return removed
 
