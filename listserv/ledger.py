@@ -21,6 +21,7 @@ from .errors import KeyProblem
 from .keyring import KeyInfo, Keyring, StagedKeys
 from .keyupdate import KEY_COMMANDS, Renewals, key_command, refresh
 from .revocation import Revocation
+from . import rotation
 from .membership import key_problem, list_address_problem, require_an_admin_left, set_option, unique_pseudonym
 from .model import (ACTIVE, Kind, MailingList, Member, Rejection, check_mode, check_role, fingerprint_format, iso,
                     normalise_address)
@@ -194,19 +195,22 @@ class Done:
     changes: tuple[str, ...] = ()  # what admin commands changed: every admin is told
     dropped: tuple[str, ...] = ()  # fingerprints of members gone: their keys may leave the keyring
     suspended: bool = False  # the request revoked the requester's key: no reply can be encrypted to it
+    rotated: tuple[tuple[str, str], ...] = ()  # (what, key change id): notices listserv.rotation.told makes
 
     @classmethod
     def of(cls, record: dict) -> Done:
         return cls(Member(**record["requester"]), tuple(tuple(r) for r in record["results"]), record["refused"],
                    record["attach_key"], record["left"], tuple(record.get("changes", ())),
-                   tuple(record.get("dropped", ())), record.get("suspended", False))
+                   tuple(record.get("dropped", ())), record.get("suspended", False),
+                   tuple(tuple(r) for r in record.get("rotated", ())))
 
     def record(self, qid: str, list_address: str, keywords: tuple[str, ...]) -> dict:
         return {"qid": qid, "list": list_address, "at": time.time(), "signer": self.requester.fingerprint,
                 "commands": list(keywords), "requester": asdict(self.requester),
                 "results": [list(r) for r in self.results], "refused": self.refused,
                 "attach_key": self.attach_key, "left": self.left, "changes": list(self.changes),
-                "dropped": list(self.dropped), "suspended": self.suspended}
+                "dropped": list(self.dropped), "suspended": self.suspended,
+                "rotated": [list(r) for r in self.rotated]}
 
 
 class _LineFailed(Exception):
@@ -231,7 +235,8 @@ def run_request(store: Store, events: Store, keyring: Keyring, qid: str, mailing
             kept = tx.get_request(qid)
             if kept is not None:
                 return Done.of(kept)
-            member = tx.member_by_fingerprint(mailing_list.address, signer)
+            member = tx.member_by_fingerprint(mailing_list.address, signer) or \
+                rotation.confirming_member(tx, mailing_list.address, signer, request.keywords, bool(request.refused))
             if member is None:
                 raise Unauthorized("sender-removed", signer=signer)
             if member.state != ACTIVE and signer not in {r.fingerprint for r in revoked}:
@@ -288,6 +293,15 @@ class _Keys:
         self.pinned.append((staged, key.fingerprint))
         return key
 
+    def single(self) -> KeyInfo:
+        """The one certificate attached (x-key-change), kept for adoption; the caller judges it."""
+        candidates = [(staged, key) for staged in self._all() for key in staged.keys]
+        if len(candidates) != 1:
+            raise KeyProblem(f"Attach exactly one certificate, your new public key; this request holds "
+                             f"{len(candidates)}.")
+        self.pinned.append((candidates[0][0], candidates[0][1].fingerprint))
+        return candidates[0][1]
+
     def adopt(self) -> None:
         for staged, fingerprint in self.pinned:
             staged.adopt([fingerprint])
@@ -299,7 +313,7 @@ class _Keys:
 
 def _run(tx, events: Store, keys: _Keys, renewals: Renewals, mailing_list: MailingList, member: Member,
          request: Request) -> Done:
-    results, changes, dropped = [], [], []
+    results, changes, dropped, rotated = [], [], [], []
     try:
         for index, line in enumerate(request.lines):
             try:
@@ -307,7 +321,8 @@ def _run(tx, events: Store, keys: _Keys, renewals: Renewals, mailing_list: Maili
                     result = key_command(tx, renewals, member, line)
                 else:
                     result = _one(tx, events, keys, mailing_list, member, line,
-                                  last=index == len(request.lines) - 1, changes=changes, dropped=dropped)
+                                  last=index == len(request.lines) - 1, changes=changes, dropped=dropped,
+                                  rotated=rotated)
             except ListservError as exc:
                 raise _LineFailed(f"Line {line.number} ({line.text}): {exc} Nothing was done.") from None
             results.append((line.text, result))
@@ -316,13 +331,18 @@ def _run(tx, events: Store, keys: _Keys, renewals: Renewals, mailing_list: Maili
     finally:
         keys.close()
     keywords = request.keywords
-    return Done(member, tuple(results), None, "get-listkey" in keywords, "leave" in keywords,
-                tuple(changes), tuple(dropped))
+    requester = member
+    if any(what == "pinned" for what, _ in rotated):  # the requester's own new key may be pinned now: reply to it
+        requester = tx.get_member(mailing_list.address, member.email) or member
+    return Done(requester, tuple(results), None, "get-listkey" in keywords, "leave" in keywords,
+                tuple(changes), tuple(dropped), rotated=tuple(rotated))
 
 
 def _one(tx, events: Store, keys: _Keys, ml: MailingList, member: Member, line, last: bool, changes: list,
-         dropped: list) -> str:
+         dropped: list, rotated: list) -> str:
     keyword, args = line.command.keyword, line.arguments
+    if keyword in rotation.KEYWORDS:
+        return rotation.run(tx, keys, ml, member, keyword, args, dropped, rotated)
     if keyword == "help":
         return "\n".join(help_lines(member))
     if keyword == "status":
@@ -442,3 +462,4 @@ def forget_keys(store: Store, keyring: Keyring, done: Done) -> None:
     for fingerprint in done.dropped:
         if not snapshot.fingerprint_in_use(fingerprint):
             keyring.forget(fingerprint)
+    rotation.sweep(store, keyring)  # key changes past their deadline: their new keys leave too

@@ -61,6 +61,10 @@ ROLES = ("member", "admin")
 ACTIVE, SUSPENDED = "active", "suspended"
 STATES = (ACTIVE, SUSPENDED)
 OLD_STATE_NAMES = {"key-revoked": SUSPENDED}
+# A change to a new key (listserv.rotation) waits for the code sent to the new key, then for an
+# admin; only these two are pending. The others are where a change ends.
+AWAITING_CODE, AWAITING_APPROVAL = "awaiting-code", "awaiting-approval"
+KEY_CHANGE_PENDING = (AWAITING_CODE, AWAITING_APPROVAL)
 
 # Deliberately strict: a list serves people who can pick an ordinary address.
 _LOCAL = r"[A-Za-z0-9!#$%&'*/=?^_`{|}~.-]+"
@@ -204,6 +208,11 @@ class Member:
     bounces: int = 0
     state: str = ACTIVE  # one of STATES
     paused: bool = False  # gets no posts or digests for now (x-pause); urgent alerts still
+    previous_fingerprints: tuple[str, ...] = ()  # keys pinned before, oldest first (x-key-change)
+
+    def __post_init__(self) -> None:
+        # The store and JSON give a list; a Member is frozen and hashable, so keep a tuple.
+        object.__setattr__(self, "previous_fingerprints", tuple(self.previous_fingerprints))
 
     @property
     def active(self) -> bool:
@@ -215,15 +224,31 @@ class Member:
 
 
 @dataclass(frozen=True)
+class PendingKey:
+    """A member's new key that waits for its code (listserv.rotation): the one thing a request
+    signed by it may do is x-confirm, until `expires` (Unix seconds)."""
+
+    fingerprint: str
+    member: Member
+    expires: float
+
+
+@dataclass(frozen=True)
 class Roster:
     """A list and its members, as one read of the store saw them."""
 
     mailing_list: MailingList
     members: tuple[Member, ...]
+    pending_keys: tuple[PendingKey, ...] = ()
 
     @cached_property
     def by_fingerprint(self) -> dict[str, Member]:
         return {m.fingerprint: m for m in self.members}
+
+    @cached_property
+    def confirming(self) -> dict[str, PendingKey]:
+        """The new keys awaiting their code, by fingerprint."""
+        return {p.fingerprint: p for p in self.pending_keys}
 
     @property
     def admins(self) -> tuple[Member, ...]:

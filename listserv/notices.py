@@ -10,19 +10,20 @@ to admins goes to the admins in good standing: never to a revoked key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 
-from .model import Kind, MailingList, Member, Roster
+from .model import Kind, MailingList, Member, Roster, iso
 from .stages.compose import Composed, Post, compose, wrapping
 from .stages.forward import Letter
 from .templates import Templates
 
 if TYPE_CHECKING:
     from .ledger import Counted, Done
+    from .rotation import Told
 
 
 @dataclass(frozen=True)
@@ -110,10 +111,11 @@ def for_admins(templates: Templates, roster: Roster, letter: Letter) -> Notice |
                   signer=letter.signer, encrypted=letter.encrypted)
 
 
-def answers(templates: Templates, roster: Roster, done: Done, list_key: bytes) -> list[Notice | None]:
+def answers(templates: Templates, roster: Roster, done: Done, list_key: bytes,
+            key_changes: tuple[Told, ...] = ()) -> list[Notice | None]:
     """A request's reply, to the signer's pinned address and key only (never From or Reply-To),
     from LIST-request@ and marked auto-replied; and when the signer left, a notice to the
-    admins that names them by pseudonym only."""
+    admins that names them by pseudonym only; and the notices of its key changes."""
     ml = roster.mailing_list
     if done.suspended:  # the key was revoked: nothing can be encrypted to it (the admins hear of it)
         return []
@@ -126,5 +128,28 @@ def answers(templates: Templates, roster: Roster, done: Done, list_key: bytes) -
                            changes=done.changes))
     if done.left:
         told.append(notice(templates, ml, roster.admins, "notice-member-left.txt.j2", member=done.requester))
-    return told
+    return told + [n for change in key_changes for n in key_change(templates, roster, change)]
+
+
+def key_change(templates: Templates, roster: Roster, told: Told) -> list[Notice | None]:
+    """What a step of a member's change to a new key tells whom (listserv.rotation): the code to
+    the new key only; the approval code to the admins; once pinned, the admins, the member (at
+    the new key) and, with announce_key_changes, the other members -- who learn the pseudonym
+    and the date, never an address or a key."""
+    ml, change = roster.mailing_list, told.change
+    member = next((m for m in roster.members if m.email == change.email), None)
+    if member is None:  # gone meanwhile
+        return []
+    if told.what == "challenge":
+        return [notice(templates, ml, (replace(member, fingerprint=change.new),), "key-change-challenge.txt.j2",
+                       speaker=ml.request_address, automatic="auto-replied", change=change, code=told.code)]
+    if told.what == "approval":
+        return [to_admins(templates, roster, "notice-key-change-approve.txt.j2", change=change, code=told.code,
+                          requested=iso(change.requested), confirmed=iso(change.confirmed))]
+    others = tuple(m for m in roster.members if m.active and m.role != "admin" and m.email != member.email)
+    announced = others if ml.option("announce_key_changes") else ()
+    return [to_admins(templates, roster, "notice-key-changed-admins.txt.j2", change=change),
+            notice(templates, ml, (member,), "notice-key-changed-member.txt.j2", change=change),
+            notice(templates, ml, announced, "notice-key-changed-list.txt.j2", change=change,
+                   date=iso(change.ended)[:10])]
 

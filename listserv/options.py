@@ -116,6 +116,11 @@ OPTIONS: dict[str, Option] = {
         Option("missed_notice", _bool, True, "bool",
                "Tell a member whose key stopped working, at most once a day, how many posts could not be "
                "encrypted to it (signed by the list, not encrypted, no content)."),
+        Option("key_change_approval", _choice("admin", "none"), "admin", "admin|none",
+               "Whether a member's change to a new key (x-key-change, then x-confirm with the code sent "
+               "to the new key) also needs an admin's x-approve-key before it is pinned."),
+        Option("announce_key_changes", _bool, True, "bool",
+               "Tell the list's members, by pseudonym only, when a member's key has changed."),
     )
 }
 

@@ -14,6 +14,7 @@ from .errors import Refusal
 from .ledger import (Counted, claim_key_reply, claim_owner_slot, claim_signature, count_bounce, count_missed,
                      count_refused, forget_keys, record_rejection, refuse_key_rate, refuse_owner_rate, refuse_replay,
                      run_request)
+from .rotation import told as key_changes
 from .notices import answers, bounces, for_admins, unusable_keys
 from .keyupdate import take_offered
 from .revocation import admin_notices, take_in_offered
@@ -40,7 +41,7 @@ def receive(raw: bytes, route: Route, ctx: Context) -> Accepted:
     check_size(raw, roster.mailing_list, ctx.templates, limit)
     opened = open_with_renewal(raw, ctx.keyring, roster.by_fingerprint, list_key=roster.mailing_list.fingerprint)
     refuse_automatic(raw, route.kind, opened.signer)
-    sender = authorize(opened, route, roster.mailing_list, roster.by_fingerprint, time.time())
+    sender = authorize(opened, route, roster.mailing_list, roster.by_fingerprint, time.time(), roster.confirming)
     check_content(opened, sender.member, route.kind, roster, ctx.templates, limit)
     refuse_replay(ctx.events, opened, sender, roster.mailing_list, keep)
     refuse_commands_in_post(opened, route, roster.mailing_list)
@@ -103,7 +104,8 @@ def answer(job: Job, ctx: Context) -> tuple[OutJob, ...]:
     done = run_request(ctx.store, ctx.events, ctx.keyring, job.qid, roster.mailing_list, opened.signer, request,
                        attached_keys(opened.content), offered_keys(opened.content), revoked)
     key = ctx.keyring.export(roster.mailing_list.fingerprint).encode()
-    replies = ctx.outbox.notices([*answers(ctx.templates, ctx.roster(job.list), done, key),
+    told = key_changes(ctx.store, job.list, done.rotated)  # the codes its key-change lines call for
+    replies = ctx.outbox.notices([*answers(ctx.templates, ctx.roster(job.list), done, key, told),
                                   *admin_notices(ctx, revoked)], after=job.qid)
     ctx.spool.remove(job)  # before the keys go: a rerun must still be able to open the request
     forget_keys(ctx.store, ctx.keyring, done)

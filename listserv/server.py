@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import keywatch, notices, relaylimit
+from . import keywatch, notices, relaylimit, rotation
 from .config import Home, Settings, format_hostport
 from .context import Context
 from .deliver import Deliverer, MaildirTransport, Outcome, RelayTransport, RetryPolicy, Transport
@@ -311,6 +311,7 @@ class Server:
             raise EnvironmentProblem(f"cannot listen on {format_hostport(host, port)}: {_why(exc)}.") from None
         bound = server.sockets[0].getsockname()
         self._load(*self.ctx.outgoing.jobs())
+        rotation.sweep(self.ctx.store, self.ctx.keyring)  # key changes that expired while it was down
         waiting = self.ctx.spool.submissions()
         for job in waiting:
             self._enqueue(job)

@@ -29,7 +29,7 @@ from tinydb.storages import Storage
 
 from .durable import write_atomically
 from .errors import Conflict, NotFound, StoreError
-from .model import OLD_STATE_NAMES, MailingList, Member, Rejection, Roster
+from .model import AWAITING_CODE, KEY_CHANGE_PENDING, OLD_STATE_NAMES, MailingList, Member, PendingKey, Rejection, Roster
 
 _EMPTY: dict[str, Any] = {}
 
@@ -109,6 +109,7 @@ class Transaction:
         self.require_list(address)
         self._lists.remove(Query().address == address)
         self._members.remove(Query().list == address)
+        self._db.table("key_changes").remove(Query().list == address)
         self.forget_events(address)
 
     def forget_events(self, address: str) -> None:
@@ -118,8 +119,13 @@ class Transaction:
         self._db.table("rejections").remove(Query().list == address)
 
     def roster(self, address: str) -> Roster:
-        """The list at `address` (NotFound if none) and its members."""
-        return Roster(self.require_list(address), tuple(self.members(address)))
+        """The list at `address` (NotFound if none), its members and the new keys awaiting their code."""
+        members = tuple(self.members(address))
+        by_email = {m.email: m for m in members}
+        pending = tuple(PendingKey(doc["new"], by_email[doc["email"]], doc["expires"])
+                        for doc in self._raw("key_changes")
+                        if doc["list"] == address and doc["state"] == AWAITING_CODE and doc["email"] in by_email)
+        return Roster(self.require_list(address), members, pending)
 
     def roster_if_any(self, address: str) -> Roster | None:
         """The same, or None when the list is gone (deleted while its mail was out)."""
@@ -217,9 +223,20 @@ class Transaction:
             self.update_member(replace(member, bounces=member.bounces + 1))
 
     def fingerprint_in_use(self, fingerprint: str) -> bool:
+        """Whether a key must stay in the keyring: pinned, a list's own, or the new key of a
+        pending key change (listserv.rotation)."""
         return bool(self._members.get(Query().fingerprint == fingerprint)) or bool(
             self._lists.get(Query().fingerprint == fingerprint)
-        )
+        ) or any(doc["new"] == fingerprint and doc["state"] in KEY_CHANGE_PENDING for doc in self._raw("key_changes"))
+
+    # -- changes to a new key (listserv.rotation): one record each, kept with the pins --------
+    def key_changes(self, list_address: str | None = None) -> list[dict[str, Any]]:
+        """The key changes of a list (of every list when None), oldest first."""
+        docs = (doc for doc in self._raw("key_changes") if list_address is None or doc["list"] == list_address)
+        return sorted((dict(doc) for doc in docs), key=lambda d: (d["requested"], d["id"]))
+
+    def put_key_change(self, record: dict[str, Any]) -> None:
+        self._db.table("key_changes").upsert(record, Query().id == record["id"])
 
     # -- requests (LIST-request@): each one's outcome, kept with the changes it made ---------
     def get_request(self, qid: str) -> dict[str, Any] | None:

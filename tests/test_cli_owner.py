@@ -102,6 +102,7 @@ def command_lines(key: str) -> dict[str, list[str]]:
         "listserv queue retry": ["queue", "retry"],
         "listserv rejections": ["rejections", LIST],
         "listserv requests": ["requests", LIST],
+        "listserv keys pending": ["keys", "pending", LIST],
         "listserv mta postfix": ["mta", "postfix"],
         "listserv mta systemd": ["mta", "systemd"],
     }

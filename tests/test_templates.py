@@ -185,7 +185,8 @@ def test_every_shipped_template_is_exercised_here():
               "notice-undelivered.txt.j2", "notice-undelivered-poster.txt.j2", "notice-copies-failed.txt.j2",
               "notice-quarantined.txt.j2", "notice-member-left.txt.j2", "request-reply.txt.j2", "notice-admin-changes.txt.j2",
               "notice-owner.txt.j2", "sendkey-reply.txt.j2",
-              "notice-key-expiring.txt.j2", "notice-keys-expiring.txt.j2", "notice-missed-posts.txt.j2"}
+              "notice-key-expiring.txt.j2", "notice-keys-expiring.txt.j2", "notice-missed-posts.txt.j2",
+              *KEY_CHANGE_TEMPLATES}
     assert {p.name for p in shipped_templates().iterdir()} == tested
 
 
@@ -206,3 +207,29 @@ def test_the_key_watch_notices_render_their_counts_and_never_an_address():
     assert ALICE.email not in summary
     missed = templates.render("notice-missed-posts.txt.j2", list=NEWS, count=1)
     assert "\n1 post to news@example.org could not be encrypted to your key; send an updated key.\n" in missed
+
+
+KEY_CHANGE_TEMPLATES = ("key-change-challenge.txt.j2", "notice-key-change-approve.txt.j2",
+                        "notice-key-changed-admins.txt.j2", "notice-key-changed-member.txt.j2",
+                        "notice-key-changed-list.txt.j2")
+
+
+def test_a_key_change_tells_each_what_they_need_and_the_list_only_the_pseudonym_and_date():
+    from listserv.rotation import AWAITING_CODE, KeyChange
+
+    change = KeyChange("c1", NEWS.address, "alice@example.org", "Alice", "0" * 40, "1" * 40, None, 0.0, 1.0,
+                       AWAITING_CODE, "h", approved_by="Bob")
+    code = "ABCD-EFGH-IJKL-MNOP-QRST-UVWX-YZ"
+    challenge = Templates().render("key-change-challenge.txt.j2", list=NEWS, change=change, code="SECRET-CODE")
+    assert "x-confirm: SECRET-CODE" in challenge and "1" * 40 in challenge
+    approve = Templates().render("notice-key-change-approve.txt.j2", list=NEWS, change=change, code=code,
+                                 requested="2026-01-01T00:00:00Z", confirmed="2026-01-02T00:00:00Z")
+    assert f"x-approve-key: {code}" in approve and "0" * 40 in approve and "1" * 40 in approve
+    assert "out of band" in approve or "channel you already" in " ".join(approve.split())
+    admins = Templates().render("notice-key-changed-admins.txt.j2", list=NEWS, change=change)
+    assert "Bob approved the change." in admins
+    mine = Templates().render("notice-key-changed-member.txt.j2", list=NEWS, change=change)
+    assert "1" * 40 in mine
+    told = Templates().render("notice-key-changed-list.txt.j2", list=NEWS, change=change, date="2026-01-02")
+    assert told.startswith("Subject: Alice's key changed on 2026-01-02\n\nAlice's key changed on 2026-01-02.")
+    assert "alice@example.org" not in told and "0" * 40 not in told and "1" * 40 not in told

@@ -122,7 +122,7 @@ def list_delete(app: App, address: str, yes: bool) -> None:
         raise UsageError(f"Deleting {address} destroys its key and members; repeat with --yes.")
     with app.store.transaction() as tx:
         mailing_list = tx.require_list(address)
-        fingerprints = {m.fingerprint for m in tx.members(address)}
+        fingerprints = {m.fingerprint for m in tx.members(address)} | {c["new"] for c in tx.key_changes(address)}
         tx.delete_list(address)
         unused = [f for f in fingerprints if not tx.fingerprint_in_use(f)]
     with Store(app.home.events).transaction() as events:

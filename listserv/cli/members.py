@@ -25,7 +25,7 @@ from . import App, echo_json, json_option, main, pass_app
 EXPIRY_WARNING_DAYS = 30
 
 MEMBER_FIELDS = ("email", "name", "fingerprint", "mode", "role", "state", "paused", "key_expires", "bounces",
-                 "added")
+                 "added", "previous_fingerprints")
 
 
 @main.group("member")

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 from .. import mime
 from ..errors import CommandsInPost, Unauthorized
-from ..model import Kind, MailingList, Member, Roster
+from ..model import Kind, MailingList, Member, PendingKey, Roster
 from ..options import duration_seconds
-from .commands import looks_like_request
+from .commands import looks_like_request, only_confirms
 from .open import Opened
 from .route import URGENT, Route
 
@@ -55,12 +55,13 @@ class Authorized:
 
 
 def authorize(opened: Opened, route: Route, mailing_list: MailingList,
-              members: Mapping[str, Member], now: float) -> Authorized:
+              members: Mapping[str, Member], now: float,
+              confirming: Mapping[str, PendingKey] | None = None) -> Authorized:
     """Return who signed and whom the content names, or raise Unauthorized with the reason
-    for the log."""
+    for the log. `confirming`: the members' new keys awaiting their code (Roster.confirming)."""
     if not opened.encrypted and (route.kind == Kind.REQUEST or mailing_list.option("require_encryption")):
         raise Unauthorized("not-encrypted", signer=opened.signer)
-    member = members.get(opened.signer)
+    member = members.get(opened.signer) or confirming_member(opened, route, confirming or {}, now)
     if member is None:
         raise Unauthorized("not-a-member", signer=opened.signer)
     if not member.active:  # a revocation of the pinned key was taken in (gpg may not say so)
@@ -78,6 +79,18 @@ def authorize(opened: Opened, route: Route, mailing_list: MailingList,
             and member.role != "admin":
         raise Unauthorized("alert-not-allowed", signer=opened.signer)
     return Authorized(member, addressing.addresses)
+
+
+def confirming_member(opened: Opened, route: Route, confirming: Mapping[str, PendingKey], now: float) -> Member | None:
+    """The one exception to "signed by a pinned key": a request signed by a member's new key,
+    still awaiting its code, that holds nothing but x-confirm is taken for that member -- so a
+    member whose client signs with the new key can still prove they hold it. Anything else
+    signed by that key (a post, any other command) hears the uniform refusal. Every other
+    check (encryption to the list, freshness, replay, signed addressing) applies as ever."""
+    pending = confirming.get(opened.signer)
+    if pending is None or route.kind != Kind.REQUEST or now > pending.expires or not only_confirms(opened.content):
+        return None
+    return pending.member
 
 
 def encrypted_to_list(opened: Opened, mailing_list: MailingList) -> bool:

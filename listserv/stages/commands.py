@@ -54,10 +54,6 @@ COMMANDS = (
             "Leave the list at once: you are removed, your key leaves the list's keyring, a last "
             "confirmation comes to you and the admins are told (your pseudonym only). The last admin "
             "cannot leave."),
-    Command("add-member", "EMAIL [name=PSEUDONYM] [mode=immediate|digest] [role=member|admin] [key=FINGERPRINT]",
-            "admin", "Adds a member with the same checks as `listserv member add`: their key is a file "
-            "attached to the request (armored or binary); with several keys attached, key= says which.",
-            (1, 5)),
     Command("key-update", "", "member",
             "Renews your pinned key from the copy attached (a later expiry, new subkeys or user ids): the "
             "same fingerprint only, and it works when the key has already expired (docs/keys.md)."),
@@ -65,6 +61,17 @@ COMMANDS = (
             "Revokes your pinned key with the revocation certificate attached: you are suspended at once "
             "(no copies, no posts) until an admin pins a new key; the admins are told. No reply comes, "
             "as none can be encrypted to a revoked key."),
+    Command("key-change", "", "member",
+            "Change to a new key (a new fingerprint): sign with your current key and attach the new public "
+            "key (application/pgp-keys, one certificate that signs and encrypts). A code comes to you "
+            "encrypted to the new key only; answer it with x-confirm (docs/keys.md)."),
+    Command("confirm", "CODE", "member",
+            "Answer x-key-change with the code the list sent to your new key, signed by your current key or "
+            "the new one; then the admins approve, unless the list needs no approval.", (1, 8)),
+    Command("add-member", "EMAIL [name=PSEUDONYM] [mode=immediate|digest] [role=member|admin] [key=FINGERPRINT]",
+            "admin", "Adds a member with the same checks as `listserv member add`: their key is a file "
+            "attached to the request (armored or binary); with several keys attached, key= says which.",
+            (1, 5)),
     Command("list-members", "", "admin",
             "The roster: each member's pseudonym, address, key fingerprint, mode, role and standing."),
     Command("remove-member", "EMAIL", "admin",
@@ -81,6 +88,11 @@ COMMANDS = (
     Command("set-option", "OPTION VALUE", "admin",
             "Sets a list option, as `listserv list set` (docs/options.md); the value is the rest of the line.",
             (2, 99)),
+    Command("approve-key", "CODE", "admin",
+            "Pin a member's new key, with the approval code of the notice the admins got once the member "
+            "confirmed; check the new fingerprint with them out of band first.", (1, 8)),
+    Command("key-requests", "", "admin",
+            "The list's key changes, most recent first: pending, expired, refused and approved."),
 )
 MAX_KEY_ATTACHMENT = 512 * 1024  # as `member add --key`'s limit (listserv.keyring.MAX_KEY_BYTES)
 BY_KEYWORD = {command.keyword: command for command in COMMANDS}
@@ -161,6 +173,13 @@ def attached_keys(content: bytes) -> tuple[bytes, ...]:
             if 0 < len(data) <= MAX_KEY_ATTACHMENT:
                 found.append(data)
     return tuple(found)
+
+
+def only_confirms(content: bytes) -> bool:
+    """Whether a request holds x-confirm and nothing else but x-list-name: all that a request
+    signed by a member's pending new key may do (listserv.rotation)."""
+    keywords = {m.group(1).lower() for _, _, m in _command_lines(content)}
+    return "confirm" in keywords and keywords <= {"confirm", "list-name"}
 
 
 def looks_like_request(content: bytes) -> bool:

@@ -55,7 +55,7 @@ def test_help_names_every_command_a_member_may_use_with_its_usage():
     assert any(line.startswith("x-mode: immediate|digest  --  ") for line in lines)
     assert [line.split()[0].rstrip(":") for line in lines] == \
         ["x-list-name", "x-help", "x-status", "x-get-listkey", "x-mode", "x-pause", "x-resume", "x-leave",
-         "x-key-update", "x-key-revoke"]
+         "x-key-update", "x-key-revoke", "x-key-change", "x-confirm"]
 
 
 def test_commands_come_from_the_first_body_part_past_a_legacy_display_and_never_from_html_first():
