@@ -54,6 +54,7 @@ def watch_keys(ctx: Context, now: float) -> tuple[keywatch.Report, tuple[OutJob,
     """One run of the key watch (listserv.keywatch) at `now`, and the admins of a list where it
     found a pinned key revoked told as listserv.revocation tells them: what to load."""
     report = keywatch.watch(ctx.store, ctx.events, ctx.keyring, ctx.outbox, ctx.templates, now)
+    rotation.sweep(ctx.store, ctx.keyring, now)  # changes to a new key past their deadline: their keys go
     told = tuple(job for _, job in tell_admins(ctx, report.revocations))
     return report, report.jobs + told
 
