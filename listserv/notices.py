@@ -23,6 +23,7 @@ from .templates import Templates
 
 if TYPE_CHECKING:
     from .ledger import Counted, Done
+    from .invites import Told as Joined
     from .rotation import Told
 
 
@@ -153,3 +154,31 @@ def key_change(templates: Templates, roster: Roster, told: Told) -> list[Notice 
             notice(templates, ml, announced, "notice-key-changed-list.txt.j2", change=change,
                    date=iso(change.ended)[:10])]
 
+
+
+def join_notices(templates: Templates, roster: Roster, told: tuple[Joined, ...], keywords: tuple[str, ...],
+                 result: str, invitations: list[dict], signer: str) -> list[Notice | None]:
+    """What an invitee's request tells whom (listserv.invites): the challenge to their key at
+    their address; the approval code to the admins; once pinned, the member and the admins.
+    An x-confirm is answered, to that key and address, as a member's request is; a failed
+    x-join by nothing at all."""
+    ml, found = roster.mailing_list, []
+    for step in told:
+        invitation = step.invitation
+        invitee = Member(ml.address, invitation.email, invitation.fingerprint, invitation.name or "invitee")
+        if step.what == "challenge":
+            found.append(notice(templates, ml, (invitee,), "join-challenge.txt.j2", speaker=ml.request_address,
+                                automatic="auto-replied", invitation=invitation, code=step.code))
+        elif step.what == "approval":
+            found.append(to_admins(templates, roster, "notice-join-approve.txt.j2", invitation=invitation,
+                                   code=step.code))
+        else:
+            member = next((m for m in roster.members if m.fingerprint == invitation.fingerprint), None)
+            if member is not None:
+                found.append(to_admins(templates, roster, "notice-joined.txt.j2", member=member, invitation=invitation))
+    pending = [doc for doc in invitations if doc.get("fingerprint") == signer]
+    if "confirm" in keywords and pending:
+        invitee = Member(ml.address, pending[-1]["email"], signer, pending[-1]["name"] or "invitee")
+        found.append(notice(templates, ml, (invitee,), "request-reply.txt.j2", speaker=ml.request_address,
+                            automatic="auto-replied", results=(("x-confirm", result),), refused=None))
+    return found
