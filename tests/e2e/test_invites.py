@@ -102,7 +102,10 @@ def test_a_full_invitation_pins_the_invitee_after_proof_and_approval(site, who):
     assert pinned["fingerprint"] == invitee.fingerprint and pinned["mode"] == "digest"
     assert pinned["name"] == invitee.name
     # Now a member: a post is taken like anyone's.
+    before = len(site.sink.messages)
     assert submit(site.proc.port, LIST, mf.post(invitee, site.list_key, body="hello"))[0] == 250
+    copies = site.sink.wait_for(before + 2)[before:]  # bob and alice take posts at once; the invitee digests
+    assert {c.rcpt_tos for c in copies} == {(bob.email,), (u["alice"].email,)}
 
 
 def test_every_bad_join_gets_the_same_answer_and_no_mail(site):
