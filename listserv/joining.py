@@ -2,7 +2,7 @@
 (listserv.invites decides; this runs them as ledger.run_request runs a member's, in one store
 transaction, once per queue id, all or nothing).
 
-Called by listserv.pipeline only, for a request whose signer is no member of the list (the
+Called by listserv.pipeline only (answer_invitee is a piece of its answer path), for a request whose signer is no member of the list (the
 receive path let only those two commands in, stages.join and stages.authorize).
 """
 
@@ -11,22 +11,52 @@ from __future__ import annotations
 import logging
 import time
 
-from . import invites
+from . import invites, rotation
 from .errors import ListservError
 from .keyring import Keyring
 from .ledger import _Keys
 from .model import MailingList
-from .stages.commands import Request
+from .notices import join_notices
+from .outbox import Outbox
+from .spool import Job, OutJob, Spool
+from .stages.commands import Request, attached_keys, holds_only, read_request
+from .stages.join import signed_from
+from .stages.open import Opened
 from .store import Store
+from .templates import Templates
 
 log = logging.getLogger("listserv.joining")
 
 
-def is_joining(store: Store, list_address: str, signer: str) -> bool:
-    """Whether a request was signed by no member's key nor a member's pending new key: an invitee's."""
+def key_changes(store: Store, list_address: str, events: tuple[tuple[str, str], ...]) -> tuple:
+    """The notices a member's request calls for: its key-change lines' (listserv.rotation.told)
+    and an admin's x-approve-join (listserv.invites.told; the two share Done.rotated, each
+    keeps only its own ids)."""
+    return rotation.told(store, list_address, events) + invites.told(store, list_address, events)
+
+
+def is_joining(store: Store, list_address: str, opened: Opened) -> bool:
+    """Whether a request was signed by no member's key nor a member's pending new key (an
+    invitee's), or is an x-join by anyone (a member's meets the same answer as any bad one)."""
     roster = store.read().roster(list_address)
-    pending = roster.confirming.get(signer)
-    return signer not in roster.by_fingerprint and (pending is None or pending.member.fingerprint == signer)
+    signer, pending = opened.signer, roster.confirming.get(opened.signer)
+    return holds_only(opened.content, "join") or (
+        signer not in roster.by_fingerprint and (pending is None or pending.member.fingerprint == signer))
+
+
+def answer_invitee(store: Store, keyring: Keyring, templates: Templates, outbox: Outbox, spool: Spool, job: Job,
+                   opened: Opened) -> tuple[OutJob, ...]:
+    """The path of such a request after the SMTP reply: run once; a join that leads to no
+    challenge is answered by nothing at all (listserv.invites)."""
+    ml = store.read().require_list(job.list)
+    request = read_request(opened.content, ml, None)
+    events, result = run_join(store, keyring, job.qid, ml, opened.signer, request, attached_keys(opened.content),
+                              signed_from(opened.content))
+    notices = join_notices(templates, store.read().roster(job.list), invites.told(store, job.list, events),
+                           request.keywords, result, store.read().invites(job.list), opened.signer)
+    replies = outbox.notices(notices, after=job.qid)
+    spool.remove(job)
+    return replies
 
 
 def run_join(store: Store, keyring: Keyring, qid: str, ml: MailingList, signer: str, request: Request,

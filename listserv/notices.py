@@ -113,10 +113,11 @@ def for_admins(templates: Templates, roster: Roster, letter: Letter) -> Notice |
 
 
 def answers(templates: Templates, roster: Roster, done: Done, list_key: bytes,
-            key_changes: tuple[Told, ...] = ()) -> list[Notice | None]:
+            key_changes: tuple[Told | Joined, ...] = ()) -> list[Notice | None]:
     """A request's reply, to the signer's pinned address and key only (never From or Reply-To),
     from LIST-request@ and marked auto-replied; and when the signer left, a notice to the
-    admins that names them by pseudonym only; and the notices of its key changes."""
+    admins that names them by pseudonym only; and the notices of its key changes and of an
+    admin's x-approve-join."""
     ml = roster.mailing_list
     if done.suspended:  # the key was revoked: nothing can be encrypted to it (the admins hear of it)
         return []
@@ -129,7 +130,8 @@ def answers(templates: Templates, roster: Roster, done: Done, list_key: bytes,
                            changes=done.changes))
     if done.left:
         told.append(notice(templates, ml, roster.admins, "notice-member-left.txt.j2", member=done.requester))
-    return told + [n for change in key_changes for n in key_change(templates, roster, change)]
+    told += join_notices(templates, roster, tuple(c for c in key_changes if hasattr(c, "invitation")), (), "", [], "")
+    return told + [n for change in key_changes if hasattr(change, "change") for n in key_change(templates, roster, change)]
 
 
 def key_change(templates: Templates, roster: Roster, told: Told) -> list[Notice | None]:

@@ -11,7 +11,7 @@ applies as ever. A submission that fails any of this hears what every outsider h
 original `unknown-key` refusal. Nothing is written here; the key is staged, never adopted.
 
     open_request(raw, keyring, members, list_key, kind) -> Opened
-    joining(opened, roster) -> {fingerprint: PendingKey}   the one command such a signer may send
+    joining(opened, roster) -> {fingerprint: PendingKey}   Roster.confirming, and the x-join such a signer may send
     signed_from(content) -> address | None                 the invitee's own word for their address
 """
 
@@ -65,16 +65,21 @@ def _by_attached_key(raw: bytes, keyring: Keyring, list_key: str) -> Opened:
         return opened
 
 
+def reopen_request(raw: bytes, keyring: Keyring, list_key: str) -> Opened:
+    """A request accepted before, opened again after the reply (an invitee's key may not be here)."""
+    return open_request(raw, keyring, {}, list_key, Kind.REQUEST, accepted=True)
+
+
 def joining(opened: Opened, roster: Roster) -> dict[str, PendingKey]:
-    """A signer who is not a member may send x-join, and nothing else (authorize.confirming_member
+    """Roster.confirming; and a signer who is not a member may send x-join, and nothing else (authorize.confirming_member
     checks that the request holds only it) -- a key awaiting its code too, so that a second
     x-join by it meets the same answer as any other bad one."""
     if opened.signer in roster.by_fingerprint:
-        return {}
+        return roster.confirming
     if opened.signer in roster.confirming and not holds_only(opened.content, "join"):
-        return {}  # a pending key's x-confirm: the PendingKey it has already decides
+        return roster.confirming  # a pending key's x-confirm: the PendingKey it has already decides
     ml = roster.mailing_list
-    return {opened.signer: PendingKey(opened.signer, Member(ml.address, JOINING, opened.signer, "invitee"),
+    return {**roster.confirming, opened.signer: PendingKey(opened.signer, Member(ml.address, JOINING, opened.signer, "invitee"),
                                       float("inf"), "join")}
 
 

@@ -8,17 +8,20 @@ One home and one server for the module; each test counts the sink's mail from wh
 
 from __future__ import annotations
 
+import email
 import re
+import subprocess
 import time
+from email import policy
 
 import pytest
 
 from listserv.config import Home
 from listserv.store import Store
-from tests.e2e.test_rotation import NOT_ACCEPTED, REQUEST, Site, key_file, request
 from tests.helpers import mail as mf
 from tests.helpers.cli import make_site, write_key
 from tests.helpers.keys import make_gpg_user, make_rnp_user, make_sq_user
+from tests.helpers.members_clients import decrypt, encrypted_part
 from tests.helpers.server import ServeProcess
 from tests.helpers.sink import Sink
 from tests.helpers.smtp import submit
@@ -26,6 +29,39 @@ from tests.helpers.smtp import submit
 LIST = "news@example.org"
 CODE = re.compile(r"(?:Invitation code|x-confirm|x-approve-join): ([A-Z2-7]{4}(?:-[A-Z2-7]{1,4})+)")
 QUEUED = re.compile(r"Queued as \S+")
+REQUEST = "news-request@example.org"
+NOT_ACCEPTED = "5.7.1 Not accepted: this list takes only posts signed by a current member's key."
+
+
+class Site:
+    def __init__(self, cli, list_key, fingerprint, sink, proc, users):
+        self.cli, self.list_key, self.fingerprint, self.sink, self.proc = cli, list_key, fingerprint, sink, proc
+        self.users = users
+
+    def send(self, user, lines, expect: int = 1):
+        """Submit a request signed by `user` and wait for the `expect` mails it causes; those mails."""
+        before = len(self.sink.messages)
+        assert submit(self.proc.port, REQUEST, request(user, self.list_key, *lines))[0] == 250
+        return self.sink.wait_for(before + expect)[before:]
+
+    def read(self, copy, user) -> str | None:
+        """The text of `copy` as `user`'s own tool reads it; None when it cannot decrypt it."""
+        try:
+            inner = decrypt(user, encrypted_part(copy.data), self.list_key, self.fingerprint)
+        except (subprocess.CalledProcessError, AssertionError):
+            return None
+        parsed = email.message_from_bytes(inner, policy=policy.default)
+        return "\n".join(p.get_content() for p in parsed.walk() if p.get_content_type() == "text/plain")
+
+
+def request(user, list_key, *lines: str) -> bytes:
+    body = "\n".join([f"x-list-name: {LIST}", *lines, ""])
+    return mf.post(user, list_key, body=body, subject="request", to=REQUEST)
+
+
+def key_file(data: bytes) -> bytes:
+    head = 'Content-Type: application/pgp-keys; name="key.asc"\r\nContent-Disposition: attachment; filename="key.asc"\r\n'
+    return (head + "\r\n").encode() + data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 @pytest.fixture(scope="module")
