@@ -21,8 +21,8 @@ code, a second x-join for a code, a key already pinned here or that cannot encry
 address -- gets NO mail at all, and its SMTP answer was given before the code was looked at
 (the same `250 Queued` any accepted request gets). An unknown signer has no pinned address:
 a reply to an address they name would make the list mail anyone, and a refusal that said why
-would tell a prober which codes or keys exist. What went wrong is in the request log, for
-admins (`reason`). A challenge answered by another key is an outsider's request: the uniform
+would tell a prober which codes or keys exist. What went wrong is kept in the request record
+(`listserv requests` shows it refused). A challenge answered by another key is an outsider's request: the uniform
 550. Failures of x-confirm by the pending key itself are answered like rotation's, to that key
 at that address: its holder already proved they know a good code.
 """

@@ -2,8 +2,9 @@
 (listserv.invites decides; this runs them as ledger.run_request runs a member's, in one store
 transaction, once per queue id, all or nothing).
 
-Called by listserv.pipeline only (answer_invitee is a piece of its answer path), for a request whose signer is no member of the list (the
-receive path let only those two commands in, stages.join and stages.authorize).
+Called by listserv.pipeline only (answer_invitee is a piece of its answer path), for a
+request whose signer is no member of the list (the receive path let only those two commands
+in, stages.join and stages.authorize), or any x-join.
 """
 
 from __future__ import annotations

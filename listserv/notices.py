@@ -22,8 +22,8 @@ from .stages.forward import Letter
 from .templates import Templates
 
 if TYPE_CHECKING:
-    from .ledger import Counted, Done
     from .invites import Told as Joined
+    from .ledger import Counted, Done
     from .rotation import Told
 
 

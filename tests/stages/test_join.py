@@ -10,7 +10,6 @@ from listserv.errors import Unauthorized
 from listserv.keyring import Keyring
 from listserv.model import Kind
 from listserv.stages.join import open_request, signed_from
-
 from tests.helpers import mail as mf
 from tests.helpers.keys import make_gpg_user
 
