@@ -21,7 +21,7 @@ from .errors import KeyProblem
 from .keyring import KeyInfo, Keyring, StagedKeys
 from .keyupdate import KEY_COMMANDS, Renewals, key_command, refresh
 from .revocation import Revocation
-from . import rotation
+from . import invites, rotation
 from .membership import key_problem, list_address_problem, require_an_admin_left, set_option, unique_pseudonym
 from .model import (ACTIVE, Kind, MailingList, Member, Rejection, check_mode, check_role, fingerprint_format, iso,
                     normalise_address)
@@ -343,6 +343,8 @@ def _one(tx, events: Store, keys: _Keys, ml: MailingList, member: Member, line, 
     keyword, args = line.command.keyword, line.arguments
     if keyword in rotation.KEYWORDS:
         return rotation.run(tx, keys, ml, member, keyword, args, dropped, rotated)
+    if keyword in invites.ADMIN_KEYWORDS:  # its events share `rotated`: each told() keeps only its own ids
+        return invites.run(tx, ml, member, keyword, args, keys, rotated)
     if keyword == "help":
         return "\n".join(help_lines(member))
     if keyword == "status":
@@ -463,3 +465,4 @@ def forget_keys(store: Store, keyring: Keyring, done: Done) -> None:
         if not snapshot.fingerprint_in_use(fingerprint):
             keyring.forget(fingerprint)
     rotation.sweep(store, keyring)  # key changes past their deadline: their new keys leave too
+    invites.sweep(store, keyring)  # invitations past their deadline: an invitee's key leaves too

@@ -225,12 +225,15 @@ class Member:
 
 @dataclass(frozen=True)
 class PendingKey:
-    """A member's new key that waits for its code (listserv.rotation): the one thing a request
-    signed by it may do is x-confirm, until `expires` (Unix seconds)."""
+    """A key not pinned yet that may send one command: a member's new key waiting for its code
+    (listserv.rotation), or an invitee's key waiting for its challenge (listserv.invites), may
+    send x-confirm, until `expires` (Unix seconds); a stranger's key carried by a request to
+    join, x-join (listserv.stages.join)."""
 
     fingerprint: str
     member: Member
     expires: float
+    command: str = "confirm"  # the one command it may send: x-confirm, or x-join (listserv.invites)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from .stages.forward import Letter
 from .templates import Templates
 
 if TYPE_CHECKING:
+    from .invites import Told as Joined
     from .ledger import Counted, Done
     from .rotation import Told
 
@@ -112,10 +113,11 @@ def for_admins(templates: Templates, roster: Roster, letter: Letter) -> Notice |
 
 
 def answers(templates: Templates, roster: Roster, done: Done, list_key: bytes,
-            key_changes: tuple[Told, ...] = ()) -> list[Notice | None]:
+            key_changes: tuple[Told | Joined, ...] = ()) -> list[Notice | None]:
     """A request's reply, to the signer's pinned address and key only (never From or Reply-To),
     from LIST-request@ and marked auto-replied; and when the signer left, a notice to the
-    admins that names them by pseudonym only; and the notices of its key changes."""
+    admins that names them by pseudonym only; and the notices of its key changes and of an
+    admin's x-approve-join."""
     ml = roster.mailing_list
     if done.suspended:  # the key was revoked: nothing can be encrypted to it (the admins hear of it)
         return []
@@ -128,7 +130,8 @@ def answers(templates: Templates, roster: Roster, done: Done, list_key: bytes,
                            changes=done.changes))
     if done.left:
         told.append(notice(templates, ml, roster.admins, "notice-member-left.txt.j2", member=done.requester))
-    return told + [n for change in key_changes for n in key_change(templates, roster, change)]
+    told += join_notices(templates, roster, tuple(c for c in key_changes if hasattr(c, "invitation")), (), "", [], "")
+    return told + [n for change in key_changes if hasattr(change, "change") for n in key_change(templates, roster, change)]
 
 
 def key_change(templates: Templates, roster: Roster, told: Told) -> list[Notice | None]:
@@ -153,3 +156,31 @@ def key_change(templates: Templates, roster: Roster, told: Told) -> list[Notice 
             notice(templates, ml, announced, "notice-key-changed-list.txt.j2", change=change,
                    date=iso(change.ended)[:10])]
 
+
+
+def join_notices(templates: Templates, roster: Roster, told: tuple[Joined, ...], keywords: tuple[str, ...],
+                 result: str, invitations: list[dict], signer: str) -> list[Notice | None]:
+    """What an invitee's request tells whom (listserv.invites): the challenge to their key at
+    their address; the approval code to the admins; once pinned, the member and the admins.
+    An x-confirm is answered, to that key and address, as a member's request is; a failed
+    x-join by nothing at all."""
+    ml, found = roster.mailing_list, []
+    for step in told:
+        invitation = step.invitation
+        invitee = Member(ml.address, invitation.email, invitation.fingerprint, invitation.name or "invitee")
+        if step.what == "challenge":
+            found.append(notice(templates, ml, (invitee,), "join-challenge.txt.j2", speaker=ml.request_address,
+                                automatic="auto-replied", invitation=invitation, code=step.code))
+        elif step.what == "approval":
+            found.append(to_admins(templates, roster, "notice-join-approve.txt.j2", invitation=invitation,
+                                   code=step.code))
+        else:
+            member = next((m for m in roster.members if m.fingerprint == invitation.fingerprint), None)
+            if member is not None:
+                found.append(to_admins(templates, roster, "notice-joined.txt.j2", member=member, invitation=invitation))
+    pending = [doc for doc in invitations if doc.get("fingerprint") == signer]
+    if "confirm" in keywords and pending:
+        invitee = Member(ml.address, pending[-1]["email"], signer, pending[-1]["name"] or "invitee")
+        found.append(notice(templates, ml, (invitee,), "request-reply.txt.j2", speaker=ml.request_address,
+                            automatic="auto-replied", results=(("x-confirm", result),), refused=None))
+    return found

@@ -121,6 +121,9 @@ OPTIONS: dict[str, Option] = {
                "to the new key) also needs an admin's x-approve-key before it is pinned."),
         Option("announce_key_changes", _bool, True, "bool",
                "Tell the list's members, by pseudonym only, when a member's key has changed."),
+        Option("join_approval", _choice("admin", "none"), "admin", "admin|none",
+               "Whether an invitee who joined (x-join, then x-confirm with the challenge sent to their key) "
+               "also needs an admin's x-approve-join before they are pinned (docs/moderation.md)."),
     )
 }
 

@@ -14,7 +14,7 @@ from .errors import Refusal
 from .ledger import (Counted, claim_key_reply, claim_owner_slot, claim_signature, count_bounce, count_missed,
                      count_refused, forget_keys, record_rejection, refuse_key_rate, refuse_owner_rate, refuse_replay,
                      run_request)
-from .rotation import told as key_changes
+from .joining import answer_invitee, is_joining, key_changes
 from .notices import answers, bounces, for_admins, unusable_keys
 from .keyupdate import take_offered
 from .revocation import admin_notices, take_in_offered
@@ -26,8 +26,9 @@ from .stages.commands import attached_keys, read_request, refuse_automatic
 from .stages.compose import Post, compose, wrapping
 from .stages.fanout import fan_out
 from .stages.forward import check_letter, read_letter
+from .stages.join import joining, open_request, reopen_request
 from .stages.open import open_message
-from .stages.renew import offered_keys, open_with_renewal
+from .stages.renew import offered_keys
 from .stages.route import Route, select
 from .stages.sendkey import KeyRequest, key_reply, key_request
 from .verp import member_for
@@ -39,9 +40,9 @@ def receive(raw: bytes, route: Route, ctx: Context) -> Accepted:
     limit = ctx.copy_limit()  # read once: what the relay takes, for both size checks
     keep = ctx.replay_window()
     check_size(raw, roster.mailing_list, ctx.templates, limit)
-    opened = open_with_renewal(raw, ctx.keyring, roster.by_fingerprint, list_key=roster.mailing_list.fingerprint)
+    opened = open_request(raw, ctx.keyring, roster.by_fingerprint, roster.mailing_list.fingerprint, route.kind)
     refuse_automatic(raw, route.kind, opened.signer)
-    sender = authorize(opened, route, roster.mailing_list, roster.by_fingerprint, time.time(), roster.confirming)
+    sender = authorize(opened, route, roster.mailing_list, roster.by_fingerprint, time.time(), joining(opened, roster))
     check_content(opened, sender.member, route.kind, roster, ctx.templates, limit)
     refuse_replay(ctx.events, opened, sender, roster.mailing_list, keep)
     refuse_commands_in_post(opened, route, roster.mailing_list)
@@ -97,14 +98,16 @@ def settle(outcome: Outcome, ctx: Context) -> tuple[OutJob, ...]:
 def answer(job: Job, ctx: Context) -> tuple[OutJob, ...]:
     """A request to LIST-request@, after the reply: its commands run, all or none, once; one
     encrypted reply goes to the signer's pinned address and key."""
-    opened = open_message(ctx.keyring.unseal(ctx.spool.read_submission(job)), ctx.keyring, accepted=True)
     roster = ctx.roster(job.list)
+    opened = reopen_request(ctx.keyring.unseal(ctx.spool.read_submission(job)), ctx.keyring, roster.mailing_list.fingerprint)
+    if is_joining(ctx.store, job.list, opened):  # an invitee's x-join or x-confirm, or anyone's x-join
+        return answer_invitee(ctx.store, ctx.keyring, ctx.templates, ctx.outbox, ctx.spool, job, opened)
     revoked = take_in_offered(ctx.store, ctx.keyring, offered_keys(opened.content), (opened.signer,))
     request = read_request(opened.content, roster.mailing_list, roster.by_fingerprint.get(opened.signer))
     done = run_request(ctx.store, ctx.events, ctx.keyring, job.qid, roster.mailing_list, opened.signer, request,
                        attached_keys(opened.content), offered_keys(opened.content), revoked)
     key = ctx.keyring.export(roster.mailing_list.fingerprint).encode()
-    told = key_changes(ctx.store, job.list, done.rotated)  # the codes its key-change lines call for
+    told = key_changes(ctx.store, job.list, done.rotated)  # the codes its key-change and x-approve-join lines call for
     replies = ctx.outbox.notices([*answers(ctx.templates, ctx.roster(job.list), done, key, told),
                                   *admin_notices(ctx, revoked)], after=job.qid)
     ctx.spool.remove(job)  # before the keys go: a rerun must still be able to open the request

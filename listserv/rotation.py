@@ -315,3 +315,12 @@ def rows(store: Store, list_address: str, now: float | None = None) -> list[dict
              "requested": iso(c.requested), "until": iso(c.expires) if c.state_at(now) in KEY_CHANGE_PENDING else None,
              "confirmed": iso(c.confirmed) if c.confirmed else None, "ended": iso(c.ended) if c.ended else None,
              "approved_by": c.approved_by or None, "why": c.why or None} for c in reversed(found)]
+
+
+# Shared with listserv.invites, whose codes are made, typed and kept the same way.
+def list_secret(tx, create: bool = True) -> bytes:
+    """The store's code secret; made on first use (not in a read-only snapshot: `create=False`)."""
+    return _secret(tx) if create else bytes.fromhex(tx.get_value(SECRET, ""))
+
+
+make_code, code_hash, typed_code = _code, _hash, _typed

@@ -110,6 +110,7 @@ class Transaction:
         self._lists.remove(Query().address == address)
         self._members.remove(Query().list == address)
         self._db.table("key_changes").remove(Query().list == address)
+        self._db.table("invites").remove(Query().list == address)
         self.forget_events(address)
 
     def forget_events(self, address: str) -> None:
@@ -125,7 +126,10 @@ class Transaction:
         pending = tuple(PendingKey(doc["new"], by_email[doc["email"]], doc["expires"])
                         for doc in self._raw("key_changes")
                         if doc["list"] == address and doc["state"] == AWAITING_CODE and doc["email"] in by_email)
-        return Roster(self.require_list(address), members, pending)
+        joining = tuple(PendingKey(doc["fingerprint"], Member(address, doc["email"], doc["fingerprint"], doc["name"]),
+                                   doc["expires"]) for doc in self._raw("invites")
+                        if doc["list"] == address and doc["state"] == AWAITING_CODE)  # listserv.invites
+        return Roster(self.require_list(address), members, pending + joining)
 
     def roster_if_any(self, address: str) -> Roster | None:
         """The same, or None when the list is gone (deleted while its mail was out)."""
@@ -227,7 +231,9 @@ class Transaction:
         pending key change (listserv.rotation)."""
         return bool(self._members.get(Query().fingerprint == fingerprint)) or bool(
             self._lists.get(Query().fingerprint == fingerprint)
-        ) or any(doc["new"] == fingerprint and doc["state"] in KEY_CHANGE_PENDING for doc in self._raw("key_changes"))
+        ) or any(doc["new"] == fingerprint and doc["state"] in KEY_CHANGE_PENDING for doc in self._raw("key_changes")
+                 ) or any(doc.get("fingerprint") == fingerprint and doc["state"] in KEY_CHANGE_PENDING
+                          for doc in self._raw("invites"))
 
     # -- changes to a new key (listserv.rotation): one record each, kept with the pins --------
     def key_changes(self, list_address: str | None = None) -> list[dict[str, Any]]:
@@ -237,6 +243,15 @@ class Transaction:
 
     def put_key_change(self, record: dict[str, Any]) -> None:
         self._db.table("key_changes").upsert(record, Query().id == record["id"])
+
+    # -- invitations (listserv.invites): kept with the pins, as key changes are -----------
+    def invites(self, list_address: str | None = None) -> list[dict[str, Any]]:
+        """The invitations of a list (of every list when None), oldest first."""
+        docs = (doc for doc in self._raw("invites") if list_address is None or doc["list"] == list_address)
+        return sorted((dict(doc) for doc in docs), key=lambda d: (d["created"], d["id"]))
+
+    def put_invite(self, record: dict[str, Any]) -> None:
+        self._db.table("invites").upsert(record, Query().id == record["id"])
 
     # -- requests (LIST-request@): each one's outcome, kept with the changes it made ---------
     def get_request(self, qid: str) -> dict[str, Any] | None:

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from .. import rotation
+from .. import invites, rotation
 from ..model import ACTIVE, fingerprint_format, normalise_list_address, shown
 from ..stages.expiry import near, standing
 from . import App, echo_json, json_option, main, pass_app
@@ -81,3 +81,23 @@ def keys_pending(app: App, list_address: str, as_json: bool) -> None:
         click.echo(f"{r['requested']:<21} {r['state']:<18} {r['until'] or r['ended'] or '-':<21} "
                    f"{shown(r['pseudonym']):<20} {r['email']:<32} {fingerprint_format(r['old'])} -> "
                    f"{fingerprint_format(r['new'])}")
+
+
+@main.command("invite")
+@click.argument("list_address", metavar="LIST")
+@click.option("--name", default="", help="The pseudonym the invitee will have (unique on the list).")
+@click.option("--mode", default="immediate", type=click.Choice(["immediate", "digest"]), show_default=True)
+@json_option("object")
+@pass_app
+def invite(app: App, list_address: str, name: str, mode: str, as_json: bool) -> None:
+    """Make a one-time invitation code for LIST (good for 72 hours, for one x-join); hand it to
+    the person out of band (docs/moderation.md)."""
+    address = normalise_list_address(list_address)
+    with app.store.transaction() as tx:
+        ml = tx.require_list(address)
+        code = invites.invite(tx, ml, "cli", name, mode)
+    if as_json:
+        echo_json({"list": address, "code": code, "hours": invites.CODE_HOURS, "name": name or None, "mode": mode})
+        return
+    click.echo(f"Invitation code: {code}\nIt is good for {invites.CODE_HOURS} hours and for one x-join to "
+               f"{address.replace('@', '-request@')}; hand it to the person out of band.")

@@ -416,21 +416,43 @@ class Keyring:
             raise Unauthorized("not-decryptable")  # gpg wrote something other than the literal
         return Decrypted(result.output, judged.encrypted, judged.signature, judged.decrypted_with)
 
+    def peek(self, data: bytes, *, max_output: int) -> bytes:
+        """The plaintext of a message encrypted to a key here, its signature NOT judged: only
+        to find the key a request to join carries (listserv.stages.join), which then judges
+        the same message again, by that key alone. Unauthorized unless gpg decrypted it whole."""
+        try:
+            result, lines = self._run("decrypt", ["--max-output", str(max_output), "--decrypt"], data,
+                                      max_output=max_output + _SLACK, timeout=VERIFY_TIMEOUT)
+        except (OutputTooLarge, StatusError, CryptoError):
+            raise Unauthorized("not-decryptable") from None
+        if not any(line.keyword == "DECRYPTION_OKAY" for line in lines):
+            raise Unauthorized("not-decryptable")
+        return result.output
+
     def session_key_of(self, data: bytes, *, max_output: int) -> tuple[str, str | None]:
         """The session key of the message `data` as gpg gives it ("ALGO:HEX") and the primary
         fingerprint of the key that opened it: for judging its signature by the keys of another
-        keyring (`decrypt`'s `session_key`). Its own signature may be by an expired key; the
-        decryption must be sound. Kept in memory only."""
+        keyring (`decrypt`'s `session_key`). Its own signature may be by an expired key, or one
+        not here; the decryption must be sound. Kept in memory only."""
         try:
             result, lines = self._run("decrypt", ["--show-session-key", "--max-output", str(max_output), "--decrypt"],
                                       data, max_output=max_output + _SLACK, timeout=VERIFY_TIMEOUT)
             judged = status.judge(lines, result.returncode, allow_expired=True, max_output=max_output)
+            encrypted, opened_by = judged.encrypted, judged.decrypted_with
+        except Unauthorized as refusal:
+            if refusal.reason != "unknown-key":
+                raise
+            # Signed by a key this keyring does not hold (an invitee's, listserv.stages.join):
+            # the other keyring judges it; here only the decryption must be sound.
+            primaries = {line[1] for line in lines if line.keyword == "DECRYPTION_KEY" and len(line.args) > 1}
+            encrypted = any(line.keyword == "DECRYPTION_OKAY" for line in lines) and len(primaries) == 1
+            opened_by = primaries.pop() if len(primaries) == 1 else None
         except (OutputTooLarge, StatusError):
             raise Unauthorized("not-decryptable") from None
         keys = [line[0] for line in lines if line.keyword == "SESSION_KEY"]
-        if not judged.encrypted or len(keys) != 1 or not re.fullmatch(r"[0-9]+:[0-9A-Fa-f]+", keys[0]):
+        if not encrypted or len(keys) != 1 or not re.fullmatch(r"[0-9]+:[0-9A-Fa-f]+", keys[0]):
             raise Unauthorized("not-decryptable")
-        return keys[0], judged.decrypted_with
+        return keys[0], opened_by
 
     def verify_detached(self, signature: bytes, data: bytes, *, allow_expired: bool = False,
                         timeout: float | None = None) -> Signature:

@@ -31,7 +31,7 @@ from .. import mime
 from ..errors import CommandsInPost, Unauthorized
 from ..model import Kind, MailingList, Member, PendingKey, Roster
 from ..options import duration_seconds
-from .commands import looks_like_request, only_confirms
+from .commands import holds_only, looks_like_request
 from .open import Opened
 from .route import URGENT, Route
 
@@ -82,13 +82,16 @@ def authorize(opened: Opened, route: Route, mailing_list: MailingList,
 
 
 def confirming_member(opened: Opened, route: Route, confirming: Mapping[str, PendingKey], now: float) -> Member | None:
-    """The one exception to "signed by a pinned key": a request signed by a member's new key,
+    """The exceptions to "signed by a pinned key": a request signed by a member's new key,
     still awaiting its code, that holds nothing but x-confirm is taken for that member -- so a
-    member whose client signs with the new key can still prove they hold it. Anything else
+    member whose client signs with the new key can still prove they hold it; the same for an
+    invitee's key awaiting its challenge; and a stranger's request signed by the key it
+    carries that holds nothing but x-join (listserv.stages.join, PendingKey.command). Anything else
     signed by that key (a post, any other command) hears the uniform refusal. Every other
     check (encryption to the list, freshness, replay, signed addressing) applies as ever."""
     pending = confirming.get(opened.signer)
-    if pending is None or route.kind != Kind.REQUEST or now > pending.expires or not only_confirms(opened.content):
+    if pending is None or route.kind != Kind.REQUEST or now > pending.expires \
+            or not holds_only(opened.content, pending.command):
         return None
     return pending.member
 

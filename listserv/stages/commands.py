@@ -31,7 +31,7 @@ _COMMAND = re.compile(r"^x-([a-z][a-z-]*)(?:\s*:\s*|\s+|$)(.*)$", re.IGNORECASE)
 class Command:
     keyword: str
     usage: str  # what follows the keyword, as docs/requests.md and x-help show it
-    role: str  # who may use it: "member" (any member) or "admin"
+    role: str  # who may use it: "member" (any member), "admin", or "invitee" (a key not pinned yet)
     summary: str
     arguments: tuple[int, int] = (0, 0)  # how many: at least, at most
     choices: tuple[str, ...] = ()  # the values its one argument may take
@@ -93,6 +93,16 @@ COMMANDS = (
             "confirmed; check the new fingerprint with them out of band first.", (1, 8)),
     Command("key-requests", "", "admin",
             "The list's key changes, most recent first: pending, expired, refused and approved."),
+    Command("invite", "[name=PSEUDONYM] [mode=immediate|digest] [role=member]", "admin",
+            "A one-time invitation code (good for 72 hours, once) for someone to join with x-join; hand it "
+            "to them out of band, as `listserv invite` (docs/moderation.md).", (0, 3)),
+    Command("join", "CODE [address=EMAIL]", "invitee",
+            "Ask to join with an invitation code: sign with your own key, attach it, encrypt to the list's "
+            "key. A challenge comes to your key at your address (address=, or your signed From); answer it "
+            "with x-confirm. A request that does not lead to a challenge gets no answer at all.", (1, 9)),
+    Command("approve-join", "CODE", "admin",
+            "Pin an invitee who confirmed, with the approval code of the notice the admins got; check the "
+            "fingerprint with them out of band first.", (1, 8)),
 )
 MAX_KEY_ATTACHMENT = 512 * 1024  # as `member add --key`'s limit (listserv.keyring.MAX_KEY_BYTES)
 BY_KEYWORD = {command.keyword: command for command in COMMANDS}
@@ -178,8 +188,14 @@ def attached_keys(content: bytes) -> tuple[bytes, ...]:
 def only_confirms(content: bytes) -> bool:
     """Whether a request holds x-confirm and nothing else but x-list-name: all that a request
     signed by a member's pending new key may do (listserv.rotation)."""
+    return holds_only(content, "confirm")
+
+
+def holds_only(content: bytes, keyword: str) -> bool:
+    """Whether a request holds `keyword` and nothing else but x-list-name: all that a request
+    signed by a key not pinned yet may do (model.PendingKey.command)."""
     keywords = {m.group(1).lower() for _, _, m in _command_lines(content)}
-    return "confirm" in keywords and keywords <= {"confirm", "list-name"}
+    return keyword in keywords and keywords <= {keyword, "list-name"}
 
 
 def looks_like_request(content: bytes) -> bool:
@@ -220,7 +236,7 @@ def read_request(content: bytes, mailing_list: MailingList, member: Member | Non
 def help_lines(member: Member) -> list[str]:
     """x-help: the commands `member` may use, one line each."""
     return [f"x-{c.keyword}" + (f": {c.usage}" if c.usage else "") + f"  --  {c.summary}"
-            for c in COMMANDS if c.role == "member" or member.role == "admin"]
+            for c in COMMANDS if c.role == "member" or (c.role == "admin" and member.role == "admin")]
 
 
 def render_markdown() -> str:
@@ -228,6 +244,7 @@ def render_markdown() -> str:
     rows = ["| command | who | what it does |", "|---|---|---|"]
     for c in COMMANDS:
         usage = f"`x-{c.keyword}" + (f": {c.usage}`" if c.usage else "`")
-        rows.append(f"| {usage.replace('|', chr(92) + '|')} | {'any member' if c.role == 'member' else 'admins'} "
+        who = {"member": "any member", "admin": "admins", "invitee": "an invitee"}[c.role]
+        rows.append(f"| {usage.replace('|', chr(92) + '|')} | {who} "
                     f"| {c.summary} |")
     return "\n".join(rows) + "\n"
