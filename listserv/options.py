@@ -121,6 +121,11 @@ OPTIONS: dict[str, Option] = {
                "to the new key) also needs an admin's x-approve-key before it is pinned."),
         Option("announce_key_changes", _bool, True, "bool",
                "Tell the list's members, by pseudonym only, when a member's key has changed."),
+        # For these groups a mailbox that refuses mail for good may be a seized account.
+        Option("bounce_pause", _bool, True, "bool",
+               "Pause delivery to a member at the first permanent failure (5.x.x) of their mailbox and tell "
+               "the admins; they resume with x-resume signed by their key (docs/moderation.md). When false, "
+               "such failures are only counted."),
     )
 }
 

@@ -30,7 +30,7 @@ from .stages.open import open_message
 from .stages.renew import offered_keys, open_with_renewal
 from .stages.route import Route, select
 from .stages.sendkey import KeyRequest, key_reply, key_request
-from .verp import member_for
+from .verp import member_for, permanent_status
 
 
 def receive(raw: bytes, route: Route, ctx: Context) -> Accepted:
@@ -77,10 +77,12 @@ def distribute(job: Job, ctx: Context) -> Distributed:
     return Distributed(out, notices, fanned)
 
 
-def bounce(route: Route, ctx: Context) -> Counted | None:
-    """A report to a VERP address: one more bounce for the member its token names."""
+def bounce(route: Route, ctx: Context, raw: bytes = b"") -> Counted | None:
+    """A report to a VERP address: one more bounce for the member its token names (paused
+    when it says 5.x.x and the list's bounce_pause is on)."""
     members = ctx.store.read().members(route.list)  # none when the list was deleted meanwhile
-    counted = count_bounce(ctx.store, route.list, member_for(ctx.verp_key, route.list, members, route.token), "verp")
+    counted = count_bounce(ctx.store, route.list, member_for(ctx.verp_key, route.list, members, route.token), "verp",
+                           permanent_status(raw))
     ctx.outbox.notices([bounces(ctx.templates, ctx.store.read().roster_if_any(route.list), counted)])
     return counted
 
