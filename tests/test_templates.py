@@ -181,7 +181,7 @@ def test_operator_templates_come_first(tmp_path):
 
 def test_every_shipped_template_is_exercised_here():
     tested = {"footer.txt.j2", "alert.txt.j2", "welcome.txt.j2", "notice-unusable-keys.txt.j2",
-              "notice-bounces.txt.j2", "notice-key-revoked.txt.j2", "digest.txt.j2", "digest.html.j2", "digest-subject.txt.j2",
+              "notice-bounces.txt.j2", "notice-bounce-paused.txt.j2", "notice-key-revoked.txt.j2", "digest.txt.j2", "digest.html.j2", "digest-subject.txt.j2",
               "notice-undelivered.txt.j2", "notice-undelivered-poster.txt.j2", "notice-copies-failed.txt.j2",
               "notice-quarantined.txt.j2", "notice-member-left.txt.j2", "request-reply.txt.j2", "notice-admin-changes.txt.j2",
               "notice-owner.txt.j2", "sendkey-reply.txt.j2",
@@ -233,3 +233,13 @@ def test_a_key_change_tells_each_what_they_need_and_the_list_only_the_pseudonym_
     told = Templates().render("notice-key-changed-list.txt.j2", list=NEWS, change=change, date="2026-01-02")
     assert told.startswith("Subject: Alice's key changed on 2026-01-02\n\nAlice's key changed on 2026-01-02.")
     assert "alice@example.org" not in told and "0" * 40 not in told and "1" * 40 not in told
+
+
+def test_the_bounce_pause_notice_names_the_member_by_pseudonym_and_says_how_delivery_resumes():
+    text = Templates().render("notice-bounce-paused.txt.j2", list=NEWS, member=Member(
+        NEWS.address, "a@example.org", "B" * 40, "Alice", bounce_paused=True), status="5.1.1",
+        when="2026-11-30T10:00:00Z", source="verp")
+    subject, _, body = text.partition("\n\n")
+    assert subject.startswith("Subject: Delivery to Alice on News is paused")
+    assert "5.1.1" in body and "2026-11-30T10:00:00Z" in body and "a delivery report" in body
+    assert "x-resume" in body and "a@example.org" not in body
