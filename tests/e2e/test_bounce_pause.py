@@ -77,6 +77,18 @@ def test_a_mailbox_that_refuses_for_good_pauses_its_member_until_their_signed_x_
         assert code == 250
         qid = re.search(r"Queued as (\S+)", text).group(1)
         proc.wait_log(rf"bounce list={LIST} member={sally.fingerprint} source=rcpt qid={qid}")
-    after = members(cli)[sally.email]
-    assert after["bounce_paused"] is False and after["bounces"] == before + 1
-    assert proc.log.count("bounce-paused") == 1
+        after = members(cli)[sally.email]
+        assert after["bounce_paused"] is False and after["bounces"] == before + 1
+        assert proc.log.count("bounce-paused") == 1
+
+        # On again, paused again; this time an admin resumes her by signed mail.
+        cli.ok("list", "set", LIST, "bounce_pause", "true")
+        code, text = submit(proc.port, LIST, mf.post(alice, list_key, body="fifth"))
+        assert code == 250
+        qid = re.search(r"Queued as (\S+)", text).group(1)
+        proc.wait_log(rf"bounce list={LIST} member={sally.fingerprint} source=rcpt qid={qid}")  # after the pause
+        assert proc.log.count("bounce-paused") == 2 and members(cli)[sally.email]["bounce_paused"] is True
+        body = "\n".join([f"x-list-name: {LIST}", f"x-resume-member: {sally.email}", ""])
+        assert submit(proc.port, REQUEST, mf.post(bob, list_key, body=body, subject="r", to=REQUEST))[0] == 250
+        proc.wait_log(rf"bounce-resumed list={LIST} member={sally.fingerprint} by={bob.fingerprint}")
+    assert members(cli)[sally.email]["bounce_paused"] is False
