@@ -261,7 +261,7 @@ class Digests:
             state = self.state(mailing_list)
             for leftover in state.consumed:  # written by an older listserv's step 4
                 (self.folder(address) / leftover).unlink(missing_ok=True)
-            readers = [m for m in snapshot.members(address) if m.mode == "digest" and m.active and not m.paused]
+            readers = [m for m in snapshot.members(address) if m.mode == "digest" and m.reachable and not m.paused]
             noted = state.sending
             posts: dict[str, DigestItem] = {}
             if noted:  # a crash came after step 1: finish that issue with its own parts

@@ -25,8 +25,10 @@ from dataclasses import replace
 
 from .errors import KeyProblem, ListservError
 from .keyring import KeyInfo, Keyring, StagedKeys
-from .model import Member, fingerprint_format
+from .model import Member, Roster, fingerprint_format
 from .revocation import Revocation, take_in_offered
+from .stages.open import Opened
+from .stages.renew import offered_keys
 from .store import Store, Transaction
 
 log = logging.getLogger("listserv.keys")
@@ -84,10 +86,11 @@ class Renewals:
         self._staged.clear()
 
 
-def take_offered(store: Store, keyring: Keyring, member: Member | None,
-                 offered: tuple[bytes, ...]) -> tuple[Revocation, ...]:
-    """A member's valid post carried key data: a revocation of their key is taken in (they
-    are suspended), else the key is renewed if the data holds a newer copy. The revocations."""
+def take_offered(store: Store, keyring: Keyring, roster: Roster, opened: Opened) -> tuple[Revocation, ...]:
+    """A member's valid post carried key data (listserv.stages.renew.offered_keys): a revocation
+    of their key is taken in (they are suspended), else the key is renewed if the data holds a
+    newer copy. The revocations."""
+    member, offered = roster.by_fingerprint.get(opened.signer), offered_keys(opened.content)
     if member is None or not offered:
         return ()
     revoked = take_in_offered(store, keyring, offered, (member.fingerprint,))

@@ -46,6 +46,8 @@ class Counted:
 
     member: Member
     source: str  # "verp" (a report to the VERP address) or "rcpt" (the relay refused them)
+    paused: str = ""  # the status code (5.1.1, or 550) of the failure that just paused them, if it did
+    at: float = 0.0  # when it was counted
 
     @property
     def reached(self) -> bool:
@@ -148,16 +150,27 @@ def count_missed(events: Store, mailing_list: MailingList, unusable: tuple[str, 
         keywatch.count_missed(tx, mailing_list.address, unusable, time.time())
 
 
-def count_bounce(store: Store, list_address: str, member: Member | None, source: str) -> Counted | None:
+def count_bounce(store: Store, list_address: str, member: Member | None, source: str,
+                 permanent: str = "") -> Counted | None:
     """One more bounce for `member`: None when there is none (an unknown VERP token), or they
-    left meanwhile."""
+    left meanwhile. `permanent`: the status code when their mailbox refused for good (5.x.x);
+    with the list's option bounce_pause that pauses them (Member.bounce_paused), in the same
+    transaction, and the Counted says so -- once: a member already paused is only counted."""
     if member is None:
         return None
     with store.transaction() as tx:
         if tx.get_member(list_address, member.email) is None:
             return None
         tx.count_bounce(list_address, member.email)
-        return Counted(tx.require_member(list_address, member.email), source)
+        current = tx.require_member(list_address, member.email)
+        pause = bool(permanent) and not current.bounce_paused and \
+            tx.require_list(list_address).option("bounce_pause")
+        if pause:
+            current = replace(current, bounce_paused=True)
+            tx.update_member(current)
+            log.info("bounce-paused list=%s member=%s source=%s status=%s", list_address, current.fingerprint,
+                     source, permanent)
+        return Counted(current, source, permanent if pause else "", time.time())
 
 
 def count_refused(store: Store, outcome: Outcome) -> dict[int, Counted]:
@@ -171,12 +184,19 @@ def count_refused(store: Store, outcome: Outcome) -> dict[int, Counted]:
         return {}
     counted = {}
     for failure in refused:
-        found = count_bounce(store, outcome.job.list, _by_email(store, outcome.job.list, failure.email), "rcpt")
+        found = count_bounce(store, outcome.job.list, _by_email(store, outcome.job.list, failure.email), "rcpt",
+                             _reply_status(failure.reason))
         if found is not None:
             counted[failure.index] = found
             log.info("bounce list=%s member=%s source=rcpt qid=%s", outcome.job.list, found.member.fingerprint,
                      outcome.job.qid)
     return counted
+
+
+def _reply_status(reason: str) -> str:
+    """rcpt-550-5.1.1 -> 5.1.1; rcpt-550 (no enhanced code) -> 550."""
+    parts = reason.split("-")
+    return parts[2] if len(parts) > 2 else parts[1]
 
 
 def _by_email(store: Store, list_address: str, email: str) -> Member | None:
@@ -358,10 +378,24 @@ def _one(tx, events: Store, keys: _Keys, ml: MailingList, member: Member, line, 
         return f"Your mode is {mode}." + ("" if current.mode != mode else " (It was already.)")
     if keyword in ("pause", "resume"):
         current = tx.require_member(ml.address, member.email)
-        tx.update_member(replace(current, paused=keyword == "pause"))
         if keyword == "pause":
+            tx.update_member(replace(current, paused=True))
             return "You are paused: no posts or digests come to you until x-resume; urgent alerts still do."
+        # Signed by their pinned key: proof enough that the one who holds it has the mailbox
+        # back after a bounce paused them (docs/moderation.md).
+        tx.update_member(replace(current, paused=False, bounce_paused=False))
+        if current.bounce_paused:
+            log.info("bounce-resumed list=%s member=%s by=member", ml.address, current.fingerprint)
+            return "You get posts again: delivery was paused because your mailbox refused mail."
         return "You get posts again." + ("" if current.paused else " (You were not paused.)")
+    if keyword == "resume-member":
+        target = tx.require_member(ml.address, normalise_address(args[0], "member address"))
+        tx.update_member(replace(target, paused=False, bounce_paused=False))
+        if target.bounce_paused:
+            log.info("bounce-resumed list=%s member=%s by=%s", ml.address, target.fingerprint, member.fingerprint)
+        changes.append(f"resumed {target.name} <{target.email}>")
+        was = "" if target.paused or target.bounce_paused else " (They were not paused.)"
+        return f"{target.name} <{target.email}> gets posts again.{was}"
     if keyword == "leave":
         if not last:
             raise UsageError("x-leave must be the last command of a request.")
@@ -445,7 +479,8 @@ def _pairs(args: tuple[str, ...], allowed: tuple[str, ...]) -> dict[str, str]:
 
 def _shown_member(m: Member) -> str:
     usable = m.key_expires or "no expiry"
-    return (f"{m.name} <{m.email}>  {fingerprint_format(m.fingerprint)}  {m.mode}{', paused' if m.paused else ''}, "
+    return (f"{m.name} <{m.email}>  {fingerprint_format(m.fingerprint)}  {m.mode}{', paused' if m.paused else ''}"
+            f"{', bounce-paused' if m.bounce_paused else ''}, "
             f"{m.role}, {m.state}, "
             f"key usable until {usable}")
 
@@ -453,6 +488,8 @@ def _shown_member(m: Member) -> str:
 def _status(member: Member) -> str:
     expires = member.key_expires or "no expiry"
     paused = ", paused" if member.paused else ""
+    if member.bounce_paused:
+        paused += ", paused because your mailbox refused mail (x-resume restarts delivery)"
     return (f"You are {member.name}, mode {member.mode}{paused}, role {member.role}; your key "
             f"{fingerprint_format(member.fingerprint)} is usable until {expires}.")
 

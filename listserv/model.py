@@ -209,6 +209,10 @@ class Member:
     state: str = ACTIVE  # one of STATES
     paused: bool = False  # gets no posts or digests for now (x-pause); urgent alerts still
     previous_fingerprints: tuple[str, ...] = ()  # keys pinned before, oldest first (x-key-change)
+    # Their mailbox refused a copy for good (5.x.x): nothing at all goes to it -- posts,
+    # digests, alerts, notices -- until they send x-resume signed by their key or an admin
+    # resumes them. Unlike `paused`: a seized mailbox must not keep getting the alerts.
+    bounce_paused: bool = False
 
     def __post_init__(self) -> None:
         # The store and JSON give a list; a Member is frozen and hashable, so keep a tuple.
@@ -218,6 +222,11 @@ class Member:
     def active(self) -> bool:
         """May post, and gets posts, alerts, digests and notices."""
         return self.state == ACTIVE
+
+    @property
+    def reachable(self) -> bool:
+        """In good standing and not paused for a bounce: mail from the list may go to them."""
+        return self.active and not self.bounce_paused
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -255,8 +264,9 @@ class Roster:
 
     @property
     def admins(self) -> tuple[Member, ...]:
-        """Who hears of the list's troubles: its admins in good standing (never a revoked key)."""
-        return tuple(m for m in self.members if m.role == "admin" and m.active)
+        """Who hears of the list's troubles: its admins in good standing (never a revoked key),
+        whose mailbox has not refused mail for good (a seized mailbox hears nothing)."""
+        return tuple(m for m in self.members if m.role == "admin" and m.reachable)
 
 
 def check_mode(mode: str) -> str:

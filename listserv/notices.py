@@ -85,9 +85,15 @@ def unusable_keys(templates: Templates, roster: Roster, unusable: tuple[str, ...
 
 
 def bounces(templates: Templates, roster: Roster | None, counted: Counted | None) -> Notice | None:
-    """The admins hear when a member's bounces have just reached listserv.ledger.BOUNCE_NOTICE_AT
-    (none when nothing was counted, or the list is gone)."""
-    if roster is None or counted is None or not counted.reached:
+    """The admins hear when a bounce just paused a member (listserv.ledger.count_bounce), or
+    when a member's bounces have just reached listserv.ledger.BOUNCE_NOTICE_AT (none when
+    nothing was counted, or the list is gone)."""
+    if roster is None or counted is None:
+        return None
+    if counted.paused:
+        return to_admins(templates, roster, "notice-bounce-paused.txt.j2", member=counted.member,
+                         status=counted.paused, when=iso(counted.at), source=counted.source)
+    if not counted.reached:
         return None
     return to_admins(templates, roster, "notice-bounces.txt.j2", member=counted.member)
 

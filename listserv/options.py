@@ -124,6 +124,11 @@ OPTIONS: dict[str, Option] = {
         Option("join_approval", _choice("admin", "none"), "admin", "admin|none",
                "Whether an invitee who joined (x-join, then x-confirm with the challenge sent to their key) "
                "also needs an admin's x-approve-join before they are pinned (docs/moderation.md)."),
+        # For these groups a mailbox that refuses mail for good may be a seized account.
+        Option("bounce_pause", _bool, True, "bool",
+               "Pause delivery to a member at the first permanent failure (5.x.x) of their mailbox and tell "
+               "the admins; they resume with x-resume signed by their key (docs/moderation.md). When false, "
+               "such failures are only counted."),
     )
 }
 

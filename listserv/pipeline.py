@@ -11,9 +11,8 @@ from .context import Context
 from .deliver import Outcome
 from .digest import DigestItem
 from .errors import Refusal
-from .ledger import (Counted, claim_key_reply, claim_owner_slot, claim_signature, count_bounce, count_missed,
-                     count_refused, forget_keys, record_rejection, refuse_key_rate, refuse_owner_rate, refuse_replay,
-                     run_request)
+from .ledger import (Counted, claim_key_reply, claim_owner_slot, claim_signature, count_bounce, count_missed, count_refused,
+                     forget_keys, record_rejection, refuse_key_rate, refuse_owner_rate, refuse_replay, run_request)
 from .joining import answer_invitee, is_joining, key_changes
 from .notices import answers, bounces, for_admins, unusable_keys
 from .keyupdate import take_offered
@@ -31,7 +30,7 @@ from .stages.open import open_message
 from .stages.renew import offered_keys
 from .stages.route import Route, select
 from .stages.sendkey import KeyRequest, key_reply, key_request
-from .verp import member_for
+from .verp import member_for, permanent_status
 
 
 def receive(raw: bytes, route: Route, ctx: Context) -> Accepted:
@@ -62,8 +61,7 @@ def distribute(job: Job, ctx: Context) -> Distributed:
         ctx.spool.remove(job)
         return Distributed(None)
     opened = open_message(ctx.keyring.unseal(ctx.spool.read_submission(job)), ctx.keyring, accepted=True)
-    revoked = take_offered(ctx.store, ctx.keyring, ctx.roster(job.list).by_fingerprint.get(opened.signer),
-                           offered_keys(opened.content))  # the signer's key renewed, or revoked
+    revoked = take_offered(ctx.store, ctx.keyring, ctx.roster(job.list), opened)  # the signer's key renewed, or revoked
     roster = ctx.roster(job.list)
     post = Post.of(opened, current_sender(opened, roster), job.kind)
     composed = compose(post, roster.mailing_list, wrapping(ctx.templates, roster.mailing_list, post))
@@ -78,10 +76,12 @@ def distribute(job: Job, ctx: Context) -> Distributed:
     return Distributed(out, notices, fanned)
 
 
-def bounce(route: Route, ctx: Context) -> Counted | None:
-    """A report to a VERP address: one more bounce for the member its token names."""
+def bounce(route: Route, ctx: Context, raw: bytes = b"") -> Counted | None:
+    """A report to a VERP address: one more bounce for the member its token names (paused
+    when it says 5.x.x and the list's bounce_pause is on)."""
     members = ctx.store.read().members(route.list)  # none when the list was deleted meanwhile
-    counted = count_bounce(ctx.store, route.list, member_for(ctx.verp_key, route.list, members, route.token), "verp")
+    counted = count_bounce(ctx.store, route.list, member_for(ctx.verp_key, route.list, members, route.token), "verp",
+                           permanent_status(raw))
     ctx.outbox.notices([bounces(ctx.templates, ctx.store.read().roster_if_any(route.list), counted)])
     return counted
 

@@ -285,7 +285,7 @@ class Handler:
         try:
             route_ = await loop.run_in_executor(self.lookups, self._route, envelope.rcpt_tos[0])
             if route_.kind == Kind.BOUNCE:
-                counted = await loop.run_in_executor(self.lookups, bounce, route_, self.ctx)
+                counted = await loop.run_in_executor(self.lookups, bounce, route_, self.ctx, raw)
                 log.info("bounce list=%s member=%s", route_.list,
                          counted.member.fingerprint if counted else "unknown-token")
                 return BOUNCE_NOTED

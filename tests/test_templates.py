@@ -181,12 +181,12 @@ def test_operator_templates_come_first(tmp_path):
 
 def test_every_shipped_template_is_exercised_here():
     tested = {"footer.txt.j2", "alert.txt.j2", "welcome.txt.j2", "notice-unusable-keys.txt.j2",
-              "notice-bounces.txt.j2", "notice-key-revoked.txt.j2", "digest.txt.j2", "digest.html.j2", "digest-subject.txt.j2",
+              "notice-bounces.txt.j2", "notice-bounce-paused.txt.j2", "notice-key-revoked.txt.j2", "digest.txt.j2", "digest.html.j2", "digest-subject.txt.j2",
               "notice-undelivered.txt.j2", "notice-undelivered-poster.txt.j2", "notice-copies-failed.txt.j2",
               "notice-quarantined.txt.j2", "notice-member-left.txt.j2", "request-reply.txt.j2", "notice-admin-changes.txt.j2",
               "notice-owner.txt.j2", "sendkey-reply.txt.j2",
               "notice-key-expiring.txt.j2", "notice-keys-expiring.txt.j2", "notice-missed-posts.txt.j2",
-              *KEY_CHANGE_TEMPLATES}
+              *KEY_CHANGE_TEMPLATES, *JOIN_TEMPLATES}
     assert {p.name for p in shipped_templates().iterdir()} == tested
 
 
@@ -233,3 +233,30 @@ def test_a_key_change_tells_each_what_they_need_and_the_list_only_the_pseudonym_
     told = Templates().render("notice-key-changed-list.txt.j2", list=NEWS, change=change, date="2026-01-02")
     assert told.startswith("Subject: Alice's key changed on 2026-01-02\n\nAlice's key changed on 2026-01-02.")
     assert "alice@example.org" not in told and "0" * 40 not in told and "1" * 40 not in told
+
+
+def test_the_bounce_pause_notice_names_the_member_by_pseudonym_and_says_how_delivery_resumes():
+    text = Templates().render("notice-bounce-paused.txt.j2", list=NEWS, member=Member(
+        NEWS.address, "a@example.org", "B" * 40, "Alice", bounce_paused=True), status="5.1.1",
+        when="2026-11-30T10:00:00Z", source="verp")
+    subject, _, body = text.partition("\n\n")
+    assert subject.startswith("Subject: Delivery to Alice on News is paused")
+    assert "5.1.1" in body and "2026-11-30T10:00:00Z" in body and "a delivery report" in body
+    assert "x-resume" in body and "a@example.org" not in body
+
+
+JOIN_TEMPLATES = ("join-challenge.txt.j2", "notice-join-approve.txt.j2", "notice-joined.txt.j2")
+
+
+def test_an_invitation_tells_the_invitee_their_challenge_and_the_admins_only_their_own_code():
+    from types import SimpleNamespace
+
+    invitation = SimpleNamespace(fingerprint="1" * 40, by="Bob", approved_by="Bob", name="Dana",
+                                 email="dana@example.org")
+    challenge = Templates().render("join-challenge.txt.j2", list=NEWS, invitation=invitation, code="SECRET-CODE")
+    assert "x-confirm: SECRET-CODE" in challenge and "1" * 40 in challenge
+    approve = Templates().render("notice-join-approve.txt.j2", list=NEWS, invitation=invitation, code="APPROVE-CODE")
+    assert "x-approve-join: APPROVE-CODE" in approve and "SECRET-CODE" not in approve
+    assert "dana@example.org" in approve and "1" * 40 in approve
+    joined = Templates().render("notice-joined.txt.j2", list=NEWS, invitation=invitation, member=ALICE)
+    assert joined.startswith(f"Subject: {ALICE.name} joined News") and "approved by Bob" in joined

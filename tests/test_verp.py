@@ -61,3 +61,18 @@ def test_member_for_finds_no_one_for_a_token_it_did_not_make():
     assert verp.member_for(key, LIST, members, verp.token(b"q" * 32, LIST, "alice@example.net")) is None
     assert verp.member_for(key, LIST, members, verp.token(key, "team@example.org", "alice@example.net")) is None
     assert verp.member_for(key, LIST, members, verp.token(key, LIST, "carol@example.net")) is None
+
+
+DSN = (b"From: MAILER-DAEMON@mx.example.net\r\nTo: news-bounces+tok@example.org\r\nSubject: failure\r\n"
+       b"MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
+       b"--b\r\nContent-Type: text/plain\r\n\r\nNot delivered.\r\n"
+       b"--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.net\r\n\r\n"
+       b"Final-Recipient: rfc822; someone@example.net\r\nAction: ACTION\r\nStatus: STATUS\r\n\r\n--b--\r\n")
+
+
+def test_a_report_gives_its_permanent_status_and_a_delay_or_no_report_gives_none():
+    from listserv.verp import permanent_status
+
+    assert permanent_status(DSN.replace(b"ACTION", b"failed").replace(b"STATUS", b"5.1.1")) == "5.1.1"
+    assert permanent_status(DSN.replace(b"ACTION", b"delayed").replace(b"STATUS", b"4.4.1")) == ""
+    assert permanent_status(b"Subject: out of office\r\n\r\nStatus: 5.1.1\r\n") == ""  # no DSN

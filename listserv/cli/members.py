@@ -24,7 +24,7 @@ from . import App, echo_json, json_option, main, pass_app
 # copies stop -- nothing is sent to a key once it has expired.
 EXPIRY_WARNING_DAYS = 30
 
-MEMBER_FIELDS = ("email", "name", "fingerprint", "mode", "role", "state", "paused", "key_expires", "bounces",
+MEMBER_FIELDS = ("email", "name", "fingerprint", "mode", "role", "state", "paused", "bounce_paused", "key_expires", "bounces",
                  "added", "previous_fingerprints")
 
 
@@ -310,7 +310,9 @@ def _pause(app: App, list_address: str, email: str, paused: bool) -> None:
     list_address = normalise_list_address(list_address)
     email = normalise_address(email, "member address")
     with app.store.transaction() as tx:
-        tx.update_member(replace(tx.require_member(list_address, email), paused=paused))
+        current = tx.require_member(list_address, email)
+        # Resuming ends a bounce pause too (docs/moderation.md); pausing leaves it as it is.
+        tx.update_member(replace(current, paused=paused, bounce_paused=current.bounce_paused and paused))
     click.echo(f"{'paused' if paused else 'resumed'} {email} on {list_address}")
 
 
@@ -328,8 +330,14 @@ def member_pause(app: App, list_address: str, email: str) -> None:
 @click.argument("email")
 @pass_app
 def member_resume(app: App, list_address: str, email: str) -> None:
-    """Send EMAIL posts and digests of LIST again after a pause."""
+    """Send EMAIL posts and digests of LIST again after a pause, or after their mailbox refused
+    mail (a bounce pause: check with them out of band first)."""
     _pause(app, list_address, email, False)
+
+
+def _standing(member: Member) -> str:
+    """The STATE column: a bounce pause shows there, as it stops everything a state would."""
+    return "bounce-paused" if member.active and member.bounce_paused else member.state
 
 
 @member_group.command("list")
@@ -348,10 +356,10 @@ def member_list(app: App, list_address: str, as_json: bool) -> None:
     if not members:
         click.echo("No members.")
         return
-    click.echo(f"{'EMAIL':<32} {'PSEUDONYM':<20} {'MODE':<9} {'ROLE':<6} {'STATE':<11} {'BOUNCES':>7}  "
+    click.echo(f"{'EMAIL':<32} {'PSEUDONYM':<20} {'MODE':<9} {'ROLE':<6} {'STATE':<13} {'BOUNCES':>7}  "
                f"{'KEY EXPIRES':<20} FINGERPRINT")
     for m in members:
         click.echo(
-            f"{m.email:<32} {m.name:<20} {m.mode + ('*' if m.paused else ''):<9} {m.role:<6} {m.state:<11} {m.bounces:>7}  "
+            f"{m.email:<32} {m.name:<20} {m.mode + ('*' if m.paused else ''):<9} {m.role:<6} {_standing(m):<13} {m.bounces:>7}  "
             f"{m.key_expires or 'never':<20} {m.fingerprint}"
         )

@@ -49,7 +49,8 @@ COMMANDS = (
             (1, 1), MODES),
     Command("pause", "", "member",
             "Stop getting posts and digests for now (urgent alerts still reach you); x-resume restarts them."),
-    Command("resume", "", "member", "Start getting posts and digests again after x-pause."),
+    Command("resume", "", "member", "Start getting posts and digests again after x-pause, or after your "
+            "mailbox refused mail and delivery to you was paused (docs/moderation.md)."),
     Command("leave", "", "member",
             "Leave the list at once: you are removed, your key leaves the list's keyring, a last "
             "confirmation comes to you and the admins are told (your pseudonym only). The last admin "
@@ -81,6 +82,9 @@ COMMANDS = (
             "admin", "Changes a member's pseudonym, mode or role, as `listserv member set`; key= pins the key "
             "attached (a suspended member is active again): check with the person out of band first "
             "(docs/keys.md).", (2, 5)),
+    Command("resume-member", "EMAIL", "admin",
+            "Resumes delivery to a member paused by x-pause or because their mailbox refused mail, as "
+            "`listserv member resume`; check with the person out of band first.", (1, 1)),
     Command("show-options", "", "admin", "The list's options and their values, as `listserv list show`."),
     Command("rejections", "[N]", "admin",
             "The last N (20 unless given) refused submissions with their specific reasons, as "

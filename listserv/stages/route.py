@@ -56,8 +56,9 @@ class Selection:
 def select(members: Sequence[Member], kind: Kind) -> Selection:
     """An alert goes to every member at once, digest readers and paused members too; a post to
     those who take posts as they come and have not paused. A member whose key was revoked gets
-    nothing: that key must not be trusted, nor counted as unusable."""
+    nothing: that key must not be trusted, nor counted as unusable; nor does one whose mailbox
+    refused a copy for good (Member.bounce_paused)."""
     now = tuple(m for m in members
-                if m.active and (kind == Kind.ALERT or (m.mode == "immediate" and not m.paused)))
+                if m.reachable and (kind == Kind.ALERT or (m.mode == "immediate" and not m.paused)))
     return Selection(now, tuple(m for m in members if m.mode == "digest"))
 
