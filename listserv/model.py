@@ -209,6 +209,7 @@ class Member:
     state: str = ACTIVE  # one of STATES
     paused: bool = False  # gets no posts or digests for now (x-pause); urgent alerts still
     previous_fingerprints: tuple[str, ...] = ()  # keys pinned before, oldest first (x-key-change)
+    probation: bool = False  # a newcomer: gets everything, but their posts and alerts wait for an admin
 
     def __post_init__(self) -> None:
         # The store and JSON give a list; a Member is frozen and hashable, so keep a tuple.

@@ -128,6 +128,7 @@ def answers(templates: Templates, roster: Roster, done: Done, list_key: bytes,
                            changes=done.changes))
     if done.left:
         told.append(notice(templates, ml, roster.admins, "notice-member-left.txt.j2", member=done.requester))
+    told += held_rejected(templates, roster, done.rejected)
     return told + [n for change in key_changes for n in key_change(templates, roster, change)]
 
 
@@ -153,3 +154,19 @@ def key_change(templates: Templates, roster: Roster, told: Told) -> list[Notice 
             notice(templates, ml, announced, "notice-key-changed-list.txt.j2", change=change,
                    date=iso(change.ended)[:10])]
 
+
+
+def held(templates: Templates, roster: Roster, job, member: Member | None, content: bytes) -> Notice | None:
+    """The admins hear that a post waits for them (listserv.holds): its id, who, why, and the
+    post itself attached, so they can judge it (encrypted to each admin, as every notice)."""
+    return notice(templates, roster.mailing_list, roster.admins, "notice-held.txt.j2",
+                  attachments=(("held.eml", "message/rfc822", content),), automatic="auto-generated",
+                  qid=job.qid, member=member, kind=str(job.kind))
+
+
+def held_rejected(templates: Templates, roster: Roster, rejected: tuple[tuple[str, str], ...]) -> list[Notice | None]:
+    """Each poster whose held post an admin rejected hears it, with the admin's reason."""
+    by_fingerprint = roster.by_fingerprint
+    return [notice(templates, roster.mailing_list, (by_fingerprint[fp],), "notice-held-rejected.txt.j2",
+                   automatic="auto-generated", reason=reason)
+            for fp, reason in rejected if fp in by_fingerprint]

@@ -15,7 +15,8 @@ from .ledger import (Counted, claim_key_reply, claim_owner_slot, claim_signature
                      count_refused, forget_keys, record_rejection, refuse_key_rate, refuse_owner_rate, refuse_replay,
                      run_request)
 from .rotation import told as key_changes
-from .notices import answers, bounces, for_admins, unusable_keys
+from .stages.hold import held_for
+from .notices import answers, bounces, for_admins, held, unusable_keys
 from .keyupdate import take_offered
 from .revocation import admin_notices, take_in_offered
 from .settle import told
@@ -61,11 +62,11 @@ def distribute(job: Job, ctx: Context) -> Distributed:
         ctx.spool.remove(job)
         return Distributed(None)
     opened = open_message(ctx.keyring.unseal(ctx.spool.read_submission(job)), ctx.keyring, accepted=True)
-    revoked = take_offered(ctx.store, ctx.keyring, ctx.roster(job.list).by_fingerprint.get(opened.signer),
-                           offered_keys(opened.content))  # the signer's key renewed, or revoked
+    revoked = take_offered(ctx.store, ctx.keyring, ctx.roster(job.list).by_fingerprint.get(opened.signer), offered_keys(opened.content))  # the signer's key renewed, or revoked
     roster = ctx.roster(job.list)
-    post = Post.of(opened, current_sender(opened, roster), job.kind)
-    composed = compose(post, roster.mailing_list, wrapping(ctx.templates, roster.mailing_list, post))
+    if ctx.holds.keep(job, held_for(signer := roster.by_fingerprint.get(opened.signer), job.kind), signer, lambda: ctx.outbox.notices([held(ctx.templates, roster, job, signer, opened.content)], after=job.qid)):
+        return Distributed(None)  # it waits for an admin (listserv.holds); the admins were told
+    composed = compose(post := Post.of(opened, current_sender(opened, roster), job.kind), roster.mailing_list, wrapping(ctx.templates, roster.mailing_list, post))
     selected = select(roster.members, job.kind)
     if selected.digest:  # the backlog first: once the fan-out job exists, a restart skips this
         ctx.digests.add(roster.mailing_list, job.qid, DigestItem.of(post.sender, composed, job.kind))
@@ -102,7 +103,7 @@ def answer(job: Job, ctx: Context) -> tuple[OutJob, ...]:
     revoked = take_in_offered(ctx.store, ctx.keyring, offered_keys(opened.content), (opened.signer,))
     request = read_request(opened.content, roster.mailing_list, roster.by_fingerprint.get(opened.signer))
     done = run_request(ctx.store, ctx.events, ctx.keyring, job.qid, roster.mailing_list, opened.signer, request,
-                       attached_keys(opened.content), offered_keys(opened.content), revoked)
+                       attached_keys(opened.content), offered_keys(opened.content), revoked, ctx.holds)
     key = ctx.keyring.export(roster.mailing_list.fingerprint).encode()
     told = key_changes(ctx.store, job.list, done.rotated)  # the codes its key-change lines call for
     replies = ctx.outbox.notices([*answers(ctx.templates, ctx.roster(job.list), done, key, told),

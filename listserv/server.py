@@ -130,6 +130,7 @@ class Server:
         self._stop = asyncio.Event()
         self._submissions: asyncio.PriorityQueue[tuple[int, float, int, Job]] = asyncio.PriorityQueue()
         self._order = itertools.count()
+        self._picked: set[str] = set()
 
     def _complete_list_keys(self) -> None:
         """Before anything listens: a list key made by an older listserv gets its user ids for
@@ -241,6 +242,10 @@ class Server:
                 if flag.exists():
                     flag.unlink(missing_ok=True)
                     log.info("retry-now copies=%d", self.deliverer.retry_now())
+                for job in self.ctx.spool.released():  # approved held posts (listserv.holds)
+                    if job.qid not in self._picked:
+                        self._picked.add(job.qid)
+                        self._enqueue(job)
                 for out in self.ctx.outgoing.jobs():
                     if out.qid not in self.deliverer.active:
                         self.deliverer.load(out)
@@ -314,6 +319,7 @@ class Server:
         self._load(*self.ctx.outgoing.jobs())
         rotation.sweep(self.ctx.store, self.ctx.keyring)  # key changes that expired while it was down
         waiting = self.ctx.spool.submissions()
+        self._picked = {job.qid for job in waiting}  # the poller enqueues a released post once
         for job in waiting:
             self._enqueue(job)
         log.info("listening on %s:%s (resuming %d submissions, %d delivery jobs)",

@@ -3,6 +3,7 @@ blank; an operator's HOME/templates/ overrides the shipped ones."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from email import policy
 from email.parser import BytesParser
@@ -186,7 +187,7 @@ def test_every_shipped_template_is_exercised_here():
               "notice-quarantined.txt.j2", "notice-member-left.txt.j2", "request-reply.txt.j2", "notice-admin-changes.txt.j2",
               "notice-owner.txt.j2", "sendkey-reply.txt.j2",
               "notice-key-expiring.txt.j2", "notice-keys-expiring.txt.j2", "notice-missed-posts.txt.j2",
-              *KEY_CHANGE_TEMPLATES}
+              "notice-held.txt.j2", "notice-held-rejected.txt.j2", *KEY_CHANGE_TEMPLATES}
     assert {p.name for p in shipped_templates().iterdir()} == tested
 
 
@@ -233,3 +234,14 @@ def test_a_key_change_tells_each_what_they_need_and_the_list_only_the_pseudonym_
     told = Templates().render("notice-key-changed-list.txt.j2", list=NEWS, change=change, date="2026-01-02")
     assert told.startswith("Subject: Alice's key changed on 2026-01-02\n\nAlice's key changed on 2026-01-02.")
     assert "alice@example.org" not in told and "0" * 40 not in told and "1" * 40 not in told
+
+
+def test_the_held_notices_name_the_id_the_commands_and_the_reason_never_an_address():
+    templates = Templates()
+    held = templates.render("notice-held.txt.j2", list=NEWS, member=replace(ALICE, probation=True),
+                            qid="0123456789ab", kind="post")
+    assert held.startswith("Subject: A post by Alice waits for you (held 0123456789ab)\n\n")
+    assert "x-approve: 0123456789ab" in held and "because they are on probation" in held
+    assert ALICE.email not in held
+    rejected = templates.render("notice-held-rejected.txt.j2", list=NEWS, reason="off topic")
+    assert "Their reason: off topic" in rejected
