@@ -5,6 +5,7 @@ approval was accepted; rejected, its poster hears why; discarded, nobody hears o
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -83,6 +84,10 @@ def test_reject_tells_the_poster_why_discard_tells_nobody_and_neither_goes_out(s
         ids = dict(reversed(held_id(n, bob, list_key, fingerprint)) for n in notices)
         first = next(i for body, i in ids.items() if "first" in body)
         second = next(i for body, i in ids.items() if "second" in body)
+        shown = json.loads(cli.ok("held", LIST, "--json").stdout)
+        assert sorted(h["id"] for h in shown) == sorted(ids.values()) and {h["pseudonym"] for h in shown} == {"Sally"}
+        wrong = cli("held", "discard", LIST, "000000000000")
+        assert wrong.exit_code != 0 and "No held message has the id 000000000000" in wrong.stderr
         assert submit(proc.port, REQUEST, request(bob, list_key, "x-approve: 000000000000"))[0] == 250
         [refused] = sink.wait_for(3)[2:]
         assert "No held message has the id 000000000000" in text_of(read_reply(refused, bob, list_key, fingerprint)[1])
