@@ -170,3 +170,11 @@ def held_rejected(templates: Templates, roster: Roster, rejected: tuple[tuple[st
     return [notice(templates, roster.mailing_list, (by_fingerprint[fp],), "notice-held-rejected.txt.j2",
                    automatic="auto-generated", reason=reason)
             for fp, reason in rejected if fp in by_fingerprint]
+
+
+def held_reminder(templates: Templates, roster: Roster, expired: list, waiting: list) -> Notice | None:
+    """The admins' daily word on the hold queue: what was discarded as too old, and what still waits."""
+    if not expired and not waiting:
+        return None
+    return to_admins(templates, roster, "notice-held-reminder.txt.j2", expired=expired, waiting=waiting,
+                     shown=[(h, iso(h.at)) for h in waiting])

@@ -56,7 +56,21 @@ def watch_keys(ctx: Context, now: float) -> tuple[keywatch.Report, tuple[OutJob,
     report = keywatch.watch(ctx.store, ctx.events, ctx.keyring, ctx.outbox, ctx.templates, now)
     rotation.sweep(ctx.store, ctx.keyring, now)  # changes to a new key past their deadline: their keys go
     told = tuple(job for _, job in tell_admins(ctx, report.revocations))
-    return report, report.jobs + told
+    return report, report.jobs + told + expire_holds(ctx, now)
+
+
+def expire_holds(ctx: Context, now: float) -> tuple[OutJob, ...]:
+    """Held posts older than their list's max_days_to_hold are discarded and the admins told;
+    while any still wait, the admins are reminded (once a day: the key watch's rhythm)."""
+    jobs: list[OutJob] = []
+    for ml in ctx.store.read().lists():
+        roster = ctx.roster(ml.address)
+        gone = ctx.holds.expired(ml.address, ml.option("max_days_to_hold"), now)
+        for held in gone:
+            ctx.holds.drop(held, "expired")
+        waiting = ctx.holds.waiting(ml.address)
+        jobs += ctx.outbox.notices([notices.held_reminder(ctx.templates, roster, gone, waiting)])
+    return tuple(jobs)
 
 
 @dataclass(frozen=True)

@@ -187,7 +187,7 @@ def test_every_shipped_template_is_exercised_here():
               "notice-quarantined.txt.j2", "notice-member-left.txt.j2", "request-reply.txt.j2", "notice-admin-changes.txt.j2",
               "notice-owner.txt.j2", "sendkey-reply.txt.j2",
               "notice-key-expiring.txt.j2", "notice-keys-expiring.txt.j2", "notice-missed-posts.txt.j2",
-              "notice-held.txt.j2", "notice-held-rejected.txt.j2", *KEY_CHANGE_TEMPLATES}
+              "notice-held.txt.j2", "notice-held-rejected.txt.j2", "notice-held-reminder.txt.j2", *KEY_CHANGE_TEMPLATES}
     assert {p.name for p in shipped_templates().iterdir()} == tested
 
 
@@ -245,3 +245,5 @@ def test_the_held_notices_name_the_id_the_commands_and_the_reason_never_an_addre
     assert ALICE.email not in held
     rejected = templates.render("notice-held-rejected.txt.j2", list=NEWS, reason="off topic")
     assert "Their reason: off topic" in rejected
+    reminder = templates.render("notice-held-reminder.txt.j2", list=NEWS, expired=[], waiting=[], shown=[])
+    assert reminder.startswith("Subject: Held posts on news@example.org: 0 waiting, 0 discarded\n\n")

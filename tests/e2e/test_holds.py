@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
+
+from listserv.config import Home
+from listserv.context import Context
+from listserv.server import watch_keys
 
 from tests.helpers import mail as mf
 from tests.helpers.cli import make_site, write_key
@@ -100,3 +105,22 @@ def test_reject_tells_the_poster_why_discard_tells_nobody_and_neither_goes_out(s
     reply = next(m for m in got[3:] if m.rcpt_tos == (bob.email,) and "Your request" in
                  read_reply(m, bob, list_key, fingerprint)[1]["Subject"])
     assert f"{first} is rejected" in text_of(read_reply(reply, bob, list_key, fingerprint)[1])
+
+
+def test_a_post_held_past_max_days_to_hold_is_discarded_and_the_admins_told(site, people):
+    cli, list_key, fingerprint = site
+    alice, bob, sally = people["alice"], people["bob"], people["sally"]
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, LIST, mf.post(sally, list_key, body="old news"))[0] == 250
+        qid, _ = held_id(sink.wait_for(1)[0], bob, list_key, fingerprint)
+    ctx = Context.open(Home(cli.home))
+    watch_keys(ctx, time.time() + 6 * 86400)  # within the 7 days: it still waits, the admins are reminded
+    assert [p.name for p in held_folder(cli).iterdir()] == [qid]
+    watch_keys(ctx, time.time() + 8 * 86400)  # past them: discarded
+    assert not list(held_folder(cli).iterdir())
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}"):
+        got = sink.wait_for(2)
+    texts = sorted(text_of(read_reply(m, bob, list_key, fingerprint)[1]) for m in got)
+    assert all(m.rcpt_tos == (bob.email,) for m in got) and not to(got, alice)
+    assert "Discarded, held longer than 7 days" in texts[0] and qid in texts[0]
+    assert "Waiting for your decision" in texts[1] and qid in texts[1]
