@@ -124,3 +124,12 @@ def test_a_post_held_past_max_days_to_hold_is_discarded_and_the_admins_told(site
     assert all(m.rcpt_tos == (bob.email,) for m in got) and not to(got, alice)
     assert "Discarded, held longer than 7 days" in texts[0] and qid in texts[0]
     assert "Waiting for your decision" in texts[1] and qid in texts[1]
+
+
+def test_member_list_shows_probation_and_member_set_ends_it(site, people):
+    cli, _, _ = site
+    shown = {m["email"]: m["probation"] for m in json.loads(cli.ok("member", "list", LIST, "--json").stdout)}
+    assert shown == {people["alice"].email: False, people["bob"].email: False, people["sally"].email: True}
+    assert f"{people['sally'].email}" in cli.ok("member", "list", LIST).stdout
+    cli.ok("member", "set", LIST, people["sally"].email, "--probation", "off")
+    assert not any(m["probation"] for m in json.loads(cli.ok("member", "list", LIST, "--json").stdout))
