@@ -15,7 +15,6 @@ import pytest
 from listserv.config import Home
 from listserv.context import Context
 from listserv.server import watch_keys
-
 from tests.helpers import mail as mf
 from tests.helpers.cli import make_site, write_key
 from tests.helpers.members_clients import read_reply, text_of
