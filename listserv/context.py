@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from . import capacity
 from .config import Home
 from .digest import Digests
+from .holds import Holds
 from .keyring import Keyring
 from .model import Roster
 from .outbox import Outbox
@@ -47,6 +48,11 @@ class Context:
     @property
     def outgoing(self) -> Outgoing:
         return self.outbox.outgoing
+
+    @property
+    def holds(self) -> Holds:
+        """The held messages (data/held/), beside the spool they come from and go back to."""
+        return Holds(self.spool.root.parent / "held", self.spool)
 
     @property
     def verp_key(self) -> bytes:

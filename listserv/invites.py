@@ -58,8 +58,8 @@ HOUR, DAY = 3600, 86400
 INVITED, JOINED, EXPIRED, USED = "invited", "joined", "expired", "used"
 PENDING = (INVITED, *KEY_CHANGE_PENDING)
 ADMIN_KEYWORDS = ("invite", "approve-join")
-# new_member_probation (issue 14, point 2) lives in another branch: when it is in the tree,
-# a member pinned here starts on probation when it is on.  # HOOK: probation
+# A member pinned here starts on probation when the list's new_member_probation is on
+# (Transaction.add_member sets it for every way in).
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,7 @@ def _pin(tx: Transaction, keys, ml: MailingList, found: Invitation, approver: st
     member = Member(ml.address, found.email, found.fingerprint,
                     unique_pseudonym(tx, ml.address, found.name or None, found.email), mode=found.mode,
                     key_expires=key.expires, added=iso())
-    tx.add_member(member)  # HOOK: probation -- replace(member, probation=ml.option("new_member_probation"))
+    tx.add_member(member)  # on probation when the list says so (Transaction.add_member)
     tx.put_invite(replace(found, state=JOINED, ended=time.time(), approved_by=approver).as_dict())
     told.append(("pinned", found.id))
     return f"{member.name} joined {ml.address} with the key {fingerprint_format(found.fingerprint)}."

@@ -18,6 +18,7 @@ from . import keywatch
 from .deliver import Outcome
 from .errors import Conflict, ListservError, RateLimited, Refusal, Unanswered, Unauthorized, UsageError
 from .errors import KeyProblem
+from .holds import Held, Holds
 from .keyring import KeyInfo, Keyring, StagedKeys
 from .keyupdate import KEY_COMMANDS, Renewals, key_command, refresh
 from .revocation import Revocation
@@ -216,13 +217,15 @@ class Done:
     dropped: tuple[str, ...] = ()  # fingerprints of members gone: their keys may leave the keyring
     suspended: bool = False  # the request revoked the requester's key: no reply can be encrypted to it
     rotated: tuple[tuple[str, str], ...] = ()  # (what, key change id): notices listserv.rotation.told makes
+    rejected: tuple[tuple[str, str], ...] = ()  # (poster's fingerprint, reason): held posts rejected
 
     @classmethod
     def of(cls, record: dict) -> Done:
         return cls(Member(**record["requester"]), tuple(tuple(r) for r in record["results"]), record["refused"],
                    record["attach_key"], record["left"], tuple(record.get("changes", ())),
                    tuple(record.get("dropped", ())), record.get("suspended", False),
-                   tuple(tuple(r) for r in record.get("rotated", ())))
+                   tuple(tuple(r) for r in record.get("rotated", ())),
+                   tuple(tuple(r) for r in record.get("rejected", ())))
 
     def record(self, qid: str, list_address: str, keywords: tuple[str, ...]) -> dict:
         return {"qid": qid, "list": list_address, "at": time.time(), "signer": self.requester.fingerprint,
@@ -230,7 +233,7 @@ class Done:
                 "results": [list(r) for r in self.results], "refused": self.refused,
                 "attach_key": self.attach_key, "left": self.left, "changes": list(self.changes),
                 "dropped": list(self.dropped), "suspended": self.suspended,
-                "rotated": [list(r) for r in self.rotated]}
+                "rotated": [list(r) for r in self.rotated], "rejected": [list(r) for r in self.rejected]}
 
 
 class _LineFailed(Exception):
@@ -241,7 +244,7 @@ class _LineFailed(Exception):
 
 def run_request(store: Store, events: Store, keyring: Keyring, qid: str, mailing_list: MailingList,
                 signer: str, request: Request, attachments: tuple[bytes, ...] = (),
-                offered: tuple[bytes, ...] = (), revoked: tuple[Revocation, ...] = ()) -> Done:
+                offered: tuple[bytes, ...] = (), revoked: tuple[Revocation, ...] = (), holds: Holds | None = None) -> Done:
     """Run a request's commands, all of them or none, in one store transaction, once per queue
     id: run again after a crash it gives the outcome it had (a leaver is gone by then). The
     signer must still be a member in good standing, as for a post -- unless the request itself
@@ -266,7 +269,7 @@ def run_request(store: Store, events: Store, keyring: Keyring, qid: str, mailing
             elif request.refused:
                 done = Done(member, (), request.refused)
             else:
-                done = _run(tx, events, _Keys(keyring, attachments), renewals, mailing_list, member, request)
+                done = _run(tx, events, _Keys(keyring, attachments), renewals, mailing_list, member, request, holds)
             tx.add_request(done.record(qid, mailing_list.address, request.keywords))
     except _LineFailed as failed:  # the transaction is undone: nothing of the request stays
         done = Done(member, (), failed.sentence)
@@ -332,8 +335,9 @@ class _Keys:
 
 
 def _run(tx, events: Store, keys: _Keys, renewals: Renewals, mailing_list: MailingList, member: Member,
-         request: Request) -> Done:
+         request: Request, holds: Holds | None = None) -> Done:
     results, changes, dropped, rotated = [], [], [], []
+    decisions = _Decisions(holds)
     try:
         for index, line in enumerate(request.lines):
             try:
@@ -342,12 +346,13 @@ def _run(tx, events: Store, keys: _Keys, renewals: Renewals, mailing_list: Maili
                 else:
                     result = _one(tx, events, keys, mailing_list, member, line,
                                   last=index == len(request.lines) - 1, changes=changes, dropped=dropped,
-                                  rotated=rotated)
+                                  rotated=rotated, decisions=decisions)
             except ListservError as exc:
                 raise _LineFailed(f"Line {line.number} ({line.text}): {exc} Nothing was done.") from None
             results.append((line.text, result))
         keys.adopt()  # inside the transaction: if a key cannot be copied, no member is stored
         renewals.adopt()
+        decisions.apply()  # the held posts move last: a line that failed moved none
     finally:
         keys.close()
     keywords = request.keywords
@@ -355,12 +360,14 @@ def _run(tx, events: Store, keys: _Keys, renewals: Renewals, mailing_list: Maili
     if any(what == "pinned" for what, _ in rotated):  # the requester's own new key may be pinned now: reply to it
         requester = tx.get_member(mailing_list.address, member.email) or member
     return Done(requester, tuple(results), None, "get-listkey" in keywords, "leave" in keywords,
-                tuple(changes), tuple(dropped), rotated=tuple(rotated))
+                tuple(changes), tuple(dropped), rotated=tuple(rotated), rejected=tuple(decisions.rejected))
 
 
 def _one(tx, events: Store, keys: _Keys, ml: MailingList, member: Member, line, last: bool, changes: list,
-         dropped: list, rotated: list) -> str:
+         dropped: list, rotated: list, decisions: _Decisions | None = None) -> str:
     keyword, args = line.command.keyword, line.arguments
+    if keyword in HOLD_COMMANDS and decisions is not None:
+        return decisions.run(tx, ml, keyword, args, line.rest, changes)
     if keyword in rotation.KEYWORDS:
         return rotation.run(tx, keys, ml, member, keyword, args, dropped, rotated)
     if keyword in invites.ADMIN_KEYWORDS:  # its events share `rotated`: each told() keeps only its own ids
@@ -465,6 +472,55 @@ def _one(tx, events: Store, keys: _Keys, ml: MailingList, member: Member, line, 
         changes.append(f"set {option} to {parsed!r}")
         return f"{option} = {parsed!r}"
     raise UsageError(f"x-{keyword} cannot be run here.")
+
+
+HOLD_COMMANDS = ("held", "approve", "reject", "discard", "release")
+
+
+class _Decisions:
+    """Decisions on held posts (listserv.holds), checked as their lines run and carried out
+    only once every line of the request has run, inside its transaction."""
+
+    def __init__(self, holds: Holds | None):
+        self.holds = holds
+        self.todo: list[tuple[str, Held, str]] = []
+        self.rejected: list[tuple[str, str]] = []
+
+    def run(self, tx, ml: MailingList, keyword: str, args: tuple[str, ...], rest: str, changes: list) -> str:
+        if keyword == "release":
+            target = tx.require_member(ml.address, normalise_address(args[0], "member address"))
+            tx.update_member(replace(target, probation=False))
+            changes.append(f"released {target.name} from probation")
+            return f"{target.name} is no longer on probation." + ("" if target.probation else " (They were not.)")
+        if self.holds is None:
+            raise UsageError(f"x-{keyword} cannot be run here.")
+        if keyword == "held":
+            shown = [f"{h.id}  {h.kind}  {h.pseudonym}  {h.reason}  since {iso(h.at)}" for h in self.holds.waiting(ml.address)]
+            return "\n".join(shown) or "Nothing is held."
+        if keyword == "approve" and self.holds.released(args[0].lower()):  # run again after a crash
+            return f"{args[0]} was approved; it goes out to the list."
+        held = self.holds.get(ml.address, args[0])
+        if held.id in {h.id for _, h, _ in self.todo}:
+            raise UsageError(f"The request decides on {held.id} twice.")
+        poster = tx.member_by_fingerprint(ml.address, held.signer)
+        if keyword == "approve" and (poster is None or not poster.active):
+            raise Conflict(f"Its sender ({held.pseudonym}) is no longer a member in good standing; it cannot go out. "
+                           "Reject or discard it.")
+        reason = rest.partition(" ")[2].strip() if keyword == "reject" else ""
+        self.todo.append((keyword, held, reason))
+        if keyword == "reject" and poster is not None:
+            self.rejected.append((held.signer, reason))
+        changes.append(f"{keyword} held {held.id} by {held.pseudonym}")
+        return {"approve": f"{held.id} is approved; it goes out to the list.",
+                "reject": f"{held.id} is rejected; {held.pseudonym} is told.",
+                "discard": f"{held.id} is discarded."}[keyword]
+
+    def apply(self) -> None:
+        for keyword, held, _ in self.todo:
+            if keyword == "approve":
+                self.holds.approve(held)
+            else:
+                self.holds.drop(held, keyword + "ed" if keyword == "discard" else "rejected")
 
 
 def _pairs(args: tuple[str, ...], allowed: tuple[str, ...]) -> dict[str, str]:

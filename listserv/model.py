@@ -213,6 +213,7 @@ class Member:
     # digests, alerts, notices -- until they send x-resume signed by their key or an admin
     # resumes them. Unlike `paused`: a seized mailbox must not keep getting the alerts.
     bounce_paused: bool = False
+    probation: bool = False  # a newcomer: gets everything, but their posts and alerts wait for an admin
 
     def __post_init__(self) -> None:
         # The store and JSON give a list; a Member is frozen and hashable, so keep a tuple.

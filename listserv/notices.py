@@ -136,6 +136,7 @@ def answers(templates: Templates, roster: Roster, done: Done, list_key: bytes,
                            changes=done.changes))
     if done.left:
         told.append(notice(templates, ml, roster.admins, "notice-member-left.txt.j2", member=done.requester))
+    told += held_rejected(templates, roster, done.rejected)
     told += join_notices(templates, roster, tuple(c for c in key_changes if hasattr(c, "invitation")), (), "", [], "")
     return told + [n for change in key_changes if hasattr(change, "change") for n in key_change(templates, roster, change)]
 
@@ -190,3 +191,27 @@ def join_notices(templates: Templates, roster: Roster, told: tuple[Joined, ...],
         found.append(notice(templates, ml, (invitee,), "request-reply.txt.j2", speaker=ml.request_address,
                             automatic="auto-replied", results=(("x-confirm", result),), refused=None))
     return found
+
+
+def held(templates: Templates, roster: Roster, job, member: Member | None, content: bytes) -> Notice | None:
+    """The admins hear that a post waits for them (listserv.holds): its id, who, why, and the
+    post itself attached, so they can judge it (encrypted to each admin, as every notice)."""
+    return notice(templates, roster.mailing_list, roster.admins, "notice-held.txt.j2",
+                  attachments=(("held.eml", "message/rfc822", content),), automatic="auto-generated",
+                  qid=job.qid, member=member, kind=str(job.kind))
+
+
+def held_rejected(templates: Templates, roster: Roster, rejected: tuple[tuple[str, str], ...]) -> list[Notice | None]:
+    """Each poster whose held post an admin rejected hears it, with the admin's reason."""
+    by_fingerprint = roster.by_fingerprint
+    return [notice(templates, roster.mailing_list, (by_fingerprint[fp],), "notice-held-rejected.txt.j2",
+                   automatic="auto-generated", reason=reason)
+            for fp, reason in rejected if fp in by_fingerprint]
+
+
+def held_reminder(templates: Templates, roster: Roster, expired: list, waiting: list) -> Notice | None:
+    """The admins' daily word on the hold queue: what was discarded as too old, and what still waits."""
+    if not expired and not waiting:
+        return None
+    return to_admins(templates, roster, "notice-held-reminder.txt.j2", expired=expired, waiting=waiting,
+                     shown=[(h, iso(h.at)) for h in waiting])

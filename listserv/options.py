@@ -119,6 +119,11 @@ OPTIONS: dict[str, Option] = {
         Option("key_change_approval", _choice("admin", "none"), "admin", "admin|none",
                "Whether a member's change to a new key (x-key-change, then x-confirm with the code sent "
                "to the new key) also needs an admin's x-approve-key before it is pinned."),
+        Option("new_member_probation", _bool, False, "bool",
+               "Members added while this is on start on probation: they get everything, but their posts "
+               "and alerts are held for an admin (docs/moderation.md) until x-release."),
+        Option("max_days_to_hold", _positive_int, 7, "integer",
+               "Days a held post waits for an admin's decision before it is discarded (and the admins told)."),
         Option("announce_key_changes", _bool, True, "bool",
                "Tell the list's members, by pseudonym only, when a member's key has changed."),
         Option("join_approval", _choice("admin", "none"), "admin", "admin|none",

@@ -14,6 +14,7 @@ from .errors import Refusal
 from .ledger import (Counted, claim_key_reply, claim_owner_slot, claim_signature, count_bounce, count_missed, count_refused,
                      forget_keys, record_rejection, refuse_key_rate, refuse_owner_rate, refuse_replay, run_request)
 from .joining import answer_invitee, is_joining, key_changes
+from .holds import keep_post
 from .notices import answers, bounces, for_admins, unusable_keys
 from .keyupdate import take_offered
 from .revocation import admin_notices, take_in_offered
@@ -63,8 +64,9 @@ def distribute(job: Job, ctx: Context) -> Distributed:
     opened = open_message(ctx.keyring.unseal(ctx.spool.read_submission(job)), ctx.keyring, accepted=True)
     revoked = take_offered(ctx.store, ctx.keyring, ctx.roster(job.list), opened)  # the signer's key renewed, or revoked
     roster = ctx.roster(job.list)
-    post = Post.of(opened, current_sender(opened, roster), job.kind)
-    composed = compose(post, roster.mailing_list, wrapping(ctx.templates, roster.mailing_list, post))
+    if keep_post(ctx.holds, ctx.outbox, ctx.templates, roster, job, opened):
+        return Distributed(None)  # it waits for an admin (listserv.holds); the admins were told
+    composed = compose(post := Post.of(opened, current_sender(opened, roster), job.kind), roster.mailing_list, wrapping(ctx.templates, roster.mailing_list, post))
     selected = select(roster.members, job.kind)
     if selected.digest:  # the backlog first: once the fan-out job exists, a restart skips this
         ctx.digests.add(roster.mailing_list, job.qid, DigestItem.of(post.sender, composed, job.kind))
@@ -80,8 +82,7 @@ def bounce(route: Route, ctx: Context, raw: bytes = b"") -> Counted | None:
     """A report to a VERP address: one more bounce for the member its token names (paused
     when it says 5.x.x and the list's bounce_pause is on)."""
     members = ctx.store.read().members(route.list)  # none when the list was deleted meanwhile
-    counted = count_bounce(ctx.store, route.list, member_for(ctx.verp_key, route.list, members, route.token), "verp",
-                           permanent_status(raw))
+    counted = count_bounce(ctx.store, route.list, member_for(ctx.verp_key, route.list, members, route.token), "verp", permanent_status(raw))
     ctx.outbox.notices([bounces(ctx.templates, ctx.store.read().roster_if_any(route.list), counted)])
     return counted
 
@@ -105,11 +106,10 @@ def answer(job: Job, ctx: Context) -> tuple[OutJob, ...]:
     revoked = take_in_offered(ctx.store, ctx.keyring, offered_keys(opened.content), (opened.signer,))
     request = read_request(opened.content, roster.mailing_list, roster.by_fingerprint.get(opened.signer))
     done = run_request(ctx.store, ctx.events, ctx.keyring, job.qid, roster.mailing_list, opened.signer, request,
-                       attached_keys(opened.content), offered_keys(opened.content), revoked)
+                       attached_keys(opened.content), offered_keys(opened.content), revoked, ctx.holds)
     key = ctx.keyring.export(roster.mailing_list.fingerprint).encode()
     told = key_changes(ctx.store, job.list, done.rotated)  # the codes its key-change and x-approve-join lines call for
-    replies = ctx.outbox.notices([*answers(ctx.templates, ctx.roster(job.list), done, key, told),
-                                  *admin_notices(ctx, revoked)], after=job.qid)
+    replies = ctx.outbox.notices([*answers(ctx.templates, ctx.roster(job.list), done, key, told), *admin_notices(ctx, revoked)], after=job.qid)
     ctx.spool.remove(job)  # before the keys go: a rerun must still be able to open the request
     forget_keys(ctx.store, ctx.keyring, done)
     return replies

@@ -56,7 +56,21 @@ def watch_keys(ctx: Context, now: float) -> tuple[keywatch.Report, tuple[OutJob,
     report = keywatch.watch(ctx.store, ctx.events, ctx.keyring, ctx.outbox, ctx.templates, now)
     rotation.sweep(ctx.store, ctx.keyring, now)  # changes to a new key past their deadline: their keys go
     told = tuple(job for _, job in tell_admins(ctx, report.revocations))
-    return report, report.jobs + told
+    return report, report.jobs + told + expire_holds(ctx, now)
+
+
+def expire_holds(ctx: Context, now: float) -> tuple[OutJob, ...]:
+    """Held posts older than their list's max_days_to_hold are discarded and the admins told;
+    while any still wait, the admins are reminded (once a day: the key watch's rhythm)."""
+    jobs: list[OutJob] = []
+    for ml in ctx.store.read().lists():
+        roster = ctx.roster(ml.address)
+        gone = ctx.holds.expired(ml.address, ml.option("max_days_to_hold"), now)
+        for held in gone:
+            ctx.holds.drop(held, "expired")
+        waiting = ctx.holds.waiting(ml.address)
+        jobs += ctx.outbox.notices([notices.held_reminder(ctx.templates, roster, gone, waiting)])
+    return tuple(jobs)
 
 
 @dataclass(frozen=True)
@@ -130,6 +144,7 @@ class Server:
         self._stop = asyncio.Event()
         self._submissions: asyncio.PriorityQueue[tuple[int, float, int, Job]] = asyncio.PriorityQueue()
         self._order = itertools.count()
+        self._picked: set[str] = set()
 
     def _complete_list_keys(self) -> None:
         """Before anything listens: a list key made by an older listserv gets its user ids for
@@ -241,6 +256,10 @@ class Server:
                 if flag.exists():
                     flag.unlink(missing_ok=True)
                     log.info("retry-now copies=%d", self.deliverer.retry_now())
+                for job in self.ctx.spool.released():  # approved held posts (listserv.holds)
+                    if job.qid not in self._picked:
+                        self._picked.add(job.qid)
+                        self._enqueue(job)
                 for out in self.ctx.outgoing.jobs():
                     if out.qid not in self.deliverer.active:
                         self.deliverer.load(out)
@@ -314,6 +333,7 @@ class Server:
         self._load(*self.ctx.outgoing.jobs())
         rotation.sweep(self.ctx.store, self.ctx.keyring)  # key changes that expired while it was down
         waiting = self.ctx.spool.submissions()
+        self._picked = {job.qid for job in waiting}  # the poller enqueues a released post once
         for job in waiting:
             self._enqueue(job)
         log.info("listening on %s:%s (resuming %d submissions, %d delivery jobs)",

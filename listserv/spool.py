@@ -121,6 +121,11 @@ class Spool:
         jobs = [job for folder in sorted(self.incoming.iterdir()) if (job := self._job(folder))]
         return sorted(jobs, key=lambda job: (PRIORITY[job.kind], job.received))
 
+    def released(self) -> list[Job]:
+        """Submissions an admin released from the hold queue (listserv.holds): the server's poller
+        picks them up."""
+        return [job for job in self.submissions() if (job.path / "released").exists()]
+
     def read_submission(self, job: Job) -> bytes:
         return (job.path / SUBMISSION).read_bytes()
 

@@ -178,11 +178,12 @@ class Transaction:
             )
 
     def add_member(self, member: Member) -> None:
-        self.require_list(member.list)
+        ml = self.require_list(member.list)
         if self.get_member(member.list, member.email):
             raise Conflict(f"{member.email} is already a member of {member.list}.")
         self._check_fingerprint_free(member)
-        self._members.insert(member.as_dict())
+        probation = member.probation or ml.option("new_member_probation")  # every way in: CLI, x-add-member
+        self._members.insert({**member.as_dict(), "probation": probation})
 
     def add_members(self, list_address: str, members: list[Member]) -> list[tuple[Member, str | None]]:
         """Add many members at once (`member import`): the same checks as add_member, with

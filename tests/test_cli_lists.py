@@ -24,7 +24,8 @@ LIST_FIELDS = {"address", "name", "fingerprint", "urgent_address", "request_addr
                "sendkey_address", "created", "members", "options"}
 OPTION_NAMES = {"name", "subject_prefix", "require_encryption", "alert_senders", "digest_schedule",
                 "max_message_size_kb", "max_signature_age", "footer", "missed_notice",
-                "key_change_approval", "announce_key_changes", "join_approval", "bounce_pause"}
+                "key_change_approval", "announce_key_changes", "join_approval", "bounce_pause",
+                "new_member_probation", "max_days_to_hold"}
 
 
 # -- init and the home ------------------------------------------------------------------------
@@ -95,7 +96,7 @@ def test_list_create_prints_the_fingerprint_and_show_reports_it(cli):
         "alert_senders": "members", "digest_schedule": "daily 18:00", "max_message_size_kb": 7000,
         "max_signature_age": "7d", "footer": "", "missed_notice": True,
         "key_change_approval": "admin", "announce_key_changes": True, "join_approval": "admin",
-        "bounce_pause": True,
+        "bounce_pause": True, "new_member_probation": False, "max_days_to_hold": 7,
     }
 
 

@@ -15,7 +15,7 @@ from tests.helpers.cli import Cli, assert_refused, state, write_key
 from tests.helpers.keys import GPG_BATCH, fingerprints, fingerprints_in, make_gpg_key, make_gpg_user, run
 
 MEMBER_FIELDS = {"email", "name", "fingerprint", "mode", "role", "state", "paused", "bounce_paused", "key_expires", "bounces", "added",
-                 "previous_fingerprints"}
+                 "previous_fingerprints", "probation"}
 
 
 def member_list(cli: Cli, address: str = "news@example.org") -> list[dict]:

@@ -3,6 +3,7 @@ blank; an operator's HOME/templates/ overrides the shipped ones."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from email import policy
 from email.parser import BytesParser
@@ -186,6 +187,7 @@ def test_every_shipped_template_is_exercised_here():
               "notice-quarantined.txt.j2", "notice-member-left.txt.j2", "request-reply.txt.j2", "notice-admin-changes.txt.j2",
               "notice-owner.txt.j2", "sendkey-reply.txt.j2",
               "notice-key-expiring.txt.j2", "notice-keys-expiring.txt.j2", "notice-missed-posts.txt.j2",
+              "notice-held.txt.j2", "notice-held-rejected.txt.j2", "notice-held-reminder.txt.j2",
               *KEY_CHANGE_TEMPLATES, *JOIN_TEMPLATES}
     assert {p.name for p in shipped_templates().iterdir()} == tested
 
@@ -260,3 +262,16 @@ def test_an_invitation_tells_the_invitee_their_challenge_and_the_admins_only_the
     assert "dana@example.org" in approve and "1" * 40 in approve
     joined = Templates().render("notice-joined.txt.j2", list=NEWS, invitation=invitation, member=ALICE)
     assert joined.startswith(f"Subject: {ALICE.name} joined News") and "approved by Bob" in joined
+
+
+def test_the_held_notices_name_the_id_the_commands_and_the_reason_never_an_address():
+    templates = Templates()
+    held = templates.render("notice-held.txt.j2", list=NEWS, member=replace(ALICE, probation=True),
+                            qid="0123456789ab", kind="post")
+    assert held.startswith("Subject: A post by Alice waits for you (held 0123456789ab)\n\n")
+    assert "x-approve: 0123456789ab" in held and "because they are on probation" in held
+    assert ALICE.email not in held
+    rejected = templates.render("notice-held-rejected.txt.j2", list=NEWS, reason="off topic")
+    assert "Their reason: off topic" in rejected
+    reminder = templates.render("notice-held-reminder.txt.j2", list=NEWS, expired=[], waiting=[], shown=[])
+    assert reminder.startswith("Subject: Held posts on news@example.org: 0 waiting, 0 discarded\n\n")

@@ -25,7 +25,7 @@ from . import App, echo_json, json_option, main, pass_app
 EXPIRY_WARNING_DAYS = 30
 
 MEMBER_FIELDS = ("email", "name", "fingerprint", "mode", "role", "state", "paused", "bounce_paused", "key_expires", "bounces",
-                 "added", "previous_fingerprints")
+                 "added", "previous_fingerprints", "probation")
 
 
 @main.group("member")
@@ -251,14 +251,16 @@ def member_remove(app: App, list_address: str, email: str) -> None:
 @click.option("--name", help="New pseudonym.")
 @click.option("--key", "key_file", type=key_path,
               help="Pin a new key (replaces the old one), or apply a revocation of the pinned key.")
+@click.option("--probation", type=click.Choice(["on", "off"]),
+              help="Put the member on probation (their posts are held for an admin), or end it.")
 @pass_app
 def member_set(app: App, list_address: str, email: str, mode: str | None, role: str | None,
-               name: str | None, key_file: Path | None) -> None:
+               name: str | None, key_file: Path | None, probation: str | None = None) -> None:
     """Change a member's mode, role, pseudonym or key."""
     list_address = normalise_list_address(list_address)
     email = normalise_address(email, "member address")
-    if not any(v is not None for v in (mode, role, name, key_file)):
-        raise UsageError("Nothing to change; give --mode, --role, --name or --key.")
+    if not any(v is not None for v in (mode, role, name, key_file, probation)):
+        raise UsageError("Nothing to change; give --mode, --role, --name, --key or --probation.")
     data = _read_key(key_file, MAX_KEY_BYTES) if key_file else None
     old_fingerprint = None
     pinning = reactivated = False
@@ -279,6 +281,7 @@ def member_set(app: App, list_address: str, email: str, mode: str | None, role: 
                 mode=mode or member.mode,
                 role=role or member.role,
                 name=unique_pseudonym(tx, list_address, name, email) if name is not None else member.name,
+                probation=member.probation if probation is None else probation == "on",
             )
             if staged is not None:
                 key = single_key(staged, revoked, pinned=member.fingerprint)
@@ -360,6 +363,6 @@ def member_list(app: App, list_address: str, as_json: bool) -> None:
                f"{'KEY EXPIRES':<20} FINGERPRINT")
     for m in members:
         click.echo(
-            f"{m.email:<32} {m.name:<20} {m.mode + ('*' if m.paused else ''):<9} {m.role:<6} {_standing(m):<13} {m.bounces:>7}  "
+            f"{m.email:<32} {m.name:<20} {m.mode + ('*' if m.paused else '') + ('?' if m.probation else ''):<9} {m.role:<6} {_standing(m):<13} {m.bounces:>7}  "
             f"{m.key_expires or 'never':<20} {m.fingerprint}"
         )

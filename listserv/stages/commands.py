@@ -107,6 +107,13 @@ COMMANDS = (
     Command("approve-join", "CODE", "admin",
             "Pin an invitee who confirmed, with the approval code of the notice the admins got; check the "
             "fingerprint with them out of band first.", (1, 8)),
+    Command("held", "", "admin", "The held posts that wait for a decision: id, kind, pseudonym, why, since when."),
+    Command("approve", "ID", "admin",
+            "A held post goes out exactly as it would have (its signature judged at its arrival).", (1, 1)),
+    Command("reject", "ID [REASON]", "admin",
+            "A held post does not go out; its poster gets an encrypted notice with the reason.", (1, 99)),
+    Command("discard", "ID", "admin", "A held post does not go out, and nobody is told.", (1, 1)),
+    Command("release", "EMAIL", "admin", "Ends a member's probation: their posts go out without waiting.", (1, 1)),
 )
 MAX_KEY_ATTACHMENT = 512 * 1024  # as `member add --key`'s limit (listserv.keyring.MAX_KEY_BYTES)
 BY_KEYWORD = {command.keyword: command for command in COMMANDS}
