@@ -121,10 +121,11 @@ def keep_post(holds: Holds, outbox, templates, roster: Roster, job: Job, opened)
     """The worker's hold: a post listserv.stages.hold says must wait is kept, the admins told
     (the notice, with the post attached, is built only then)."""
     signer = roster.by_fingerprint.get(opened.signer)
-    reason = held_for(signer, job.kind)
+    reason = held_for(signer, job.kind, roster.mailing_list)
     if reason is None:
         return None
     from .notices import held  # the fan-out machinery, only for a post that is held
 
     return holds.keep(job, reason, signer,
-                      lambda: outbox.notices([held(templates, roster, job, signer, opened.content)], after=job.qid))
+                      lambda: outbox.notices([held(templates, roster, job, signer, opened.content, reason)],
+                                                     after=job.qid))

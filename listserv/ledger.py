@@ -465,6 +465,14 @@ def _one(tx, events: Store, keys: _Keys, ml: MailingList, member: Member, line, 
         changes.append(f"set {target.name} <{target.email}>: name {changed.name}, mode {changed.mode}, "
                        f"role {changed.role}{pinned}")
         return f"{changed.name} <{changed.email}>: mode {changed.mode}, role {changed.role}{pinned}."
+    if keyword == "emergency":
+        wanted = args[0].lower() == "on"
+        if bool(tx.require_list(ml.address).option("emergency")) == wanted:
+            raise UsageError(f"The emergency is already {args[0].lower()}.")
+        set_option(tx, ml.address, "emergency", args[0].lower())
+        changes.append(f"switched the emergency {'on: every post is held' if wanted else 'off'}")
+        return (f"The emergency is on: every post to {ml.address} is held for the admins; admins' urgent alerts "
+                "still go out at once." if wanted else f"The emergency is off: posts to {ml.address} go out again.")
     if keyword == "set-option":
         option, _, value = line.rest.partition(" ")
         option = option.strip().rstrip(",").lower()

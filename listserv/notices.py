@@ -193,12 +193,13 @@ def join_notices(templates: Templates, roster: Roster, told: tuple[Joined, ...],
     return found
 
 
-def held(templates: Templates, roster: Roster, job, member: Member | None, content: bytes) -> Notice | None:
+def held(templates: Templates, roster: Roster, job, member: Member | None, content: bytes,
+         reason: str = "probation") -> Notice | None:
     """The admins hear that a post waits for them (listserv.holds): its id, who, why, and the
     post itself attached, so they can judge it (encrypted to each admin, as every notice)."""
     return notice(templates, roster.mailing_list, roster.admins, "notice-held.txt.j2",
                   attachments=(("held.eml", "message/rfc822", content),), automatic="auto-generated",
-                  qid=job.qid, member=member, kind=str(job.kind))
+                  qid=job.qid, member=member, kind=str(job.kind), reason=reason)
 
 
 def held_rejected(templates: Templates, roster: Roster, rejected: tuple[tuple[str, str], ...]) -> list[Notice | None]:

@@ -129,6 +129,17 @@ OPTIONS: dict[str, Option] = {
         Option("join_approval", _choice("admin", "none"), "admin", "admin|none",
                "Whether an invitee who joined (x-join, then x-confirm with the challenge sent to their key) "
                "also needs an admin's x-approve-join before they are pinned (docs/moderation.md)."),
+        # The switch for a list under attack (docs/moderation.md): admins can still warn everyone.
+        Option("emergency", _bool, False, "bool",
+               "While on, every post is held for the admins; urgent alerts from admins still go out at once. "
+               "Switched by x-emergency (every admin is told, and by whom) or `list set`."),
+        Option("post_senders", _choice("members", "admins"), "members", "members|admins",
+               "Who may post: on a newsletter list only admins post, and every member receives "
+               "(docs/moderation.md). alert_senders is set apart."),
+        # Off by default: on a newsletter, every subscriber's reply would wait in the admins' queue.
+        Option("hold_refused_posts", _bool, False, "bool",
+               "With post_senders = admins: a post by a member who may not post is held for the admins "
+               "instead of refused with the uniform 550."),
         # For these groups a mailbox that refuses mail for good may be a seized account.
         Option("bounce_pause", _bool, True, "bool",
                "Pause delivery to a member at the first permanent failure (5.x.x) of their mailbox and tell "

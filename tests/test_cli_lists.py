@@ -25,7 +25,8 @@ LIST_FIELDS = {"address", "name", "fingerprint", "urgent_address", "request_addr
 OPTION_NAMES = {"name", "subject_prefix", "require_encryption", "alert_senders", "digest_schedule",
                 "max_message_size_kb", "max_signature_age", "footer", "missed_notice",
                 "key_change_approval", "announce_key_changes", "join_approval", "bounce_pause",
-                "new_member_probation", "max_days_to_hold"}
+                "new_member_probation", "max_days_to_hold",
+                "emergency", "post_senders", "hold_refused_posts"}
 
 
 # -- init and the home ------------------------------------------------------------------------
@@ -97,6 +98,7 @@ def test_list_create_prints_the_fingerprint_and_show_reports_it(cli):
         "max_signature_age": "7d", "footer": "", "missed_notice": True,
         "key_change_approval": "admin", "announce_key_changes": True, "join_approval": "admin",
         "bounce_pause": True, "new_member_probation": False, "max_days_to_hold": 7,
+        "emergency": False, "post_senders": "members", "hold_refused_posts": False,
     }
 
 

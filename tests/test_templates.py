@@ -267,10 +267,13 @@ def test_an_invitation_tells_the_invitee_their_challenge_and_the_admins_only_the
 def test_the_held_notices_name_the_id_the_commands_and_the_reason_never_an_address():
     templates = Templates()
     held = templates.render("notice-held.txt.j2", list=NEWS, member=replace(ALICE, probation=True),
-                            qid="0123456789ab", kind="post")
+                            qid="0123456789ab", kind="post", reason="probation")
     assert held.startswith("Subject: A post by Alice waits for you (held 0123456789ab)\n\n")
     assert "x-approve: 0123456789ab" in held and "because they are on probation" in held
     assert ALICE.email not in held
+    emergency = templates.render("notice-held.txt.j2", list=NEWS, member=ALICE, qid="0123456789ab", kind="post",
+                                 reason="emergency")
+    assert "because the list's emergency is on" in emergency and "probation" not in emergency
     rejected = templates.render("notice-held-rejected.txt.j2", list=NEWS, reason="off topic")
     assert "Their reason: off topic" in rejected
     reminder = templates.render("notice-held-reminder.txt.j2", list=NEWS, expired=[], waiting=[], shown=[])

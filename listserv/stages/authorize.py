@@ -31,6 +31,7 @@ from .. import mime
 from ..errors import CommandsInPost, Unauthorized
 from ..model import Kind, MailingList, Member, PendingKey, Roster
 from ..options import duration_seconds
+from .hold import may_post
 from .commands import holds_only, looks_like_request
 from .open import Opened
 from .route import URGENT, Route
@@ -78,6 +79,8 @@ def authorize(opened: Opened, route: Route, mailing_list: MailingList,
     if route.kind == Kind.ALERT and mailing_list.option("alert_senders") == "admins" \
             and member.role != "admin":
         raise Unauthorized("alert-not-allowed", signer=opened.signer)
+    if route.kind == Kind.POST and not may_post(member, mailing_list) and not mailing_list.option("hold_refused_posts"):
+        raise Unauthorized("post-not-allowed", signer=opened.signer)
     return Authorized(member, addressing.addresses)
 
 

@@ -113,6 +113,9 @@ COMMANDS = (
     Command("reject", "ID [REASON]", "admin",
             "A held post does not go out; its poster gets an encrypted notice with the reason.", (1, 99)),
     Command("discard", "ID", "admin", "A held post does not go out, and nobody is told.", (1, 1)),
+    Command("emergency", "on|off", "admin",
+            "Switches the emergency: while on, every post is held for the admins, and admins' urgent alerts "
+            "still go out at once; every admin is told who switched it (docs/moderation.md).", (1, 1), ("on", "off")),
     Command("release", "EMAIL", "admin", "Ends a member's probation: their posts go out without waiting.", (1, 1)),
 )
 MAX_KEY_ATTACHMENT = 512 * 1024  # as `member add --key`'s limit (listserv.keyring.MAX_KEY_BYTES)
