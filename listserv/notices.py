@@ -193,6 +193,12 @@ def join_notices(templates: Templates, roster: Roster, told: tuple[Joined, ...],
     return found
 
 
+def emergency(templates: Templates, roster: Roster, on: bool) -> Notice | None:
+    """The admins hear that the emergency was switched on the server (`list set`); a signed
+    x-emergency is told as every admin's change is, naming who sent it."""
+    return to_admins(templates, roster, "notice-emergency.txt.j2", on=on)
+
+
 def held(templates: Templates, roster: Roster, job, member: Member | None, content: bytes,
          reason: str = "probation") -> Notice | None:
     """The admins hear that a post waits for them (listserv.holds): its id, who, why, and the

@@ -189,7 +189,7 @@ class Transaction:
         """Add many members at once (`member import`): the same checks as add_member, with
         indexes built once and one insert, so 10,000 keys cost seconds, not an hour.
         Returns each member with None (added) or the reason it was refused."""
-        self.require_list(list_address)
+        probation = self.require_list(list_address).option("new_member_probation")
         mine = [doc for doc in self._raw("members") if doc["list"] == list_address]
         emails = {doc["email"] for doc in mine}
         pinned = {doc["fingerprint"] for doc in mine}
@@ -207,7 +207,8 @@ class Transaction:
                 emails.add(member.email)
                 pinned.add(member.fingerprint)
             results.append((member, reason))
-        self._members.insert_multiple(m.as_dict() for m, reason in results if reason is None)
+        self._members.insert_multiple({**m.as_dict(), "probation": m.probation or probation}
+                                      for m, reason in results if reason is None)
         return results
 
     def update_member(self, member: Member) -> None:

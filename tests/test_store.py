@@ -200,3 +200,11 @@ def test_a_member_an_older_version_stored_as_key_revoked_is_suspended(tmp_path):
     with store.transaction() as tx:
         tx.update_member(carol)
     assert '"key-revoked"' not in path.read_text()
+
+
+def test_members_imported_while_new_member_probation_is_on_start_on_probation(tmp_path):
+    store = Store(tmp_path / "lists.json")
+    with store.transaction() as tx:
+        tx.add_list(MailingList("news@example.org", "News", "F" * 40, options={"new_member_probation": True}))
+        tx.add_members("news@example.org", [Member("news@example.org", "a@example.org", "A" * 40, "A")])
+    assert [m.probation for m in store.read().members("news@example.org")] == [True]

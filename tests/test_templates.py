@@ -188,6 +188,7 @@ def test_every_shipped_template_is_exercised_here():
               "notice-owner.txt.j2", "sendkey-reply.txt.j2",
               "notice-key-expiring.txt.j2", "notice-keys-expiring.txt.j2", "notice-missed-posts.txt.j2",
               "notice-held.txt.j2", "notice-held-rejected.txt.j2", "notice-held-reminder.txt.j2",
+              "notice-emergency.txt.j2",
               *KEY_CHANGE_TEMPLATES, *JOIN_TEMPLATES}
     assert {p.name for p in shipped_templates().iterdir()} == tested
 
@@ -278,3 +279,10 @@ def test_the_held_notices_name_the_id_the_commands_and_the_reason_never_an_addre
     assert "Their reason: off topic" in rejected
     reminder = templates.render("notice-held-reminder.txt.j2", list=NEWS, expired=[], waiting=[], shown=[])
     assert reminder.startswith("Subject: Held posts on news@example.org: 0 waiting, 0 discarded\n\n")
+
+
+def test_the_emergency_notice_says_which_way_it_was_switched_and_where():
+    on = Templates().render("notice-emergency.txt.j2", list=NEWS, on=True)
+    assert on.startswith("Subject: The emergency on News is on\n\n") and "Every post is now held" in on
+    off = Templates().render("notice-emergency.txt.j2", list=NEWS, on=False)
+    assert off.startswith("Subject: The emergency on News is off\n\n") and "Posts go out again" in off

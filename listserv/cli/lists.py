@@ -106,8 +106,15 @@ def list_set(app: App, address: str, option: str, value: str) -> None:
     """Set OPTION of the list to VALUE (see docs/options.md)."""
     address = normalise_list_address(address)
     with app.store.transaction() as tx:
+        before = tx.require_list(address).option(option) if option == "emergency" else None
         _, parsed = set_option(tx, address, option, value)
     click.echo(f"{address}: {option} = {parsed!r}")
+    if option == "emergency" and parsed != before:  # every admin hears of it, as of a signed x-emergency
+        from ..notices import emergency
+
+        ctx = app.context
+        for job in ctx.outbox.notices([emergency(ctx.templates, ctx.roster(address), bool(parsed))]):
+            click.echo(f"notice to the admins of {address} queued as {job.qid}")
 
 
 @list_group.command("delete")

@@ -96,6 +96,12 @@ def test_in_an_emergency_posts_wait_and_only_an_admins_alert_goes_out_at_once(si
 
     assert "The emergency is off" in ask(site, rita, "x-emergency: off")
     assert send(site, alice, LIST, "All clear.").startswith("fanned-out")
+    # Switched on the server: every admin hears of that too.
+    before = len(sink.messages)
+    assert "notice to the admins of news@example.org queued as" in cli.ok("list", "set", LIST, "emergency", "on").stdout
+    admins_told(site, before, rita, "was switched on on the server")
+    assert "queued" not in cli.ok("list", "set", LIST, "emergency", "on").stdout  # no change, no notice
+    cli.ok("list", "set", LIST, "emergency", "off")
 
 
 def test_a_newsletter_takes_posts_from_admins_only(site, people):
