@@ -103,6 +103,8 @@ def command_lines(key: str) -> dict[str, list[str]]:
         "listserv rejections": ["rejections", LIST],
         "listserv requests": ["requests", LIST],
         "listserv keys pending": ["keys", "pending", LIST],
+        "listserv held": ["held", LIST],
+        "listserv invite": ["invite", LIST],
         "listserv mta postfix": ["mta", "postfix"],
         "listserv mta systemd": ["mta", "systemd"],
     }
