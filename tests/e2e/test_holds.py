@@ -132,3 +132,21 @@ def test_member_list_shows_probation_and_member_set_ends_it(site, people):
     assert f"{people['sally'].email}" in cli.ok("member", "list", LIST).stdout
     cli.ok("member", "set", LIST, people["sally"].email, "--probation", "off")
     assert not any(m["probation"] for m in json.loads(cli.ok("member", "list", LIST, "--json").stdout))
+
+
+def test_a_held_post_whose_sender_was_removed_since_cannot_be_approved(site, people):
+    """Removed (or suspended) after the hold: approving it is refused and says why; the post
+    stays held for a reject or discard, and nobody gets it."""
+    cli, list_key, fingerprint = site
+    alice, bob, sally = people["alice"], people["bob"], people["sally"]
+    with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
+        assert submit(proc.port, LIST, mf.post(sally, list_key, body="held, then gone"))[0] == 250
+        [notice] = sink.wait_for(1)
+        held, _ = held_id(notice, bob, list_key, fingerprint)
+        cli.ok("member", "remove", LIST, sally.email)
+        assert submit(proc.port, REQUEST, request(bob, list_key, f"x-approve: {held}"))[0] == 250
+        [reply] = sink.wait_for(2)[1:]
+        text = " ".join(text_of(read_reply(reply, bob, list_key, fingerprint)[1]).split())
+    assert "is no longer a member in good standing; it cannot go out." in text and "Nothing was done." in text
+    assert [h["id"] for h in json.loads(cli.ok("held", LIST, "--json").stdout)] == [held]
+    assert not to(sink.messages, alice)
