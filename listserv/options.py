@@ -145,6 +145,14 @@ OPTIONS: dict[str, Option] = {
                "Pause delivery to a member at the first permanent failure (5.x.x) of their mailbox and tell "
                "the admins; they resume with x-resume signed by their key (docs/moderation.md). When false, "
                "such failures are only counted."),
+        # A statement signed by the list key speaks for the whole group (docs/verify.md): one
+        # stolen admin key should not be enough to put words in its mouth.
+        Option("statement_signers", _choice("admins", "members"), "admins", "admins|members",
+               "Who may ask the list to sign a statement with x-sign-this (docs/verify.md). Members on "
+               "probation never may."),
+        Option("statement_quorum", _positive_int, 1, "integer",
+               "How many different signers (statement_signers) must send the same statement within 48 hours "
+               "before the list signs it; each of them then gets it signed."),
     )
 }
 

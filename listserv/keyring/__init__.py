@@ -492,6 +492,22 @@ class Keyring:
             raise CryptoError(f"GnuPG failed to sign (exit {result.returncode}).")
         return result.output
 
+    def clearsign_statement(self, signer: str, text: bytes, list_address: str) -> bytes:
+        """`text` clearsigned by exactly the key `signer`, with the statement notation."""
+        return self._statement(signer, text, list_address, "--clearsign")
+
+    def sign_statement_detached(self, signer: str, data: bytes, list_address: str) -> bytes:
+        """A binary detached signature of `data` by exactly `signer`, with the statement notation."""
+        return self._statement(signer, data, list_address, "--detach-sign")
+
+    def _statement(self, signer: str, data: bytes, list_address: str, how: str) -> bytes:
+        notation = f"statement@{list_address.rpartition('@')[2]}={list_address}"
+        args = ["--local-user", f"{signer}!", "--digest-algo", "SHA512", "--sig-notation", notation, how]
+        result, lines = self._run("sign a statement", args, data)
+        if result.returncode != 0 or not any(line.keyword == "SIG_CREATED" for line in lines):
+            raise CryptoError(f"GnuPG failed to sign (exit {result.returncode}).")
+        return result.output
+
     def encryption_keys(self, fingerprints: list[str]) -> dict[str, dict[str, str]]:
         """The keys among `fingerprints` that can encrypt now, each with the ids of its
         encryption keys (key id -> primary fingerprint).
