@@ -415,6 +415,8 @@ def _one(tx, events: Store, keys: _Keys, ml: MailingList, member: Member, line, 
         return "\n".join(help_lines(member, tx.require_list(ml.address)))
     if keyword == "status":
         return _status(tx.require_member(ml.address, member.email))
+    if keyword == "statements":
+        return "\n".join(statements.shown(tx.statements(ml.address))) or "No statements."
     if keyword == "get-listkey":
         return f"The list's key ({fingerprint_format(ml.fingerprint)}) is attached."
     if keyword == "mode":

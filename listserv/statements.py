@@ -65,6 +65,16 @@ def ask(tx, mailing_list: MailingList, member: Member, statement: Statement, now
                  f"had the statement {statement.short} signed by the list key (asked for by {', '.join(names)})", names)
 
 
+def shown(records: list[dict]) -> list[str]:
+    """The rounds, most recent first, one line each: `listserv statements` and x-statements."""
+    rows = []
+    for r in reversed(records):
+        state = f"signed {iso(r['signed'])}" if r["signed"] else f"waiting since {iso(r['first'])}"
+        names = ", ".join(dict.fromkeys(name for name, _ in r["asked"]))
+        rows.append(f"sha256:{r['digest'][:16]}  {state}  quorum {r['quorum']}  asked by {names}")
+    return rows
+
+
 def sign(keyring: Keyring, mailing_list: MailingList, statement: Statement) -> tuple[tuple[str, str, bytes], ...]:
     """The signed statement as the reply's attachments: the text clearsigned, each file with its
     detached signature NAME.sig -- each carrying the statement notation (docs/verify.md)."""

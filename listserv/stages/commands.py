@@ -121,6 +121,8 @@ COMMANDS = (
             "The text after the commands (and each file attached) signed by the list key, as a statement anyone "
             "can check came from the group (docs/verify.md): for the admins, or the members when "
             "statement_signers says so; with statement_quorum k, once k of them sent the same within 48 hours."),
+    Command("statements", "", "admin",
+            "The list's statements, most recent first: digest, signed or waiting, who asked (never the text)."),
 )
 MAX_KEY_ATTACHMENT = 512 * 1024  # as `member add --key`'s limit (listserv.keyring.MAX_KEY_BYTES)
 BY_KEYWORD = {command.keyword: command for command in COMMANDS}

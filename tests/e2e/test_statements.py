@@ -135,6 +135,9 @@ def test_with_quorum_two_one_admin_alone_gets_nothing_signed_two_get_it_and_anyo
     # The record holds the digest, who asked and when -- never the text.
     [round_] = [r for r in json.loads((cli.home / "data" / "listserv.json").read_text())["statements"].values()]
     assert [name for name, _ in round_["asked"]] == ["Alice", "Bob"] and round_["signed"]
+    shown = cli.ok("statements", LIST).stdout
+    assert "signed" in shown and "quorum 2" in shown and "asked by Alice, Bob" in shown
+    assert "news_alt_44" not in shown
     for path in cli.home.rglob("*"):
         if path.is_file():
             assert b"news_alt_44" not in path.read_bytes(), path
@@ -151,3 +154,4 @@ def test_different_texts_do_not_add_up_and_a_member_may_not_ask(site):
     assert "nothing was done" in refused.lower() and not files(inner)
     empty, _ = ask(site, carol, "")
     assert "There is no text to sign" in empty
+    assert cli("statements", "tips@example.org").exit_code == 3
