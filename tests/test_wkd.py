@@ -143,6 +143,19 @@ def test_a_second_export_replaces_the_first_and_a_deleted_lists_files_go(cli, si
     assert set(tree(out)) == expected_files({"news@example.org": site["news@example.org"]}, "direct")
 
 
+def test_without_the_kernels_exchange_the_export_is_replaced_by_two_renames(cli, site, tmp_path, monkeypatch):
+    """Where renameat2 cannot exchange two names (another C library, another filesystem)."""
+    from listserv import durable
+
+    out = tmp_path / "wkd"
+    cli.ok("wkd", "export", str(out))
+    cli.ok("list", "delete", "board@lists.example.net", "--yes")
+    monkeypatch.setattr(durable, "_exchange", lambda first, second: False)
+    cli.ok("wkd", "export", str(out))
+    assert set(tree(out)) == expected_files({"news@example.org": site["news@example.org"]}, "advanced")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "wkd"]
+
+
 def test_a_failed_export_leaves_the_previous_one_as_it_was(cli, site, tmp_path):
     out = tmp_path / "wkd"
     cli.ok("wkd", "export", str(out))

@@ -15,7 +15,7 @@ def wkd_group() -> None:
     """The lists' keys for a Web Key Directory, which mail clients ask by address (docs/wkd.md)."""
 
 
-@wkd_group.command("export")
+@wkd_group.command("export", short_help="Write the lists' keys into DIR as a Web Key Directory.")
 @click.argument("directory", metavar="DIR", type=click.Path(path_type=Path))
 @click.option("--method", type=click.Choice(wkd.METHODS), default=wkd.ADVANCED, show_default=True,
               help="advanced: DIR is the web root of every openpgpkey.DOMAIN host; "
