@@ -122,7 +122,8 @@ def plan(lists: Iterable[MailingList], keyring: Keyring, method: str) -> Plan:
     the user ids `MailingList.key_user_ids` gives its key) the key with that user id alone, and
     an empty policy file for each domain (no policy flags: nobody submits keys here). An address
     whose user id the key lacks or has revoked is left out and said so."""
-    _root("example.org", method)  # an unknown method is refused before gpg runs
+    if method not in METHODS:  # refused before gpg runs
+        raise UsageError(f"'{method}' is not a WKD method; use one of {', '.join(METHODS)}.")
     files: dict[PurePosixPath, bytes] = {}
     published, skipped = [], []
     for mailing_list in sorted(lists, key=lambda ml: ml.address):
