@@ -108,6 +108,7 @@ def command_lines(key: str) -> dict[str, list[str]]:
         "listserv invite": ["invite", LIST],
         "listserv mta postfix": ["mta", "postfix"],
         "listserv mta systemd": ["mta", "systemd"],
+        "listserv wkd export": ["wkd", "export", str(Path(key).parent / "wkd-export")],
     }
 
 

@@ -334,6 +334,33 @@ class Keyring:
         result, _ = self._run("export keys", args)
         return result.output
 
+    def export_user_id(self, fingerprint: str, address: str) -> bytes | None:
+        """The public key `fingerprint`, binary, with its self-signatures only and with the one
+        user id of `address` (not revoked) -- what a Web Key Directory serves for that address
+        (listserv.wkd) -- or None when the key has no valid user id for it. gpg's filter picks
+        the user id; what it wrote is read back before it is trusted: one key, that key, one
+        user id, of that address. KeyProblem when the key is not in the keyring."""
+        fingerprint = check_fingerprint(fingerprint)
+        if "&&" in address or "||" in address or not address.strip():
+            raise KeyProblem(f"GnuPG's export filter cannot name the address {address}.")
+        # `=` compares without regard to case, as mail clients look up an address.
+        wanted = f"keep-uid=mbox = {address} && revoked -f"
+        result, _ = self._run("export a key", ["--export-options", "export-minimal", "--export-filter", wanted,
+                                               "--export", "--", fingerprint])
+        if result.returncode != 0 or not result.output:
+            raise KeyProblem(f"The key {fingerprint} is not in the keyring.")
+        shown, _ = self._run("read the exported key", [*_LIST, "--import-options", "show-only", "--import"],
+                             result.output)
+        keys = listing.parse(shown.output)
+        if [key.fingerprint for key in keys] != [fingerprint]:
+            raise CryptoError(f"GnuPG exported something other than the key {fingerprint}.")
+        uids = keys[0].uids
+        if not uids:
+            return None  # gpg leaves a key with no user id when none matched
+        if len(uids) != 1 or split_user_id(uids[0])[1].lower() != address.lower():
+            raise CryptoError(f"GnuPG exported the key {fingerprint} with user ids other than {address}'s.")
+        return result.output
+
     def import_keys(self, data: bytes) -> list[str]:
         """Import `data` (self-signatures only); the fingerprints gpg reports it took in."""
         result, lines = self._run("import keys", [*IMPORT_FILTER, "--import"], data)
