@@ -186,3 +186,17 @@ def test_a_notice_to_many_carries_the_headers_once_in_its_shared_envelope_with_o
     assert head["OpenPGP"] == f"id={mailing_list.fingerprint}; preference=signencrypt"
     assert b"Autocrypt-Gossip" not in prefix
     ctx.keyring.stop_agent()
+
+
+def test_a_from_the_key_has_no_user_id_for_gets_the_openpgp_header_only(cli, news):
+    home = Home(cli.home)
+    ctx = Context.open(home)
+    mailing_list = ctx.store.read().require_list(news)
+    run(["gpg", "--homedir", str(home.keys), "--batch", "--quick-revoke-uid", mailing_list.fingerprint,
+         "News <news-owner@example.org>"])
+    for sender in ("news-owner@example.org", "someone@example.net"):  # a revoked user id; not the list's
+        out = ctx.outbox.with_key_headers(mailing_list, f"From: News <{sender}>\r\nTo: x@example.net\r\n\r\nbody".encode())
+        assert out == f"From: News <{sender}>\r\nTo: x@example.net\r\n".encode() \
+            + autocrypt.openpgp(mailing_list.fingerprint).encode() + b"\r\n\r\nbody"
+    assert b"Autocrypt: addr=news@example.org;" in ctx.outbox.with_key_headers(mailing_list, b"From: news@example.org\r\n\r\n")
+    ctx.keyring.stop_agent()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tests.helpers import mail as mf
 from tests.helpers.cli import make_site, write_key
-from tests.helpers.members_clients import decrypt, encrypted_part
+from tests.helpers.members_clients import decrypt, encrypted_part, verify_reply
 from tests.helpers.server import ServeProcess
 from tests.helpers.sink import Sink
 from tests.helpers.smtp import submit
@@ -128,6 +128,8 @@ def test_every_kind_of_mail_the_list_sends_carries_its_key_for_its_from_address_
         assert outer["From"].addresses[0].addr_spec == sender, kind
         if kind == "sendkey reply":
             assert outer.get_content_type() == "multipart/signed" and copy.mail_from in ("", "<>")
+            (tmp_path / "verify").mkdir()  # the headers added on top leave the list's signature good
+            verify_reply(copy.data, list_key, fingerprint, tmp_path / "verify")
             continue
         inner = inner_of(copy, users[copy.rcpt_tos[0]], list_key, fingerprint)
         if kind == "digest":
