@@ -101,7 +101,7 @@ OPTIONS: dict[str, Option] = {
         # 7000 KiB, not 10240: a copy is larger than its post (armor adds a third, then
         # headers and footer), and a relay refuses what is over its own limit. Postfix's
         # default message_size_limit is 10,240,000 bytes; listserv.sizing puts the largest post
-        # whose copies fit under it at 7,190 KiB for a list with the shipped templates, so
+        # whose copies fit under it at 7,185 KiB for a list with the shipped templates, so
         # 7000 leaves room for a longer name, footer or banner. Where the relay announces
         # its limit, the lower of the two applies.
         Option("max_message_size_kb", _positive_int, 7000, "integer",
