@@ -53,7 +53,7 @@ PRIORITY = {Kind.ALERT: 0, Kind.NOTICE: 1, Kind.OWNER: 1, Kind.POST: 2, Kind.REQ
             Kind.SENDKEY: 3}
 
 MODES = ("immediate", "digest")
-ROLES = ("member", "admin")
+ROLES = ("member", "spokesperson", "admin")  # a spokesperson may also resend posts to contacts (listserv.resend)
 # A member's standing. "suspended": a revocation of the pinned key was taken in, so the member
 # may not post or send requests and gets no copy of anything until an admin pins a new key
 # (`member set --key`, or x-set-member with key=). Stores written before the name changed say

@@ -145,6 +145,10 @@ OPTIONS: dict[str, Option] = {
                "Pause delivery to a member at the first permanent failure (5.x.x) of their mailbox and tell "
                "the admins; they resume with x-resume signed by their key (docs/moderation.md). When false, "
                "such failures are only counted."),
+        # Off by default: a plain copy shows what the group said to anyone on its way.
+        Option("resend_unencrypted", _bool, False, "bool",
+               "A resend (x-resend, docs/requests.md) to a contact with no usable key goes out signed by the "
+               "list and not encrypted; when false the whole resend is refused and nothing is sent."),
     )
 }
 

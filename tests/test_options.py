@@ -16,7 +16,7 @@ def test_the_options_the_issue_asks_for_with_their_defaults():
         "digest_schedule": "daily 18:00", "max_message_size_kb": 7000, "max_signature_age": "7d",
         "footer": "", "missed_notice": True, "key_change_approval": "admin", "announce_key_changes": True, "join_approval": "admin",
         "bounce_pause": True, "new_member_probation": False, "max_days_to_hold": 7,
-        "emergency": False, "post_senders": "members", "hold_refused_posts": False,
+        "emergency": False, "post_senders": "members", "hold_refused_posts": False, "resend_unencrypted": False,
     }
     for option in OPTIONS.values():
         assert option.doc and option.kind
