@@ -25,9 +25,7 @@ from .store import Transaction
 def contacts_keyring(data: Path) -> Keyring:
     """The contacts keyring of a home whose data folder is `data` (made on first use). Public
     keys only: gpg never needs an agent here."""
-    home = data / "contacts"
-    home.mkdir(mode=0o700, exist_ok=True)
-    return Keyring(home, "--no-autostart")
+    return Keyring.made(data / "contacts", "--no-autostart")
 
 
 @dataclass

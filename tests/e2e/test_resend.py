@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import mail as mf
 from tests.helpers.cli import make_site, write_key
-from tests.helpers.keys import make_gpg_user, make_rnp_user
+from tests.helpers.keys import fingerprints_in, make_gpg_user, make_rnp_user
 from tests.helpers.members_clients import decrypt, encrypted_part, read_reply, text_of, verify_reply
 from tests.helpers.server import ServeProcess
 from tests.helpers.sink import Sink
@@ -79,10 +79,13 @@ def test_resends_reach_each_contact_under_its_own_key_and_every_refusal_sends_no
     cli.ok("contact", "add", LIST, "plain@paper.example")  # no key
     with Sink() as sink, ServeProcess(cli.home, "--relay", f"127.0.0.1:{sink.port}") as proc:
         # An admin adds the second contact by signed request, its key attached.
-        assert submit(proc.port, REQUEST, request(bob, list_key, [f"x-add-contact: {counsel.email}"],
+        assert submit(proc.port, REQUEST, request(bob, list_key, [f"x-add-contact: {counsel.email}", "x-contacts"],
                                                   [key_part(counsel)]))[0] == 250
         got = sink.wait_for(2)  # the reply, and every admin told of the change
-        assert f"{counsel.email} is a contact" in text_of(read_reply(to(got, bob.email)[0], bob, list_key, fingerprint)[1])
+        replies = [text_of(read_reply(m, bob, list_key, fingerprint)[1]) for m in to(got, bob.email)]
+        [reply] = [t for t in replies if "is a contact" in t]
+        assert f"{counsel.email} is a contact, key {counsel.fingerprint[:4]}" in reply
+        assert re.search(rf"{re.escape(desk.email)}  {desk.fingerprint[:4]} ", reply)  # x-contacts lists both
         seen = len(got)
 
         raw, message_id = resend_post(alice, list_key, f"x-resend: {desk.email}, {counsel.email}")
@@ -135,7 +138,14 @@ def test_resends_reach_each_contact_under_its_own_key_and_every_refusal_sends_no
         seen += 2
         [held] = [m for m in told if "(held " in read_reply(m, bob, list_key, fingerprint)[1]["Subject"]]
         qid = re.search(r"\(held ([0-9a-f]{12})\)", read_reply(held, bob, list_key, fingerprint)[1]["Subject"]).group(1)
-        cli.ok("contact", "remove", LIST, desk.email)
+        assert submit(proc.port, REQUEST, request(bob, list_key, [f"x-remove-contact: {desk.email}"]))[0] == 250
+        told = sink.wait_for(seen + 2)[seen:]  # the reply, and every admin told of the change
+        seen += 2
+        assert any(f"{desk.email} is no longer a contact." in text_of(read_reply(m, bob, list_key, fingerprint)[1])
+                   for m in told)
+        assert desk.fingerprint not in cli.ok("contact", "list", LIST).stdout.replace(" ", "")
+        assert fingerprints_in(cli.home / "data" / "contacts") == {counsel.fingerprint}  # its key left too
+        assert not {desk.fingerprint, counsel.fingerprint} & fingerprints_in(cli.home / "keys")  # never a member's
         assert submit(proc.port, REQUEST, request(bob, list_key, [f"x-approve: {qid}"]))[0] == 250
         proc.wait_log(rf"resend-refused qid={qid} ")
         late = sink.wait_for(seen + 3)[seen:]  # the approval's reply and its notice to the admins; alice's refusal
