@@ -100,7 +100,7 @@ def read_resend(content: bytes, mailing_list: MailingList, poster: Member,
 def resent_line(poster: Member, targets: list[Target] | tuple[Target, ...]) -> str:
     """The line the members read first: who resent it, to which address and key."""
     shown = [f"{t.address} (key {fingerprint_format(t.fingerprint)})" if t.fingerprint
-             else f"{t.address} (signed, not encrypted: no key)" for t in targets]
+             else f"{t.address} (signed, not encrypted: no usable key)" for t in targets]
     return f"[Resent by {poster.name} from the list's address to {', '.join(shown)}.]"
 
 

@@ -130,6 +130,8 @@ def test_resends_reach_each_contact_under_its_own_key_and_every_refusal_sends_no
         assert submit(proc.port, LIST, raw)[0] == 250
         got = sink.wait_for(seen + 4)[seen:]
         seen += 4
+        said = text_of(read_reply(to(got, sally.email)[0], sally, list_key, fingerprint)[1])
+        assert "to plain@paper.example (signed, not encrypted: no usable key)." in said
 
         # Held in an emergency, then approved after its contact was removed: checked again, refused.
         cli.ok("list", "set", LIST, "emergency", "on")  # every admin is told

@@ -84,7 +84,7 @@ def test_resend_unencrypted_lets_a_contact_without_a_usable_key_have_a_plain_cop
     post = content(f"x-list-name: {LIST}", "x-resend: nokey@press.example j@press.example")
     resend = read_resend(post, mailing_list(resend_unencrypted=True), poster(), CONTACTS, set())
     assert [(t.address, t.fingerprint) for t in resend.targets] == [("nokey@press.example", None), ("j@press.example", None)]
-    assert "nokey@press.example (signed, not encrypted: no key)" in text(resend.content).split("\n")[0]
+    assert "nokey@press.example (signed, not encrypted: no usable key)" in text(resend.content).split("\n")[0]
     # still no stranger, even with the option on
     post = content(f"x-list-name: {LIST}", "x-resend: stranger@elsewhere.example")
     assert "is not one of" in read_resend(post, mailing_list(resend_unencrypted=True), poster(), CONTACTS, set()).refused
