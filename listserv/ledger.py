@@ -178,7 +178,7 @@ def count_refused(store: Store, outcome: Outcome) -> dict[int, Counted]:
     """A member the relay refused at RCPT (5xx) bounced, as if their server had reported it to
     the VERP address -- not when the relay refused every recipient of a job of several: that
     is the relay, not the members. By the copy's index in the job."""
-    if outcome.job.kind == Kind.SENDKEY:  # the list's key to someone who asked: no member bounced
+    if outcome.job.kind in (Kind.SENDKEY, Kind.RESEND):  # to someone who is no member: no member bounced
         return {}
     refused = [f for f in outcome.failures if f.reason.startswith("rcpt-5")]
     if outcome.sent == 0 and outcome.copies > 1 and len(refused) == outcome.copies:

@@ -20,7 +20,7 @@ the contact's pinned key only (the fan-out's machinery: the contact's key packet
 the session key, stages.fanout `keys_from`). Without a usable key, and with
 resend_unencrypted on, it is a signed plain copy instead. Its envelope sender is LIST-owner@,
 so a bounce reaches the admins (forwarded like any mail to that address); a copy the relay
-refuses or that expires is told to the admins at settle, as any post's failed copy is.
+refuses or that expires is told to the admins at settle (Kind.RESEND, listserv.settle).
 """
 
 from __future__ import annotations
@@ -97,13 +97,13 @@ class Resends:
             if outbox.outgoing.exists(qid):  # queued before a crash
                 continue
             if target.fingerprint is None:
-                out = outbox.write_plain(qid, ml, Kind.POST, plain_copy(resend, target, ml, outbox.keyring),
+                out = outbox.write_plain(qid, ml, Kind.RESEND, plain_copy(resend, target, ml, outbox.keyring),
                                          target.address, return_path=ml.owner_address)
             else:
                 composed = compose(outside_post(resend, target), ml, Wrapping(""))
                 outsider = Member(ml.address, target.address, target.fingerprint, "contact")
                 fanned = fan_out(composed, [outsider], ml, outbox.keyring, outbox.verp_key, keys_from=self.contacts)
-                out = outbox.write(qid, ml, Kind.POST, replace(fanned, return_path=ml.owner_address))
+                out = outbox.write(qid, ml, Kind.RESEND, replace(fanned, return_path=ml.owner_address))
             if out is None:  # the contact's key stopped working since the check
                 log.error("resend-unsent qid=%s list=%s copy=%d reason=key-unusable", job.qid, ml.address, index)
                 continue

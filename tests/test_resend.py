@@ -10,7 +10,9 @@ import pytest
 
 from listserv.config import Home
 from listserv.context import Context
-from listserv.pipeline import distribute, receive
+from listserv.deliver import Failure, Outcome
+from listserv.model import Kind
+from listserv.pipeline import distribute, receive, settle
 from listserv.spool import Outgoing
 from listserv.stages.route import route
 
@@ -60,3 +62,24 @@ def test_a_crash_after_any_write_neither_loses_nor_doubles_an_outside_copy(tmp_p
     assert copies == {"desk@paper.example": 1, "night@paper.example": 1,
                       people["alice"].email: 1, people["bob"].email: 1}
     assert {out.return_path for out in outgoing.jobs() if out.qid != job.qid} == {"news-owner@example.org"}
+
+
+def test_a_contacts_copy_the_relay_refuses_is_told_to_the_admins_and_counts_no_bounce(tmp_path, people):
+    cli, list_key, _ = make_site(tmp_path, people, {"alice": "immediate", "bob": "immediate"})
+    cli.ok("member", "set", LIST, people["alice"].email, "--role", "spokesperson")
+    cli.ok("member", "set", LIST, people["bob"].email, "--role", "admin")
+    cli.ok("contact", "add", LIST, "plain@paper.example")
+    cli.ok("list", "set", LIST, "resend_unencrypted", "true")
+    body = f"x-list-name: {LIST}\nx-resend: plain@paper.example\n\nOur statement."
+    home = Home(cli.home)
+    receive(mf.post(people["alice"], list_key, body=body), route(LIST, [LIST]), Context.open(home))
+    ctx = Context.open(home)
+    [job] = ctx.spool.submissions()
+    resent = distribute(job, ctx).notices
+    [copy] = [out for out in resent if out.kind == Kind.RESEND]
+    assert copy.return_path == "news-owner@example.org"
+    outcome = Outcome(copy, 1, 0, (Failure(0, "plain@paper.example", "", "rcpt-550-5.1.1"),))
+    [told] = settle(outcome, ctx)
+    assert [r.email for r in Outgoing(ctx.spool).recipients(told)] == [people["bob"].email]
+    assert {m["email"]: m["bounces"] for m in cli.json("member", "list", LIST)} == {
+        people["alice"].email: 0, people["bob"].email: 0}
