@@ -1,5 +1,6 @@
 """The paths a message takes, one stage per line (docs/architecture.md draws the same picture). Only this module, the
-server and the CLI hold the Context; each stage gets the plain values it needs. A Refusal ends a path: `refused` keeps it."""
+server and the CLI hold the Context; each stage gets the plain values it needs. A Refusal ends a path: the listener
+replies with it, and `refused` keeps the reason."""
 
 from __future__ import annotations
 

@@ -111,3 +111,24 @@ def test_rewrite_cuts_the_lines_in_the_first_text_part_of_a_multipart_and_keeps_
     parts = list(out.iter_parts())
     assert parts[0].get_content().replace("\r\n", "\n") == "NOTE\n\nBody text.\n"
     assert parts[1].get_filename() == "a.pdf" and parts[1].get_payload(decode=True) == b"%PDF-"
+
+
+def test_an_outsiders_copy_is_the_lists_own_word_to_them():
+    from listserv.stages.compose import Wrapping, compose
+    from listserv.stages.resend import outside_post
+
+    post = content(f"x-list-name: {LIST}", "x-resend: j@press.example")
+    resend = read_resend(post, mailing_list(subject_prefix="[News]"), poster(), CONTACTS, {KEY_J})
+    composed = compose(outside_post(resend, resend.targets[0]), mailing_list(subject_prefix="[News]"),
+                       Wrapping("FOOTER FOR MEMBERS"))
+    outer = email.message_from_bytes(composed.outer_prefix + composed.outer_suffix, policy=policy.default)
+    inner = email.message_from_bytes(composed.inner, policy=policy.default)
+    for message in (outer, inner):
+        assert message["To"].addresses[0].addr_spec == "j@press.example"
+        assert message["Reply-To"].addresses[0].addr_spec == "news-owner@example.org"
+        assert message["From"].addresses[0].addr_spec == LIST and message["From"].addresses[0].display_name == "News"
+        assert "List-Id" not in message and "Precedence" not in message and "References" not in message
+    assert inner["Subject"] == "Our statement"  # no list prefix for an outsider
+    whole = composed.inner.decode()
+    assert "FOOTER FOR MEMBERS" not in whole and "Alice" not in whole and "m1@alice.example" not in whole
+    assert "The statement." in whole and "x-resend" not in whole
