@@ -2,7 +2,8 @@
 contacts from the list's address, each copy encrypted to that contact's own key (read with gpg
 and with rnp) and signed by the list's, with nothing of the member in it; the members' copies
 say it was resent. Every refusal sends nothing to anyone and tells the poster why; with
-resend_unencrypted a contact without a key gets a signed plain copy. One server run."""
+resend_unencrypted a contact without a key gets a signed plain copy; a held resend goes out only once
+approved, and is checked again then. One server run."""
 
 from __future__ import annotations
 
@@ -133,13 +134,28 @@ def test_resends_reach_each_contact_under_its_own_key_and_every_refusal_sends_no
         said = text_of(read_reply(to(got, sally.email)[0], sally, list_key, fingerprint)[1])
         assert "to plain@paper.example (signed, not encrypted: no usable key)." in said
 
-        # Held in an emergency, then approved after its contact was removed: checked again, refused.
+        # Held in an emergency: resent only once approved -- and checked again then, so the
+        # second, approved after its contact was removed, is refused.
         cli.ok("list", "set", LIST, "emergency", "on")  # every admin is told
-        assert submit(proc.port, LIST, resend_post(alice, list_key, f"x-resend: {desk.email}")[0])[0] == 250
-        told = sink.wait_for(seen + 2)[seen:]
-        seen += 2
-        [held] = [m for m in told if "(held " in read_reply(m, bob, list_key, fingerprint)[1]["Subject"]]
-        qid = re.search(r"\(held ([0-9a-f]{12})\)", read_reply(held, bob, list_key, fingerprint)[1]["Subject"]).group(1)
+        for body in ("First held.", "Second held."):
+            assert submit(proc.port, LIST, resend_post(alice, list_key, f"x-resend: {desk.email}", body=body)[0])[0] == 250
+        told = sink.wait_for(seen + 3)[seen:]
+        seen += 3
+        assert not to(told, desk.email) and not to(told, sally.email)  # nothing out while held
+        ids = {}
+        for m in told:
+            _, inner = read_reply(m, bob, list_key, fingerprint)
+            if "(held " in inner["Subject"]:
+                [attached] = [p for p in inner.walk() if p.get_content_type() == "message/rfc822"]
+                ids["First held." in attached.as_string()] = re.search(r"\(held ([0-9a-f]{12})\)", inner["Subject"]).group(1)
+        first, qid = ids[True], ids[False]
+        assert submit(proc.port, REQUEST, request(bob, list_key, [f"x-approve: {first}"]))[0] == 250
+        approved = sink.wait_for(seen + 6)[seen:]  # the reply and its notice to the admins, desk's copy, 3 members'
+        seen += 6
+        [copy] = to(approved, desk.email)
+        assert "First held." in text_of(email.message_from_bytes(
+            decrypt(desk, encrypted_part(copy.data), list_key, fingerprint), policy=policy.default))
+        assert len(to(approved, sally.email)) == 1
         assert submit(proc.port, REQUEST, request(bob, list_key, [f"x-remove-contact: {desk.email}"]))[0] == 250
         told = sink.wait_for(seen + 2)[seen:]  # the reply, and every admin told of the change
         seen += 2
