@@ -15,7 +15,6 @@ from listserv.model import Kind
 from listserv.pipeline import distribute, receive, settle
 from listserv.spool import Outgoing
 from listserv.stages.route import route
-
 from tests.helpers import mail as mf
 from tests.helpers.cli import make_site, write_key
 from tests.helpers.keys import make_gpg_user

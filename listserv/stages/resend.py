@@ -13,8 +13,8 @@ contact, the lines name another list, or a contact has no key that can be encryp
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
 import secrets
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
