@@ -203,7 +203,7 @@ def command_lines(content: bytes) -> list[tuple[int, str, re.Match]]:
 def statement_text(content: bytes) -> str:
     """What follows the command lines in the first text part: the text x-sign-this signs."""
     lines = _text(content).replace("\r\n", "\n").split("\n")
-    found = _command_lines(content)
+    found = command_lines(content)
     return "\n".join(lines[found[-1][0]:] if found else lines)
 
 
