@@ -30,8 +30,8 @@ class Killed(BaseException):
 def test_a_crash_after_any_write_neither_loses_nor_doubles_an_outside_copy(tmp_path, people, monkeypatch, writes):
     cli, list_key, _ = make_site(tmp_path, people, {"alice": "immediate", "bob": "immediate"})
     cli.ok("member", "set", LIST, people["alice"].email, "--role", "spokesperson")
-    for name in ("desk", "night"):
-        contact = make_gpg_user(tmp_path / name, name.title(), f"{name}@paper.example")
+    for name in ("desk", "night"):  # homes straight under tmp_path: gpg-agent's socket path must stay short
+        contact = make_gpg_user(tmp_path, name.title(), f"{name}@paper.example")
         cli.ok("contact", "add", LIST, contact.email, "--key", write_key(tmp_path, contact))
     body = f"x-list-name: {LIST}\nx-resend: desk@paper.example night@paper.example\n\nOur statement."
     home = Home(cli.home)

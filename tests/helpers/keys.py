@@ -93,6 +93,8 @@ def make_gpg_key(
     expiring `expire`, made at the faked time `at` (as gpg's --faked-system-time reads it: e.g.
     "20240101T000000", or "EPOCH!"); then one encryption subkey per (algo, expire, at) in `subkeys`."""
     home_dir = base / (home or f"gpg-{email}")
+    if len(str(home_dir / "S.gpg-agent.browser")) > 107:  # a Unix socket's path limit
+        raise ValueError(f"gpg home {home_dir} is too deep for gpg-agent's sockets; make it shorter")
     home_dir.mkdir(mode=0o700, parents=True)
 
     def gpg(when: str | None, *args: str) -> subprocess.CompletedProcess:
