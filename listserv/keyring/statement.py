@@ -152,8 +152,11 @@ class _Scratch:
             self.keyring = Keyring(self.folder, "--no-autostart")  # public keys only: no agent
             if len(key) > MAX_KEY_BYTES:
                 raise KeyProblem(f"{source} is larger than {MAX_KEY_BYTES // 1024} KiB; give the list's key alone.")
-            shown, _ = self.keyring._run("read the key file", ["--with-colons", "--import-options", "show-only",
-                                                                "--import"], key)
+            # gpg 2.2 stops ("Fatal: can't open trustdb.gpg") showing a revoked key under the
+            # trust model "always" in a home without a trust database; only showing, the model
+            # does not matter.
+            shown, _ = self.keyring._run("read the key file", ["--trust-model", "pgp", "--with-colons",
+                                                                "--import-options", "show-only", "--import"], key)
             keys = listing.parse(shown.output)
             if any(k.secret for k in keys):
                 raise KeyProblem(f"{source} holds a secret key; give the list's public key.")
