@@ -374,3 +374,13 @@ def test_normalise_makes_one_text_of_what_clients_make_of_it():
         with pytest.raises(UsageError):
             statement.normalise(bad)
     assert statement.notation("News@Example.ORG") == "statement@example.org=news@example.org"
+
+
+def test_the_readers_page_lists_every_reason_with_its_exit():
+    from listserv import errors
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "verify.md").read_text()
+    for cls in (errors.NotSigned, errors.OtherSigner, errors.Altered, errors.Expired, errors.Revoked,
+                errors.NotAStatement, errors.OtherList):
+        assert f"\n| {cls.exit_code} |" in doc, cls.__name__
+    assert "--verify-options show-notations" in doc and "sq verify --signer-cert" in doc
