@@ -8,6 +8,8 @@ atomic, and a directory entry a power cut forgets loses the file with it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import threading
 from pathlib import Path
@@ -63,3 +65,45 @@ def write_synced(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # <fcntl.h>, <linux/fs.h>
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two names in one step (Linux renameat2 RENAME_EXCHANGE); False where the C library
+    or the filesystem cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
+
+
+def replace_directory(new: Path, target: Path) -> Path | None:
+    """Put the directory `new` (a sibling of `target`) at `target`; where the old tree is now,
+    for the caller to delete, or None when there was none. A reader of `target` sees the old
+    tree or the new, never a mix: the two are exchanged in one step where the kernel can, else
+    the old one is renamed away and the new one in (a moment with neither)."""
+    if not os.path.lexists(target):
+        os.rename(new, target)
+        fsync_directory(target.parent)
+        return None
+    if _exchange(new, target):
+        old = new
+    else:
+        old = new.with_name(f"{new.name}.old")
+        os.rename(target, old)
+        try:
+            os.rename(new, target)
+        except OSError:
+            os.rename(old, target)
+            raise
+    fsync_directory(target.parent)
+    return old

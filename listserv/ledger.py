@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 
 from . import keywatch
@@ -22,12 +22,14 @@ from .holds import Held, Holds
 from .keyring import KeyInfo, Keyring, StagedKeys
 from .keyupdate import KEY_COMMANDS, Renewals, key_command, refresh
 from .revocation import Revocation
-from . import invites, rotation
+from . import invites, rotation, statements
 from .membership import key_problem, list_address_problem, require_an_admin_left, set_option, unique_pseudonym
 from .model import (ACTIVE, Kind, MailingList, Member, Rejection, check_mode, check_role, fingerprint_format, iso,
                     normalise_address)
 from .options import OPTIONS
-from .stages.commands import Request, help_lines
+from .stages.commands import Request, attached_keys, help_lines
+from .stages.renew import offered_keys
+from .stages.statement import Statement, read_statement
 from .spool import Job, Spool
 from .stages.authorize import Authorized, replayed
 from .stages.open import Opened
@@ -218,6 +220,8 @@ class Done:
     suspended: bool = False  # the request revoked the requester's key: no reply can be encrypted to it
     rotated: tuple[tuple[str, str], ...] = ()  # (what, key change id): notices listserv.rotation.told makes
     rejected: tuple[tuple[str, str], ...] = ()  # (poster's fingerprint, reason): held posts rejected
+    signed_for: tuple[str, ...] = ()  # x-sign-this met its quorum: the pseudonyms who get the statement
+    signed: tuple[tuple[str, str, bytes], ...] = field(default=(), compare=False)  # its files; never kept
 
     @classmethod
     def of(cls, record: dict) -> Done:
@@ -225,7 +229,7 @@ class Done:
                    record["attach_key"], record["left"], tuple(record.get("changes", ())),
                    tuple(record.get("dropped", ())), record.get("suspended", False),
                    tuple(tuple(r) for r in record.get("rotated", ())),
-                   tuple(tuple(r) for r in record.get("rejected", ())))
+                   tuple(tuple(r) for r in record.get("rejected", ())), tuple(record.get("signed_for", ())))
 
     def record(self, qid: str, list_address: str, keywords: tuple[str, ...]) -> dict:
         return {"qid": qid, "list": list_address, "at": time.time(), "signer": self.requester.fingerprint,
@@ -233,7 +237,8 @@ class Done:
                 "results": [list(r) for r in self.results], "refused": self.refused,
                 "attach_key": self.attach_key, "left": self.left, "changes": list(self.changes),
                 "dropped": list(self.dropped), "suspended": self.suspended,
-                "rotated": [list(r) for r in self.rotated], "rejected": [list(r) for r in self.rejected]}
+                "rotated": [list(r) for r in self.rotated], "rejected": [list(r) for r in self.rejected],
+                "signed_for": list(self.signed_for)}
 
 
 class _LineFailed(Exception):
@@ -243,21 +248,24 @@ class _LineFailed(Exception):
 
 
 def run_request(store: Store, events: Store, keyring: Keyring, qid: str, mailing_list: MailingList,
-                signer: str, request: Request, attachments: tuple[bytes, ...] = (),
-                offered: tuple[bytes, ...] = (), revoked: tuple[Revocation, ...] = (), holds: Holds | None = None) -> Done:
+                signer: str, request: Request, content: bytes = b"", revoked: tuple[Revocation, ...] = (),
+                holds: Holds | None = None) -> Done:
     """Run a request's commands, all of them or none, in one store transaction, once per queue
     id: run again after a crash it gives the outcome it had (a leaver is gone by then). The
     signer must still be a member in good standing, as for a post -- unless the request itself
     carried the revocation of their key (`revoked`, taken in before): then nothing runs, and
-    the Done says so. `offered`: the key data it carries (attached, or in an Autocrypt header),
-    for x-key-update -- or, without that command, taken quietly if it renews the signer's key."""
-    member = None
+    the Done says so. `content`: the request's signed content, for its attached keys, the key
+    data it offers (attached, or in an Autocrypt header) for x-key-update -- or, without that
+    command, taken quietly if it renews the signer's key -- and x-sign-this's statement, signed
+    after the transaction (again on a rerun: the signed files are never kept)."""
+    member, offered = None, offered_keys(content)
+    statement = _statement(request, content)
     renewals = Renewals(keyring, offered)
     try:
         with store.transaction() as tx:
             kept = tx.get_request(qid)
             if kept is not None:
-                return Done.of(kept)
+                return _signed(Done.of(kept), keyring, mailing_list, statement)
             member = tx.member_by_fingerprint(mailing_list.address, signer) or \
                 rotation.confirming_member(tx, mailing_list.address, signer, request.keywords, bool(request.refused))
             if member is None:
@@ -269,7 +277,8 @@ def run_request(store: Store, events: Store, keyring: Keyring, qid: str, mailing
             elif request.refused:
                 done = Done(member, (), request.refused)
             else:
-                done = _run(tx, events, _Keys(keyring, attachments), renewals, mailing_list, member, request, holds)
+                done = _run(tx, events, _Keys(keyring, attached_keys(content)), renewals, mailing_list, member, request,
+                            holds, statement)
             tx.add_request(done.record(qid, mailing_list.address, request.keywords))
     except _LineFailed as failed:  # the transaction is undone: nothing of the request stays
         done = Done(member, (), failed.sentence)
@@ -281,7 +290,25 @@ def run_request(store: Store, events: Store, keyring: Keyring, qid: str, mailing
              ",".join(request.keywords) or "-", "refused" if done.refused else "done")
     if "key-update" not in request.keywords and not (done.left or done.suspended):
         refresh(store, keyring, done.requester, offered)  # a renewed key along with other commands
-    return done
+    return _signed(done, keyring, mailing_list, statement)
+
+
+def _statement(request: Request, content: bytes) -> Statement | UsageError | None:
+    """x-sign-this's statement, or why there is none to sign (its line says so when it runs)."""
+    if "sign-this" not in request.keywords or request.refused:
+        return None
+    if request.keywords.count("sign-this") > 1:
+        return UsageError("A request may ask for one statement only.")
+    try:
+        return read_statement(content)
+    except UsageError as exc:
+        return exc
+
+
+def _signed(done: Done, keyring: Keyring, mailing_list: MailingList, statement) -> Done:
+    if not done.signed_for or not isinstance(statement, Statement):
+        return done
+    return replace(done, signed=statements.sign(keyring, mailing_list, statement))
 
 
 class _Keys:
@@ -335,14 +362,16 @@ class _Keys:
 
 
 def _run(tx, events: Store, keys: _Keys, renewals: Renewals, mailing_list: MailingList, member: Member,
-         request: Request, holds: Holds | None = None) -> Done:
-    results, changes, dropped, rotated = [], [], [], []
+         request: Request, holds: Holds | None = None, statement=None) -> Done:
+    results, changes, dropped, rotated, signed_for = [], [], [], [], []
     decisions = _Decisions(holds)
     try:
         for index, line in enumerate(request.lines):
             try:
                 if line.command.keyword in KEY_COMMANDS:
                     result = key_command(tx, renewals, member, line)
+                elif line.command.keyword == "sign-this":
+                    result = _sign_this(tx, mailing_list, member, statement, changes, signed_for)
                 else:
                     result = _one(tx, events, keys, mailing_list, member, line,
                                   last=index == len(request.lines) - 1, changes=changes, dropped=dropped,
@@ -360,7 +389,17 @@ def _run(tx, events: Store, keys: _Keys, renewals: Renewals, mailing_list: Maili
     if any(what == "pinned" for what, _ in rotated):  # the requester's own new key may be pinned now: reply to it
         requester = tx.get_member(mailing_list.address, member.email) or member
     return Done(requester, tuple(results), None, "get-listkey" in keywords, "leave" in keywords,
-                tuple(changes), tuple(dropped), rotated=tuple(rotated), rejected=tuple(decisions.rejected))
+                tuple(changes), tuple(dropped), rotated=tuple(rotated), rejected=tuple(decisions.rejected),
+                signed_for=tuple(signed_for))
+
+
+def _sign_this(tx, ml: MailingList, member: Member, statement, changes: list, signed_for: list) -> str:
+    if not isinstance(statement, Statement):
+        raise statement
+    asked = statements.ask(tx, tx.require_list(ml.address), member, statement, time.time())
+    changes.append(asked.change)
+    signed_for.extend(asked.signed_for)
+    return asked.result
 
 
 def _one(tx, events: Store, keys: _Keys, ml: MailingList, member: Member, line, last: bool, changes: list,
@@ -373,9 +412,11 @@ def _one(tx, events: Store, keys: _Keys, ml: MailingList, member: Member, line, 
     if keyword in invites.ADMIN_KEYWORDS:  # its events share `rotated`: each told() keeps only its own ids
         return invites.run(tx, ml, member, keyword, args, keys, rotated)
     if keyword == "help":
-        return "\n".join(help_lines(member))
+        return "\n".join(help_lines(member, tx.require_list(ml.address)))
     if keyword == "status":
         return _status(tx.require_member(ml.address, member.email))
+    if keyword == "statements":
+        return "\n".join(statements.shown(tx.statements(ml.address))) or "No statements."
     if keyword == "get-listkey":
         return f"The list's key ({fingerprint_format(ml.fingerprint)}) is attached."
     if keyword == "mode":

@@ -178,9 +178,11 @@ class MailingList:
     def key_user_ids(self) -> tuple[str, ...]:
         """The user ids the list's key carries, the primary one (LIST@) first. A member's client
         (Thunderbird, gpg, sq, rnp) picks the key to encrypt to by the address written to, so
-        LIST-request@ and LIST-owner@ need user ids of their own."""
-        return tuple(f"{self.name} <{address}>"
-                     for address in (self.address, self.request_address, self.owner_address))
+        LIST-request@ and LIST-owner@ need user ids of their own; and each address the list
+        writes from needs one for its Autocrypt header (listserv.autocrypt: the key data must
+        name the From address), LIST-sendkey@ too."""
+        return tuple(f"{self.name} <{address}>" for address in
+                     (self.address, self.request_address, self.owner_address, self.sendkey_address))
 
     @property
     def list_id(self) -> str:

@@ -127,7 +127,7 @@ def answers(templates: Templates, roster: Roster, done: Done, list_key: bytes,
     ml = roster.mailing_list
     if done.suspended:  # the key was revoked: nothing can be encrypted to it (the admins hear of it)
         return []
-    attached = (("list-key.asc", "application/pgp-keys", list_key),) if done.attach_key else ()
+    attached = ((("list-key.asc", "application/pgp-keys", list_key),) if done.attach_key else ()) + done.signed
     reply = notice(templates, ml, (done.requester,), "request-reply.txt.j2", attachments=attached,
                    speaker=ml.request_address, automatic="auto-replied", results=done.results, refused=done.refused)
     told = [reply]
@@ -137,6 +137,10 @@ def answers(templates: Templates, roster: Roster, done: Done, list_key: bytes,
     if done.left:
         told.append(notice(templates, ml, roster.admins, "notice-member-left.txt.j2", member=done.requester))
     told += held_rejected(templates, roster, done.rejected)
+    if done.signed:  # the others who asked get the statement too (listserv.statements)
+        others = tuple(m for m in roster.members if m.reachable and m.name in done.signed_for and m.email != done.requester.email)
+        told.append(notice(templates, ml, others, "notice-statement-signed.txt.j2", attachments=done.signed,
+                           speaker=ml.request_address, automatic="auto-replied", asked=done.signed_for))
     told += join_notices(templates, roster, tuple(c for c in key_changes if hasattr(c, "invitation")), (), "", [], "")
     return told + [n for change in key_changes if hasattr(change, "change") for n in key_change(templates, roster, change)]
 

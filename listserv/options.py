@@ -101,7 +101,7 @@ OPTIONS: dict[str, Option] = {
         # 7000 KiB, not 10240: a copy is larger than its post (armor adds a third, then
         # headers and footer), and a relay refuses what is over its own limit. Postfix's
         # default message_size_limit is 10,240,000 bytes; listserv.sizing puts the largest post
-        # whose copies fit under it at 7,190 KiB for a list with the shipped templates, so
+        # whose copies fit under it at 7,185 KiB for a list with the shipped templates, so
         # 7000 leaves room for a longer name, footer or banner. Where the relay announces
         # its limit, the lower of the two applies.
         Option("max_message_size_kb", _positive_int, 7000, "integer",
@@ -145,6 +145,14 @@ OPTIONS: dict[str, Option] = {
                "Pause delivery to a member at the first permanent failure (5.x.x) of their mailbox and tell "
                "the admins; they resume with x-resume signed by their key (docs/moderation.md). When false, "
                "such failures are only counted."),
+        # A statement signed by the list key speaks for the whole group (docs/verify.md): one
+        # stolen admin key should not be enough to put words in its mouth.
+        Option("statement_signers", _choice("admins", "members"), "admins", "admins|members",
+               "Who may ask the list to sign a statement with x-sign-this (docs/verify.md). Members on "
+               "probation never may."),
+        Option("statement_quorum", _positive_int, 1, "integer",
+               "How many different signers (statement_signers) must send the same statement within 48 hours "
+               "before the list signs it; each of them then gets it signed."),
     )
 }
 

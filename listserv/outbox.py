@@ -1,13 +1,20 @@
 """Mail from the list onto the outgoing spool: a fan-out's delivery job written, or a notice
 fanned out and written. The one place a delivery job is made (posts, digests, notices).
+
+Being that one place, it is where every job's shared envelope gets the list key's Autocrypt
+and OpenPGP headers (listserv.autocrypt): whatever kind of mail the list sends, now or later,
+carries them, computed once per job (the key data once per key and keyring state), never per copy.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from dataclasses import replace
 from functools import cached_property
 
+from . import autocrypt
+from .errors import KeyProblem
 from .keyring import Keyring
 from .model import PLAIN, Kind, MailingList, Recipient
 from .notices import Notice
@@ -36,7 +43,22 @@ class Outbox:
         """The delivery job of `fanned`; None when nobody gets a copy (no job is written)."""
         if not fanned.records:
             return None
+        fanned = replace(fanned, prefix=self.with_key_headers(mailing_list, fanned.prefix))
         return self.outgoing.write(qid, mailing_list.address, kind, fanned, poster, items)
+
+    def with_key_headers(self, mailing_list: MailingList, message: bytes) -> bytes:
+        """`message` (a job's envelope, from one of the list's addresses) with the list key's
+        headers for its From address. Without a user id for that address (an older key the
+        server could not complete), no Autocrypt header: one naming another address than the
+        From would be ignored by clients, or worse, taken for the wrong address."""
+        sender = autocrypt.sender(message)
+        own = (mailing_list.address, mailing_list.request_address, mailing_list.owner_address,
+               mailing_list.sendkey_address)
+        try:
+            keydata = self.keyring.minimal_key(mailing_list.fingerprint, sender) if sender in own else None
+        except KeyProblem:
+            keydata = None
+        return autocrypt.with_headers(message, autocrypt.key_headers(sender, mailing_list.fingerprint, keydata))
 
     def write_plain(self, qid: str, mailing_list: MailingList, kind: Kind, message: bytes, to: str) -> OutJob | None:
         """The delivery job of one message that is sent as it is (signed, not encrypted: the

@@ -22,7 +22,7 @@ from .settle import told
 from .model import Accepted, Distributed, Kind
 from .spool import Job, OutJob
 from .stages.authorize import authorize, current_sender, refuse_commands_in_post
-from .stages.commands import attached_keys, read_request, refuse_automatic
+from .stages.commands import read_request, refuse_automatic
 from .stages.compose import Post, compose, wrapping
 from .stages.fanout import fan_out
 from .stages.forward import check_letter, read_letter
@@ -106,7 +106,7 @@ def answer(job: Job, ctx: Context) -> tuple[OutJob, ...]:
     revoked = take_in_offered(ctx.store, ctx.keyring, offered_keys(opened.content), (opened.signer,))
     request = read_request(opened.content, roster.mailing_list, roster.by_fingerprint.get(opened.signer))
     done = run_request(ctx.store, ctx.events, ctx.keyring, job.qid, roster.mailing_list, opened.signer, request,
-                       attached_keys(opened.content), offered_keys(opened.content), revoked, ctx.holds)
+                       opened.content, revoked, ctx.holds)
     key = ctx.keyring.export(roster.mailing_list.fingerprint).encode()
     told = key_changes(ctx.store, job.list, done.rotated)  # the codes its key-change and x-approve-join lines call for
     replies = ctx.outbox.notices([*answers(ctx.templates, ctx.roster(job.list), done, key, told), *admin_notices(ctx, revoked)], after=job.qid)

@@ -21,7 +21,8 @@ list key; docs/delivery.md has the table):
 
 A relay counts more than the message: Postfix counts its own Received: header and the
 envelope records against message_size_limit, a signing milter adds a DKIM-Signature.
-RELAY_ADDS keeps room for that.
+RELAY_ADDS keeps room for that. And the outbox adds the list key's Autocrypt and OpenPGP
+headers to every envelope after compose (listserv.autocrypt): KEY_HEADERS keeps room for them.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ ARMOR_FRAME = 65  # "-----BEGIN PGP MESSAGE-----" CRLF CRLF, "=XXXX" CRLF, "----
 PACKETS = 4096  # PKESK (up to RSA-16384), one-pass signature, signature, packet headers, IV, MDC
 GROWTH = 128  # incompressible data grows by at most 1/GROWTH through gpg (measured: < 1/185)
 RELAY_ADDS = 8192  # what a relay counts beyond the message: Received:, envelope records, DKIM
+KEY_HEADERS = 10240 + 128  # the outbox's Autocrypt (under autocrypt.MAX_HEADER) and OpenPGP headers
 REBUILD = 8192  # compose's fresh boundaries (34 characters) for up to 100 MIME parts, refolding
 THREADS = 4096  # a reply's In-Reply-To and References: copied outside too (the probe has none)
 # How much compose and a digest can grow a content at most, for a quick look that spares
@@ -68,10 +70,11 @@ def largest_inner(limit: int, envelope: int) -> int:
 
 
 def copy_limit(relay_size: int | None) -> int | None:
-    """The most a copy may have for a relay that takes `relay_size` bytes (None: no limit)."""
+    """The most a copy may have, as composed, for a relay that takes `relay_size` bytes (None:
+    no limit): room kept for what the relay and the outbox still add."""
     if relay_size is None:
         return None
-    return max(0, relay_size - RELAY_ADDS)
+    return max(0, relay_size - RELAY_ADDS - KEY_HEADERS)
 
 
 def largest_post(limit: int | None, overhead: Overhead) -> int | None:

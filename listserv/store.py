@@ -111,6 +111,7 @@ class Transaction:
         self._members.remove(Query().list == address)
         self._db.table("key_changes").remove(Query().list == address)
         self._db.table("invites").remove(Query().list == address)
+        self._db.table("statements").remove(Query().list == address)
         self.forget_events(address)
 
     def forget_events(self, address: str) -> None:
@@ -254,6 +255,15 @@ class Transaction:
 
     def put_invite(self, record: dict[str, Any]) -> None:
         self._db.table("invites").upsert(record, Query().id == record["id"])
+
+    # -- statements (listserv.statements): digests, askers and times, never the text --------
+    def statements(self, list_address: str) -> list[dict[str, Any]]:
+        """The list's statement rounds, oldest first."""
+        docs = (dict(doc) for doc in self._raw("statements") if doc["list"] == list_address)
+        return sorted(docs, key=lambda d: (d["first"], d["id"]))
+
+    def put_statement(self, record: dict[str, Any]) -> None:
+        self._db.table("statements").upsert(record, Query().id == record["id"])
 
     # -- requests (LIST-request@): each one's outcome, kept with the changes it made ---------
     def get_request(self, qid: str) -> dict[str, Any] | None:

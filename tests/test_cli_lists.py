@@ -153,10 +153,11 @@ def test_list_name_in_utf8_reaches_the_key(cli):
                    fingerprint]).stdout.decode("utf-8")
     assert [uid for _, uid in user_ids(listing)] == [
         "Ünïon Сеть <union@example.org>", "Ünïon Сеть <union-request@example.org>",
-        "Ünïon Сеть <union-owner@example.org>"]
+        "Ünïon Сеть <union-owner@example.org>", "Ünïon Сеть <union-sendkey@example.org>"]
 
 
-NEWS_UIDS = ["News <news@example.org>", "News <news-request@example.org>", "News <news-owner@example.org>"]
+NEWS_UIDS = ["News <news@example.org>", "News <news-request@example.org>", "News <news-owner@example.org>",
+             "News <news-sendkey@example.org>"]
 
 
 def test_serve_gives_an_older_lists_key_its_request_and_owner_user_ids_once(cli):
@@ -166,7 +167,8 @@ def test_serve_gives_an_older_lists_key_its_request_and_owner_user_ids_once(cli)
     keys = cli.home / "keys"
     with ServeProcess(cli.home) as proc:
         line = proc.wait_log(r"list-key list=\S+ added-uids=\S+").group(0)
-    assert line == "list-key list=news@example.org added-uids=news-request@example.org,news-owner@example.org"
+    assert line == ("list-key list=news@example.org added-uids=news-request@example.org,news-owner@example.org,"
+                    "news-sendkey@example.org")
     exported = cli.ok("list", "key", "news@example.org").stdout.encode()
     assert [uid for _, uid in user_ids(run(["gpg", "--show-keys", "--with-colons"], input=exported).stdout)] == NEWS_UIDS
     assert primary_user_ids(exported) == ["News <news@example.org>"]

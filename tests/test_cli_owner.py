@@ -102,11 +102,13 @@ def command_lines(key: str) -> dict[str, list[str]]:
         "listserv queue retry": ["queue", "retry"],
         "listserv rejections": ["rejections", LIST],
         "listserv requests": ["requests", LIST],
+        "listserv statements": ["statements", LIST],
         "listserv keys pending": ["keys", "pending", LIST],
         "listserv held": ["held", LIST],
         "listserv invite": ["invite", LIST],
         "listserv mta postfix": ["mta", "postfix"],
         "listserv mta systemd": ["mta", "systemd"],
+        "listserv wkd export": ["wkd", "export", str(Path(key).parent / "wkd-export")],
     }
 
 

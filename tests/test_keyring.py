@@ -45,14 +45,15 @@ def test_list_key_is_ed25519_with_a_cv25519_encryption_subkey_and_no_expiry(cli,
     assert "PRIVATE" not in keyring.export(fingerprint)
 
 
-NEWS_UIDS = ["News <news@example.org>", "News <news-request@example.org>", "News <news-owner@example.org>"]
+NEWS_UIDS = ["News <news@example.org>", "News <news-request@example.org>", "News <news-owner@example.org>",
+             "News <news-sendkey@example.org>"]
 
 
 def test_a_list_key_has_a_user_id_for_each_address_members_write_to(cli, news):
     fingerprint = cli.json("list", "show", news)["fingerprint"]
     listed = run(["gpg", "--homedir", str(cli.home / "keys"), "--with-colons", "--list-keys", fingerprint]).stdout
     assert [uid for validity, uid in user_ids(listed) if validity != "r"] == NEWS_UIDS
-    # What members are given (`list key`, a welcome, x-get-listkey): all three, news@ still primary.
+    # What members are given (`list key`, a welcome, x-get-listkey): all four, news@ still primary.
     exported = cli.ok("list", "key", news).stdout.encode()
     assert [uid for _, uid in user_ids(run(["gpg", "--show-keys", "--with-colons"], input=exported).stdout)] == NEWS_UIDS
     assert primary_user_ids(exported) == ["News <news@example.org>"]

@@ -180,6 +180,14 @@ def test_operator_templates_come_first(tmp_path):
     assert "URGENT" in Templates(tmp_path).render("alert.txt.j2", list=NEWS, sender="A")
 
 
+def test_the_statement_notice_names_who_asked_and_how_to_check_it():
+    text = Templates().render("notice-statement-signed.txt.j2", list=NEWS, asked=("Alice", "Bob"))
+    first, _, body = text.partition("\n\n")
+    assert first == "Subject: A statement of News is signed"
+    assert "Alice, Bob asked" in " ".join(body.split())
+    assert "statement@example.org=news@example.org" in body
+
+
 def test_every_shipped_template_is_exercised_here():
     tested = {"footer.txt.j2", "alert.txt.j2", "welcome.txt.j2", "notice-unusable-keys.txt.j2",
               "notice-bounces.txt.j2", "notice-bounce-paused.txt.j2", "notice-key-revoked.txt.j2", "digest.txt.j2", "digest.html.j2", "digest-subject.txt.j2",
@@ -188,7 +196,7 @@ def test_every_shipped_template_is_exercised_here():
               "notice-owner.txt.j2", "sendkey-reply.txt.j2",
               "notice-key-expiring.txt.j2", "notice-keys-expiring.txt.j2", "notice-missed-posts.txt.j2",
               "notice-held.txt.j2", "notice-held-rejected.txt.j2", "notice-held-reminder.txt.j2",
-              "notice-emergency.txt.j2",
+              "notice-emergency.txt.j2", "notice-statement-signed.txt.j2",
               *KEY_CHANGE_TEMPLATES, *JOIN_TEMPLATES}
     assert {p.name for p in shipped_templates().iterdir()} == tested
 

@@ -10,6 +10,7 @@ import click
 
 from ..model import normalise_list_address, shown
 from ..spool import DEFERRED, FAILED, PENDING, SENT, Outgoing, Spool
+from ..statements import shown as statements_shown
 from ..store import Store
 from . import App, echo_json, json_option, main, pass_app
 
@@ -102,6 +103,24 @@ def rejections(app: App, list_address: str, as_json: bool) -> None:
     click.echo(f"{'WHEN (UTC)':<20} {'REF':<9} {'KIND':<6} {'REPLY':<10} {'REASON':<20} SIGNER")
     for r in records:
         click.echo(f"{_utc(r.at):<20} {r.ref:<9} {r.kind:<6} {r.reply:<10} {r.reason:<20} {r.signer or '-'}")
+
+
+@main.command()
+@click.argument("list_address", metavar="LIST")
+@json_option("array")
+@pass_app
+def statements(app: App, list_address: str, as_json: bool) -> None:
+    """Show the list's statements (x-sign-this): each one's digest, who asked (pseudonyms) and
+    when, and when the list signed it. The text itself is never kept."""
+    address = normalise_list_address(list_address)
+    snapshot = app.store.read()
+    snapshot.require_list(address)
+    records = snapshot.statements(address)
+    if as_json:
+        echo_json([{"digest": r["digest"], "first": r["first"], "signed": r["signed"], "quorum": r["quorum"],
+                    "asked": r["asked"]} for r in records])
+        return
+    click.echo("\n".join(statements_shown(records)) or "No statements.")
 
 
 @main.command()

@@ -201,12 +201,29 @@ class _KeyIds:
         self.ids: dict[str, frozenset[str]] = {}
 
 
+class _Minimal:
+    """Each list key minimised to one of its addresses (`Keyring.minimal_key`), kept while the
+    keyring files are unchanged (Keyring.stamp): every message the list sends carries one, and
+    thousands of copies share it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stamp: object = None
+        self.keys: dict[tuple[str, str], bytes] = {}
+
+
+# What may stand in a gpg filter expression's value: an address with no space, quote or
+# operator character (`&&`, `||`) that would end the value and start another condition.
+_FILTER_ADDRESS = re.compile(r"[^\s\"'&|<>()!=~]+@[^\s\"'&|<>()!=~]+")
+
+
 class Keyring:
     def __init__(self, home: Path, *extra: str):
         self.home = home
         self.options = [*GPG_OPTIONS, *extra]
         self._recipients = _Recipients()  # one Keyring per home and process (listserv.context)
         self._key_ids = _KeyIds()
+        self._minimal = _Minimal()
 
     def _run(self, what: str, args: list[str], stdin: bytes = b"", **kwargs) -> tuple[Run, tuple[status.Line, ...]]:
         """One gpg run and its parsed status; CryptoError naming `what` if it cannot be read."""
@@ -332,6 +349,52 @@ class Keyring:
         args = [*(["--armor"] if armor else []), "--export-options", "export-minimal", "--export",
                 "--", *fingerprints]
         result, _ = self._run("export keys", args)
+        return result.output
+
+    def export_user_id(self, fingerprint: str, address: str) -> bytes | None:
+        """What a Web Key Directory serves for `address` (listserv.wkd): `minimal_key`, or None
+        when the key holds no valid user id of that address (or cannot encrypt). KeyProblem when
+        the key is not in the keyring."""
+        if not self.listed([check_fingerprint(fingerprint)]):
+            raise KeyProblem(f"The key {fingerprint} is not in the keyring.")
+        try:
+            return self.minimal_key(fingerprint, address)
+        except KeyProblem:
+            return None
+
+    def minimal_key(self, fingerprint: str, address: str) -> bytes:
+        """The key `fingerprint`, binary, with only what a client needs to encrypt to `address`:
+        the primary key, the one user id whose address is `address` (not revoked) and its
+        latest self-signature, the subkeys and their bindings; no third-party signature
+        (export-minimal). What an Autocrypt header's keydata carries (listserv.autocrypt), and
+        a Web Key Directory's file. KeyProblem when the key holds no such user id, or cannot
+        encrypt. Two gpg runs the first time, none again until the keyring changes."""
+        fingerprint = check_fingerprint(fingerprint)
+        if not _FILTER_ADDRESS.fullmatch(address):
+            raise KeyProblem(f"'{address}' cannot name a user id of a list's key.")
+        wanted = (fingerprint, address.lower())
+        cache = self._minimal
+        with cache.lock:
+            stamp = self.stamp()
+            if stamp != cache.stamp:
+                cache.stamp, cache.keys = stamp, {}
+            if wanted not in cache.keys:
+                cache.keys[wanted] = self._minimise(*wanted)
+            return cache.keys[wanted]
+
+    def _minimise(self, fingerprint: str, address: str) -> bytes:
+        args = ["--export-options", "export-minimal",
+                "--export-filter", f"keep-uid=mbox = {address} && revoked == 0", "--export", "--", fingerprint]
+        result, _ = self._run("export the list's key", args)
+        shown, _ = self._run("read the list's key", [*_LIST, "--import-options", "show-only", "--import"],
+                             result.output) if result.output else (result, ())
+        keys = listing.parse(shown.output) if result.output else []
+        if [key.fingerprint for key in keys] != [fingerprint]:
+            raise KeyProblem(f"The key {fingerprint} is not in the keyring.")
+        if [split_user_id(uid)[1].lower() for uid in keys[0].uids] != [address]:
+            raise KeyProblem(f"The key {fingerprint} has no user id for {address}.")
+        if "E" not in keys[0].capabilities:
+            raise KeyProblem(f"The key {fingerprint} cannot be encrypted to.")
         return result.output
 
     def import_keys(self, data: bytes) -> list[str]:

@@ -31,7 +31,7 @@ _COMMAND = re.compile(r"^x-([a-z][a-z-]*)(?:\s*:\s*|\s+|$)(.*)$", re.IGNORECASE)
 class Command:
     keyword: str
     usage: str  # what follows the keyword, as docs/requests.md and x-help show it
-    role: str  # who may use it: "member" (any member), "admin", or "invitee" (a key not pinned yet)
+    role: str  # who may use it: "member" (any member), "admin", "signer" (statement_signers) or "invitee" (a key not pinned yet)
     summary: str
     arguments: tuple[int, int] = (0, 0)  # how many: at least, at most
     choices: tuple[str, ...] = ()  # the values its one argument may take
@@ -117,6 +117,12 @@ COMMANDS = (
             "Switches the emergency: while on, every post is held for the admins, and admins' urgent alerts "
             "still go out at once; every admin is told who switched it (docs/moderation.md).", (1, 1), ("on", "off")),
     Command("release", "EMAIL", "admin", "Ends a member's probation: their posts go out without waiting.", (1, 1)),
+    Command("sign-this", "", "signer",
+            "The text after the commands (and each file attached) signed by the list key, as a statement anyone "
+            "can check came from the group (docs/verify.md): for the admins, or the members when "
+            "statement_signers says so; with statement_quorum k, once k of them sent the same within 48 hours."),
+    Command("statements", "", "admin",
+            "The list's statements, most recent first: digest, signed or waiting, who asked (never the text)."),
 )
 MAX_KEY_ATTACHMENT = 512 * 1024  # as `member add --key`'s limit (listserv.keyring.MAX_KEY_BYTES)
 BY_KEYWORD = {command.keyword: command for command in COMMANDS}
@@ -174,6 +180,13 @@ def _command_lines(content: bytes) -> list[tuple[int, str, re.Match]]:
             break
         found.append((number, line.strip(), match))
     return found
+
+
+def statement_text(content: bytes) -> str:
+    """What follows the command lines in the first text part: the text x-sign-this signs."""
+    lines = _text(content).replace("\r\n", "\n").split("\n")
+    found = _command_lines(content)
+    return "\n".join(lines[found[-1][0]:] if found else lines)
 
 
 def refuse_automatic(raw: bytes, kind: Kind, signer: str | None) -> None:
@@ -247,10 +260,12 @@ def read_request(content: bytes, mailing_list: MailingList, member: Member | Non
     return Request(tuple(lines))
 
 
-def help_lines(member: Member) -> list[str]:
+def help_lines(member: Member, mailing_list: MailingList | None = None) -> list[str]:
     """x-help: the commands `member` may use, one line each."""
+    signers = mailing_list is not None and mailing_list.option("statement_signers") == "members"
     return [f"x-{c.keyword}" + (f": {c.usage}" if c.usage else "") + f"  --  {c.summary}"
-            for c in COMMANDS if c.role == "member" or (c.role == "admin" and member.role == "admin")]
+            for c in COMMANDS if c.role == "member" or (c.role in ("admin", "signer") and member.role == "admin")
+            or (c.role == "signer" and signers)]
 
 
 def render_markdown() -> str:
@@ -258,7 +273,8 @@ def render_markdown() -> str:
     rows = ["| command | who | what it does |", "|---|---|---|"]
     for c in COMMANDS:
         usage = f"`x-{c.keyword}" + (f": {c.usage}`" if c.usage else "`")
-        who = {"member": "any member", "admin": "admins", "invitee": "an invitee"}[c.role]
+        who = {"member": "any member", "admin": "admins", "invitee": "an invitee",
+               "signer": "admins (or members: `statement_signers`)"}[c.role]
         rows.append(f"| {usage.replace('|', chr(92) + '|')} | {who} "
                     f"| {c.summary} |")
     return "\n".join(rows) + "\n"

@@ -13,7 +13,9 @@ The result has two halves:
     listserv.legacy_display). This is what fan-out encrypts.
   * `outer_prefix` / `outer_suffix`: the RFC 3156 multipart/encrypted envelope that every
     member's copy shares, with placeholder Subject and the list's headers only; a copy is
-    prefix + that member's armored ciphertext + suffix.
+    prefix + that member's armored ciphertext + suffix. The list key's Autocrypt and OpenPGP
+    headers are not written here: the outbox adds them to every job's envelope, whatever
+    built it (listserv.autocrypt).
 """
 
 from __future__ import annotations
