@@ -389,3 +389,15 @@ def test_the_readers_page_lists_every_reason_with_its_exit():
                 errors.NotAStatement, errors.OtherList):
         assert f"\n| {cls.exit_code} |" in doc, cls.__name__
     assert "--verify-options show-notations" in doc and "sq verify --signer-cert" in doc
+
+
+def test_the_key_a_web_key_directory_serves_checks_the_statements_of_its_address_only(site, tmp_path):
+    """WKD serves the list key with one address's user id (`listserv wkd export`): the file for
+    news@ checks a statement of news@; the file for news-request@ holds no user id for news@, so
+    a reader who fetched the wrong address is told so rather than shown a verdict."""
+    served = site.write("wkd-news.pgp", site.keyring.export_user_id(site.fingerprint, LIST))
+    assert listserv_verify(tmp_path, site.statement, "--key", served)[:2] == (0, listserv_verify(
+        tmp_path, site.statement, "--key", site.key)[1])
+    request = site.write("wkd-request.pgp", site.keyring.export_user_id(site.fingerprint, "news-request@example.org"))
+    code, _, err = listserv_verify(tmp_path, site.statement, "--key", request)
+    assert code == 16 and f"names the list {LIST}, but the list key in {request} has no user id" in one_sentence(err)
