@@ -8,14 +8,17 @@ the part it needs; only the pipeline, the server and the CLI hold a Context.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from . import capacity
+from .contacts import contacts_keyring
 from .config import Home
 from .digest import Digests
 from .holds import Holds
 from .keyring import Keyring
 from .model import Roster
 from .outbox import Outbox
+from .resend import Resends
 from .spool import Outgoing, Spool
 from .stages.authorize import home_replay_window
 from .store import Store
@@ -53,6 +56,16 @@ class Context:
     def holds(self) -> Holds:
         """The held messages (data/held/), beside the spool they come from and go back to."""
         return Holds(self.spool.root.parent / "held", self.spool)
+
+    @cached_property
+    def contacts(self) -> Keyring:
+        """The contacts keyring (data/contacts/): outsiders' keys only, never the members'."""
+        return contacts_keyring(self.spool.root.parent)
+
+    @property
+    def resends(self) -> Resends:
+        """Posts resent to the list's contacts (listserv.resend)."""
+        return Resends(self.store, self.contacts, self.outbox, self.templates, self.spool)
 
     @property
     def verp_key(self) -> bytes:

@@ -22,7 +22,7 @@ from .holds import Held, Holds
 from .keyring import KeyInfo, Keyring, StagedKeys
 from .keyupdate import KEY_COMMANDS, Renewals, key_command, refresh
 from .revocation import Revocation
-from . import invites, rotation, statements
+from . import contacts as contact_book, invites, rotation, statements
 from .membership import key_problem, list_address_problem, require_an_admin_left, set_option, unique_pseudonym
 from .model import (ACTIVE, Kind, MailingList, Member, Rejection, check_mode, check_role, fingerprint_format, iso,
                     normalise_address)
@@ -180,7 +180,7 @@ def count_refused(store: Store, outcome: Outcome) -> dict[int, Counted]:
     """A member the relay refused at RCPT (5xx) bounced, as if their server had reported it to
     the VERP address -- not when the relay refused every recipient of a job of several: that
     is the relay, not the members. By the copy's index in the job."""
-    if outcome.job.kind == Kind.SENDKEY:  # the list's key to someone who asked: no member bounced
+    if outcome.job.kind in (Kind.SENDKEY, Kind.RESEND):  # to someone who is no member: no member bounced
         return {}
     refused = [f for f in outcome.failures if f.reason.startswith("rcpt-5")]
     if outcome.sent == 0 and outcome.copies > 1 and len(refused) == outcome.copies:
@@ -249,7 +249,7 @@ class _LineFailed(Exception):
 
 def run_request(store: Store, events: Store, keyring: Keyring, qid: str, mailing_list: MailingList,
                 signer: str, request: Request, content: bytes = b"", revoked: tuple[Revocation, ...] = (),
-                holds: Holds | None = None) -> Done:
+                holds: Holds | None = None, contacts: Keyring | None = None) -> Done:
     """Run a request's commands, all of them or none, in one store transaction, once per queue
     id: run again after a crash it gives the outcome it had (a leaver is gone by then). The
     signer must still be a member in good standing, as for a post -- unless the request itself
@@ -258,9 +258,10 @@ def run_request(store: Store, events: Store, keyring: Keyring, qid: str, mailing
     data it offers (attached, or in an Autocrypt header) for x-key-update -- or, without that
     command, taken quietly if it renews the signer's key -- and x-sign-this's statement, signed
     after the transaction (again on a rerun: the signed files are never kept)."""
-    member, offered = None, offered_keys(content)
+    member, offered, attachments = None, offered_keys(content), attached_keys(content)
     statement = _statement(request, content)
     renewals = Renewals(keyring, offered)
+    book = contact_book.RequestContacts(contacts, attachments)  # x-add-contact's key: the contacts keyring
     try:
         with store.transaction() as tx:
             kept = tx.get_request(qid)
@@ -277,8 +278,8 @@ def run_request(store: Store, events: Store, keyring: Keyring, qid: str, mailing
             elif request.refused:
                 done = Done(member, (), request.refused)
             else:
-                done = _run(tx, events, _Keys(keyring, attached_keys(content)), renewals, mailing_list, member, request,
-                            holds, statement)
+                done = _run(tx, events, _Keys(keyring, attachments), renewals, mailing_list, member, request, holds,
+                            book, statement)
             tx.add_request(done.record(qid, mailing_list.address, request.keywords))
     except _LineFailed as failed:  # the transaction is undone: nothing of the request stays
         done = Done(member, (), failed.sentence)
@@ -286,6 +287,9 @@ def run_request(store: Store, events: Store, keyring: Keyring, qid: str, mailing
             tx.add_request(done.record(qid, mailing_list.address, request.keywords))
     finally:
         renewals.close()
+        book.close()
+    if "remove-contact" in request.keywords and not done.refused:
+        book.sweep(store.read())
     log.info("request qid=%s list=%s signer=%s commands=%s outcome=%s", qid, mailing_list.address, signer,
              ",".join(request.keywords) or "-", "refused" if done.refused else "done")
     if "key-update" not in request.keywords and not (done.left or done.suspended):
@@ -362,7 +366,8 @@ class _Keys:
 
 
 def _run(tx, events: Store, keys: _Keys, renewals: Renewals, mailing_list: MailingList, member: Member,
-         request: Request, holds: Holds | None = None, statement=None) -> Done:
+         request: Request, holds: Holds | None = None, book: contact_book.RequestContacts | None = None,
+         statement=None) -> Done:
     results, changes, dropped, rotated, signed_for = [], [], [], [], []
     decisions = _Decisions(holds)
     try:
@@ -375,11 +380,13 @@ def _run(tx, events: Store, keys: _Keys, renewals: Renewals, mailing_list: Maili
                 else:
                     result = _one(tx, events, keys, mailing_list, member, line,
                                   last=index == len(request.lines) - 1, changes=changes, dropped=dropped,
-                                  rotated=rotated, decisions=decisions)
+                                  rotated=rotated, decisions=decisions, book=book)
             except ListservError as exc:
                 raise _LineFailed(f"Line {line.number} ({line.text}): {exc} Nothing was done.") from None
             results.append((line.text, result))
         keys.adopt()  # inside the transaction: if a key cannot be copied, no member is stored
+        if book is not None:
+            book.adopt()  # a contact's key, into the contacts keyring: likewise
         renewals.adopt()
         decisions.apply()  # the held posts move last: a line that failed moved none
     finally:
@@ -403,8 +410,11 @@ def _sign_this(tx, ml: MailingList, member: Member, statement, changes: list, si
 
 
 def _one(tx, events: Store, keys: _Keys, ml: MailingList, member: Member, line, last: bool, changes: list,
-         dropped: list, rotated: list, decisions: _Decisions | None = None) -> str:
+         dropped: list, rotated: list, decisions: _Decisions | None = None,
+         book: contact_book.RequestContacts | None = None) -> str:
     keyword, args = line.command.keyword, line.arguments
+    if keyword in contact_book.KEYWORDS and book is not None:
+        return book.run(tx, ml.address, keyword, args, changes)
     if keyword in HOLD_COMMANDS and decisions is not None:
         return decisions.run(tx, ml, keyword, args, line.rest, changes)
     if keyword in rotation.KEYWORDS:

@@ -44,16 +44,17 @@ class Kind(StrEnum):
     REQUEST = "request"  # signed commands to LIST-request@, answered to the signer
     OWNER = "owner"  # mail from anyone to LIST-owner@, forwarded to the admins re-encrypted
     SENDKEY = "sendkey"  # a request from anyone to LIST-sendkey@: answered with the list's key
+    RESEND = "resend"  # a post's copy to one of the list's contacts, from the list (listserv.resend)
 
 
 # The order the spool and the deliverer take jobs in: alerts jump the queue. A request waits
 # its turn with the posts, in arrival order: a member's x-leave never overtakes their own
 # post accepted before it (which would then find their key gone).
 PRIORITY = {Kind.ALERT: 0, Kind.NOTICE: 1, Kind.OWNER: 1, Kind.POST: 2, Kind.REQUEST: 2, Kind.DIGEST: 3,
-            Kind.SENDKEY: 3}
+            Kind.SENDKEY: 3, Kind.RESEND: 2}
 
 MODES = ("immediate", "digest")
-ROLES = ("member", "admin")
+ROLES = ("member", "spokesperson", "admin")  # a spokesperson may also resend posts to contacts (listserv.resend)
 # A member's standing. "suspended": a revocation of the pinned key was taken in, so the member
 # may not post or send requests and gets no copy of anything until an admin pins a new key
 # (`member set --key`, or x-set-member with key=). Stores written before the name changed say

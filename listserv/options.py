@@ -153,6 +153,10 @@ OPTIONS: dict[str, Option] = {
         Option("statement_quorum", _positive_int, 1, "integer",
                "How many different signers (statement_signers) must send the same statement within 48 hours "
                "before the list signs it; each of them then gets it signed."),
+        # Off by default: a plain copy shows what the group said to anyone on its way.
+        Option("resend_unencrypted", _bool, False, "bool",
+               "A resend (x-resend, docs/requests.md) to a contact with no usable key goes out signed by the "
+               "list and not encrypted; when false the whole resend is refused and nothing is sent."),
     )
 }
 

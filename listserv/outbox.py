@@ -24,8 +24,14 @@ from .store import Store
 from .verp import SECRET_KEY
 
 
-def _derived(qid: str, index: int) -> str:
+def _derived(qid: str, index: int | str) -> str:
     return hashlib.sha256(f"{qid}/{index}".encode()).hexdigest()[:12]
+
+
+def derived_qid(qid: str, what: str) -> str:
+    """A queue id fixed by `qid` and `what` (a resend's copy, listserv.resend): written once,
+    so a rerun after a crash finds it and queues it neither again nor never."""
+    return _derived(qid, what)
 
 
 class Outbox:
@@ -60,12 +66,14 @@ class Outbox:
             keydata = None
         return autocrypt.with_headers(message, autocrypt.key_headers(sender, mailing_list.fingerprint, keydata))
 
-    def write_plain(self, qid: str, mailing_list: MailingList, kind: Kind, message: bytes, to: str) -> OutJob | None:
+    def write_plain(self, qid: str, mailing_list: MailingList, kind: Kind, message: bytes, to: str,
+                    return_path: str = "") -> OutJob | None:
         """The delivery job of one message that is sent as it is (signed, not encrypted: the
-        list's key to someone who has no key pinned here), under a null sender (RFC 3834)."""
+        list's key to someone who has no key pinned here), under a null sender (RFC 3834)
+        unless `return_path` names another."""
         if self.outgoing.exists(qid):  # queued before a crash
             return None
-        plain = Fanned(shared=(), prefix=message, suffix=b"", return_path="",
+        plain = Fanned(shared=(), prefix=message, suffix=b"", return_path=return_path,
                        records=(Recipient(to, "", b"", PLAIN, ""),), unusable=())
         return self.write(qid, mailing_list, kind, plain)
 

@@ -1,6 +1,6 @@
-"""The paths a message takes, one stage per line (docs/architecture.md draws the same picture).
-Only this module, the server and the CLI hold the Context; each stage gets the plain values it
-needs. A Refusal ends a path: the listener replies with it, and `refused` keeps the reason."""
+"""The paths a message takes, one stage per line (docs/architecture.md draws the same picture). Only this module, the
+server and the CLI hold the Context; each stage gets the plain values it needs. A Refusal ends a path: the listener
+replies with it, and `refused` keeps the reason."""
 
 from __future__ import annotations
 
@@ -63,10 +63,10 @@ def distribute(job: Job, ctx: Context) -> Distributed:
         return Distributed(None)
     opened = open_message(ctx.keyring.unseal(ctx.spool.read_submission(job)), ctx.keyring, accepted=True)
     revoked = take_offered(ctx.store, ctx.keyring, ctx.roster(job.list), opened)  # the signer's key renewed, or revoked
-    roster = ctx.roster(job.list)
-    if keep_post(ctx.holds, ctx.outbox, ctx.templates, roster, job, opened):
-        return Distributed(None)  # it waits for an admin (listserv.holds); the admins were told
-    composed = compose(post := Post.of(opened, current_sender(opened, roster), job.kind), roster.mailing_list, wrapping(ctx.templates, roster.mailing_list, post))
+    if (checked := ctx.resends.check(roster := ctx.roster(job.list), job, opened)).refused or keep_post(ctx.holds, ctx.outbox, ctx.templates, roster, job, opened):
+        return Distributed(None, checked.replies)  # a resend refused, the poster told; or held for an admin, who was
+    resent = ctx.resends.send(roster, job, checked)  # a resend's outside copies, before the members' job marks it done
+    composed = compose(post := Post.of(checked.opened, current_sender(opened, roster), job.kind), roster.mailing_list, wrapping(ctx.templates, roster.mailing_list, post))
     selected = select(roster.members, job.kind)
     if selected.digest:  # the backlog first: once the fan-out job exists, a restart skips this
         ctx.digests.add(roster.mailing_list, job.qid, DigestItem.of(post.sender, composed, job.kind))
@@ -75,7 +75,7 @@ def distribute(job: Job, ctx: Context) -> Distributed:
     count_missed(ctx.events, roster.mailing_list, fanned.unusable)  # told to them by the key watch
     notices = ctx.outbox.notices([unusable_keys(ctx.templates, roster, fanned.unusable), *admin_notices(ctx, revoked)])
     ctx.spool.remove(job)
-    return Distributed(out, notices, fanned)
+    return Distributed(out, notices + resent, fanned)
 
 
 def bounce(route: Route, ctx: Context, raw: bytes = b"") -> Counted | None:
@@ -106,7 +106,7 @@ def answer(job: Job, ctx: Context) -> tuple[OutJob, ...]:
     revoked = take_in_offered(ctx.store, ctx.keyring, offered_keys(opened.content), (opened.signer,))
     request = read_request(opened.content, roster.mailing_list, roster.by_fingerprint.get(opened.signer))
     done = run_request(ctx.store, ctx.events, ctx.keyring, job.qid, roster.mailing_list, opened.signer, request,
-                       opened.content, revoked, ctx.holds)
+                       opened.content, revoked, ctx.holds, ctx.contacts)
     key = ctx.keyring.export(roster.mailing_list.fingerprint).encode()
     told = key_changes(ctx.store, job.list, done.rotated)  # the codes its key-change and x-approve-join lines call for
     replies = ctx.outbox.notices([*answers(ctx.templates, ctx.roster(job.list), done, key, told), *admin_notices(ctx, revoked)], after=job.qid)

@@ -12,6 +12,8 @@
     a notice that reached no one       the log only: a notice about a notice could loop
     LIST-sendkey@'s key not delivered  the log only: the one who asked is no member, and a
                                        stranger's bad address is nothing an admin could act on
+    a resend's copy not delivered      the admins get a notice naming the contact's address and
+                                       why (no bounce is counted: a contact is no member)
 
 Notices are encrypted like any mail from the list and go through the same relay; the log
 (`undelivered qid=...`, `failed qid=... member=FPR reason=...`) is the word of last resort.
@@ -71,6 +73,9 @@ def told(outcome: Outcome, roster: Roster, counted: dict[int, Counted], settled:
     # who asked LIST-sendkey@: the log has it; nobody here could act on it.
     if job.kind in (Kind.NOTICE, Kind.SENDKEY) or not outcome.failures:
         return [n for n in notices if n]
+    if job.kind == Kind.RESEND:  # a copy to one of the list's contacts (listserv.resend)
+        return [n for n in [*notices, to_admins(templates, roster, "notice-resend-undelivered.txt.j2", qid=job.qid,
+                                                 failed=[(f.email, describe(f.reason)) for f in outcome.failures])] if n]
     by_email = {m.email: m for m in roster.members}
     failed = [_shown(f, by_email) for f in outcome.failures]
     when = datetime.fromtimestamp(job.created, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

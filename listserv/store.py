@@ -112,6 +112,7 @@ class Transaction:
         self._db.table("key_changes").remove(Query().list == address)
         self._db.table("invites").remove(Query().list == address)
         self._db.table("statements").remove(Query().list == address)
+        self._db.table("contacts").remove(Query().list == address)
         self.forget_events(address)
 
     def forget_events(self, address: str) -> None:
@@ -264,6 +265,30 @@ class Transaction:
 
     def put_statement(self, record: dict[str, Any]) -> None:
         self._db.table("statements").upsert(record, Query().id == record["id"])
+    # -- contacts (listserv.contacts): outsiders a list may resend to, by pinned fingerprint ---
+    def contacts(self, list_address: str) -> list[dict[str, Any]]:
+        """The contacts of a list, by address: {list, address, fingerprint (None: no key), added}."""
+        docs = (doc for doc in self._raw("contacts") if doc["list"] == list_address)
+        return sorted((dict(doc) for doc in docs), key=lambda d: d["address"])
+
+    def get_contact(self, list_address: str, address: str) -> dict[str, Any] | None:
+        return next((c for c in self.contacts(list_address) if c["address"] == address), None)
+
+    def add_contact(self, record: dict[str, Any]) -> None:
+        if self.get_contact(record["list"], record["address"]) is not None:
+            raise Conflict(f"{record['address']} is a contact of {record['list']} already.")
+        self._db.table("contacts").insert(record)
+
+    def remove_contact(self, list_address: str, address: str) -> dict[str, Any]:
+        found = self.get_contact(list_address, address)
+        if found is None:
+            raise NotFound(f"{address} is not a contact of {list_address}.")
+        self._db.table("contacts").remove((Query().list == list_address) & (Query().address == address))
+        return found
+
+    def contact_key_in_use(self, fingerprint: str) -> bool:
+        """Whether a contact of any list still pins the key (it stays in the contacts keyring)."""
+        return any(doc.get("fingerprint") == fingerprint for doc in self._raw("contacts"))
 
     # -- requests (LIST-request@): each one's outcome, kept with the changes it made ---------
     def get_request(self, qid: str) -> dict[str, Any] | None:

@@ -26,7 +26,7 @@ OPTION_NAMES = {"name", "subject_prefix", "require_encryption", "alert_senders",
                 "max_message_size_kb", "max_signature_age", "footer", "missed_notice",
                 "key_change_approval", "announce_key_changes", "join_approval", "bounce_pause",
                 "new_member_probation", "max_days_to_hold",
-                "emergency", "post_senders", "hold_refused_posts"}
+                "emergency", "post_senders", "hold_refused_posts", "statement_signers", "statement_quorum", "resend_unencrypted"}
 
 
 # -- init and the home ------------------------------------------------------------------------
@@ -99,6 +99,7 @@ def test_list_create_prints_the_fingerprint_and_show_reports_it(cli):
         "key_change_approval": "admin", "announce_key_changes": True, "join_approval": "admin",
         "bounce_pause": True, "new_member_probation": False, "max_days_to_hold": 7,
         "emergency": False, "post_senders": "members", "hold_refused_posts": False,
+        "statement_signers": "admins", "statement_quorum": 1, "resend_unencrypted": False,
     }
 
 

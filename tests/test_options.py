@@ -17,7 +17,7 @@ def test_the_options_the_issue_asks_for_with_their_defaults():
         "footer": "", "missed_notice": True, "key_change_approval": "admin", "announce_key_changes": True, "join_approval": "admin",
         "bounce_pause": True, "new_member_probation": False, "max_days_to_hold": 7,
         "emergency": False, "post_senders": "members", "hold_refused_posts": False,
-        "statement_signers": "admins", "statement_quorum": 1,
+        "statement_signers": "admins", "statement_quorum": 1, "resend_unencrypted": False,
     }
     for option in OPTIONS.values():
         assert option.doc and option.kind

@@ -196,7 +196,8 @@ def test_every_shipped_template_is_exercised_here():
               "notice-owner.txt.j2", "sendkey-reply.txt.j2",
               "notice-key-expiring.txt.j2", "notice-keys-expiring.txt.j2", "notice-missed-posts.txt.j2",
               "notice-held.txt.j2", "notice-held-rejected.txt.j2", "notice-held-reminder.txt.j2",
-              "notice-emergency.txt.j2", "notice-statement-signed.txt.j2",
+              "notice-emergency.txt.j2", "notice-statement-signed.txt.j2", "notice-resend-refused.txt.j2",
+              "notice-resend-undelivered.txt.j2",
               *KEY_CHANGE_TEMPLATES, *JOIN_TEMPLATES}
     assert {p.name for p in shipped_templates().iterdir()} == tested
 

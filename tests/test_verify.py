@@ -401,3 +401,15 @@ def test_the_key_a_web_key_directory_serves_checks_the_statements_of_its_address
     request = site.write("wkd-request.pgp", site.keyring.export_user_id(site.fingerprint, "news-request@example.org"))
     code, _, err = listserv_verify(tmp_path, site.statement, "--key", request)
     assert code == 16 and f"names the list {LIST}, but the list key in {request} has no user id" in one_sentence(err)
+
+
+def test_only_the_statement_signatures_carry_a_notation():
+    """The list signs post copies, resends and key replies too (stages.fanout, stages.sendkey):
+    none may carry the statement notation, so no gpg run but the statement's asks for one."""
+    package = Path(__file__).resolve().parent.parent / "listserv"
+    passing = {str(path.relative_to(package)) for path in package.rglob("*.py")
+               if "--sig-notation" in path.read_text() or "--set-notation" in path.read_text()}
+    assert passing == {"keyring/__init__.py"}, passing
+    source = (package / "keyring" / "__init__.py").read_text()
+    assert source.count("--sig-notation") == 1 and "--set-notation" not in source
+    assert source.index("--sig-notation") > source.index("def _sign_statement")

@@ -137,6 +137,10 @@ def list_delete(app: App, address: str, yes: bool) -> None:
     app.keyring.delete_secret(mailing_list.fingerprint)
     for fingerprint in unused:
         app.keyring.delete(fingerprint)
+    if (app.home.data / "contacts").is_dir():  # its contacts' keys, unless another list's contact pins them
+        from ..contacts import RequestContacts, contacts_keyring
+
+        RequestContacts(contacts_keyring(app.home.data), ()).sweep(app.store.read())
     click.echo(f"deleted {address}")
 
 

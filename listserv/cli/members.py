@@ -94,7 +94,7 @@ mode_option = click.option("--mode", type=click.Choice(MODES), help="Delivery: e
 welcome_option = click.option(
     "--welcome", is_flag=True,
     help="Send the new member(s) a welcome, encrypted to their key, with the list's key attached.")
-role_option = click.option("--role", type=click.Choice(ROLES), help="Admins may be the only alert senders.")
+role_option = click.option("--role", type=click.Choice(ROLES), help="Admins may be the only alert senders; spokespersons and admins may resend posts to contacts.")
 
 
 def _welcome(app: App, list_address: str, members: list[Member]) -> None:

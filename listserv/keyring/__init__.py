@@ -225,6 +225,13 @@ class Keyring:
         self._key_ids = _KeyIds()
         self._minimal = _Minimal()
 
+    @classmethod
+    def made(cls, home: Path, *extra: str) -> "Keyring":
+        """A keyring whose home folder is made (mode 0700) when it is not there yet: a home's
+        second keyring, the contacts' (listserv.contacts)."""
+        home.mkdir(mode=0o700, exist_ok=True)
+        return cls(home, *extra)
+
     def _run(self, what: str, args: list[str], stdin: bytes = b"", **kwargs) -> tuple[Run, tuple[status.Line, ...]]:
         """One gpg run and its parsed status; CryptoError naming `what` if it cannot be read."""
         try:

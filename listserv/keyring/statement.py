@@ -50,7 +50,7 @@ def domain_of(list_address: str) -> str:
 
 
 def notation(list_address: str) -> str:
-    """The notation gpg's --sig-notation takes for a statement of `list_address`."""
+    """The notation (gpg's sig-notation option) for a statement of `list_address`."""
     if "@" not in list_address or "=" in list_address or any(c.isspace() for c in list_address):
         raise UsageError(f"'{list_address}' is not a list address.")
     address = list_address.lower()

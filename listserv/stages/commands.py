@@ -69,7 +69,7 @@ COMMANDS = (
     Command("confirm", "CODE", "member",
             "Answer x-key-change with the code the list sent to your new key, signed by your current key or "
             "the new one; then the admins approve, unless the list needs no approval.", (1, 8)),
-    Command("add-member", "EMAIL [name=PSEUDONYM] [mode=immediate|digest] [role=member|admin] [key=FINGERPRINT]",
+    Command("add-member", "EMAIL [name=PSEUDONYM] [mode=immediate|digest] [role=member|spokesperson|admin] [key=FINGERPRINT]",
             "admin", "Adds a member with the same checks as `listserv member add`: their key is a file "
             "attached to the request (armored or binary); with several keys attached, key= says which.",
             (1, 5)),
@@ -78,7 +78,7 @@ COMMANDS = (
     Command("remove-member", "EMAIL", "admin",
             "Removes a member, as `listserv member remove`; their key leaves the keyring unless another "
             "list pins it. The last admin cannot be removed.", (1, 1)),
-    Command("set-member", "EMAIL [name=PSEUDONYM] [mode=immediate|digest] [role=member|admin] [key=FINGERPRINT]",
+    Command("set-member", "EMAIL [name=PSEUDONYM] [mode=immediate|digest] [role=member|spokesperson|admin] [key=FINGERPRINT]",
             "admin", "Changes a member's pseudonym, mode or role, as `listserv member set`; key= pins the key "
             "attached (a suspended member is active again): check with the person out of band first "
             "(docs/keys.md).", (2, 5)),
@@ -123,6 +123,14 @@ COMMANDS = (
             "statement_signers says so; with statement_quorum k, once k of them sent the same within 48 hours."),
     Command("statements", "", "admin",
             "The list's statements, most recent first: digest, signed or waiting, who asked (never the text)."),
+    Command("add-contact", "EMAIL", "admin",
+            "Adds an outsider the list may resend posts to (docs/requests.md, Resends), as `listserv contact add`: "
+            "their public key is a file attached to the request (one key that encrypts); with none attached the "
+            "contact has no key, and gets a resend only when resend_unencrypted is on.", (1, 1)),
+    Command("remove-contact", "EMAIL", "admin",
+            "Removes a contact, as `listserv contact remove`; their key leaves the contacts keyring.", (1, 1)),
+    Command("contacts", "", "admin", "The list's contacts: each address and its key fingerprint, as "
+            "`listserv contact list`."),
 )
 MAX_KEY_ATTACHMENT = 512 * 1024  # as `member add --key`'s limit (listserv.keyring.MAX_KEY_BYTES)
 BY_KEYWORD = {command.keyword: command for command in COMMANDS}
@@ -149,20 +157,29 @@ class Request:
         return tuple(line.command.keyword for line in self.lines)
 
 
-def _text(content: bytes) -> str:
-    """The text the commands are read from: the first body part of the signed content -- the
-    first leaf down the first parts of its multiparts (past a legacy display part, RFC 9788),
-    never inside an attached or forwarded message. Anything but text/plain there: no commands."""
-    try:
-        part = mime.parse(content)
-    except Malformed:
-        return ""
+def first_text_part(entity) -> object | None:
+    """The part commands are read from: the first leaf down the first parts of the entity's
+    multiparts (past a legacy display part, RFC 9788), never inside an attached or forwarded
+    message; None unless it is text/plain and not an attachment."""
+    part = entity
     while part.is_multipart():
         parts = [p for p in part.iter_parts() if p.get_param("hp-legacy-display") is None]
         if not parts or part.get_content_maintype() == "message":
-            return ""
+            return None
         part = parts[0]
     if part.get_content_type() != "text/plain" or part.is_attachment():
+        return None
+    return part
+
+
+def _text(content: bytes) -> str:
+    """The text the commands are read from: the first body part of the signed content
+    (`first_text_part`). Anything but text/plain there: no commands."""
+    try:
+        part = first_text_part(mime.parse(content))
+    except Malformed:
+        return ""
+    if part is None:
         return ""
     try:
         return part.get_content()
@@ -170,7 +187,8 @@ def _text(content: bytes) -> str:
         return ""
 
 
-def _command_lines(content: bytes) -> list[tuple[int, str, re.Match]]:
+def command_lines(content: bytes) -> list[tuple[int, str, re.Match]]:
+    """The command lines at the start of the first text part: (line number from 1, the line, its match)."""
     found = []
     lines = _text(content).replace("\r\n", "\n").split("\n")
     start = next((i for i, line in enumerate(lines) if line.strip()), len(lines))
@@ -185,7 +203,7 @@ def _command_lines(content: bytes) -> list[tuple[int, str, re.Match]]:
 def statement_text(content: bytes) -> str:
     """What follows the command lines in the first text part: the text x-sign-this signs."""
     lines = _text(content).replace("\r\n", "\n").split("\n")
-    found = _command_lines(content)
+    found = command_lines(content)
     return "\n".join(lines[found[-1][0]:] if found else lines)
 
 
@@ -221,20 +239,31 @@ def only_confirms(content: bytes) -> bool:
 def holds_only(content: bytes, keyword: str) -> bool:
     """Whether a request holds `keyword` and nothing else but x-list-name: all that a request
     signed by a key not pinned yet may do (model.PendingKey.command)."""
-    keywords = {m.group(1).lower() for _, _, m in _command_lines(content)}
+    keywords = {m.group(1).lower() for _, _, m in command_lines(content)}
     return keyword in keywords and keywords <= {keyword, "list-name"}
+
+
+RESEND_KEYWORDS = frozenset({"list-name", "resend"})  # what may begin a post to resend it (stages.resend)
+
+
+def is_resend(content: bytes) -> bool:
+    """Whether a post begins with x-resend lines (and x-list-name) and no other command: a
+    resend to outsiders, decided in the worker (listserv.resend), not a misdirected request."""
+    keywords = {m.group(1).lower() for _, _, m in command_lines(content)}
+    return "resend" in keywords and keywords <= RESEND_KEYWORDS
 
 
 def looks_like_request(content: bytes) -> bool:
     """Whether a post begins with a command: then it was meant for LIST-request@, and must not
-    go out to every member."""
-    return any(m.group(1).lower() in BY_KEYWORD for _, _, m in _command_lines(content)[:1])
+    go out to every member -- unless it is a resend (`is_resend`)."""
+    found = command_lines(content)
+    return any(m.group(1).lower() in BY_KEYWORD for _, _, m in found[:1]) and not is_resend(content)
 
 
 def read_request(content: bytes, mailing_list: MailingList, member: Member | None) -> Request:
     """The commands of a request from `member`, checked against COMMANDS and their role."""
     lines, named = [], None
-    for number, text, match in _command_lines(content):
+    for number, text, match in command_lines(content):
         keyword, rest = match.group(1).lower(), match.group(2).strip()
         command = BY_KEYWORD.get(keyword)
         if command is None:

@@ -63,6 +63,7 @@ class Post:
     references: str | None = None
     speaker: str | None = None  # the list's address it comes from (default the list's own)
     auto_submitted: str = ""  # RFC 3834's Auto-Submitted: "auto-replied" or "auto-generated"; "": none
+    to: str | None = None  # an outsider the list writes to (a resend): To them, Reply-To LIST-owner@, no List-*
 
     @classmethod
     def of(cls, opened: Opened, sender: Member, kind: Kind) -> Post:
@@ -244,6 +245,12 @@ def _body_parts(content: Message, mailing_list: MailingList) -> list[EmailMessag
     return [p for p in parts if p.get_content_type() != "text/rfc822-headers"]
 
 
+def rebuilt_parts(content: bytes, mailing_list: MailingList) -> list[EmailMessage]:
+    """The body parts of `content` as the list's message carries them (Content-* headers only,
+    fresh boundaries and Content-IDs): for a copy built elsewhere (listserv.stages.resend)."""
+    return _body_parts(_parse(content), mailing_list)
+
+
 def _text_part(text: str) -> EmailMessage:
     part = EmailMessage(policy=policy.SMTP)
     part.set_content(text, charset="utf-8")
@@ -310,7 +317,8 @@ def compose(post: Post, mailing_list: MailingList, wrapping: Wrapping, *,
     message_id = message_id or new_message_id(mailing_list)
     original = _parse(post.content)
     urgent = post.kind == Kind.ALERT
-    subject = _subject(original, mailing_list, urgent)
+    subject = normalise_subject(str(original.get("Subject") or ""), "", False) if post.to \
+        else _subject(original, mailing_list, urgent)
     date = format_datetime(now.astimezone(timezone.utc))
     display = f"{sender.name} via {mailing_list.name}" if sender else mailing_list.name
     speaker = post.speaker or mailing_list.address
@@ -319,10 +327,15 @@ def compose(post: Post, mailing_list: MailingList, wrapping: Wrapping, *,
     parents = own_thread_ids(post.in_reply_to, mailing_list)
     thread = own_thread_ids(post.references, mailing_list)
 
+    # A resend (post.to) is the list's own word to an outsider: no list headers, no footer,
+    # and answers go to the admins.
+    to = Address(addr_spec=post.to) if post.to else Address(display_name=mailing_list.name, addr_spec=mailing_list.address)
+    reply_to = mailing_list.owner_address if post.to else speaker
+    headers = [] if post.to else list_headers(mailing_list)
     inner = EmailMessage(policy=policy.SMTP)
     inner["From"] = Address(display_name=display, addr_spec=speaker)
-    inner["To"] = Address(display_name=mailing_list.name, addr_spec=mailing_list.address)
-    inner["Reply-To"] = Address(display_name=mailing_list.name, addr_spec=speaker)
+    inner["To"] = to
+    inner["Reply-To"] = Address(display_name=mailing_list.name, addr_spec=reply_to)
     inner["Subject"] = subject
     inner["Date"] = date
     inner["Message-ID"] = message_id
@@ -330,7 +343,7 @@ def compose(post: Post, mailing_list: MailingList, wrapping: Wrapping, *,
         inner["In-Reply-To"] = parents[-1]
     if thread or parents:
         inner["References"] = " ".join(dict.fromkeys(thread + parents))
-    for name, value in [*list_headers(mailing_list), *automatic]:
+    for name, value in [*headers, *automatic]:
         inner[name] = value
     if urgent:
         for name, value in ALERT_HEADERS:
@@ -343,18 +356,20 @@ def compose(post: Post, mailing_list: MailingList, wrapping: Wrapping, *,
     inner.set_param("hp", "cipher")
     inner.set_boundary(_boundary())
     leading = [_text_part(banner)] if banner else []
-    parts = [*leading, *_body_parts(original, mailing_list), _text_part(footer)]
+    parts = [*leading, *_body_parts(original, mailing_list), *([] if post.to else [_text_part(footer)])]
     inner.set_payload(legacy_display.add(parts, _shown_wrongly_outside(inner, outer_from)))
 
     outer_boundary = _boundary()
     outer = EmailMessage(policy=policy.SMTP)
-    for name in ("From", "To"):
-        outer[name] = outer_from
+    outer["From"] = outer_from
+    outer["To"] = to if post.to else outer_from
+    if post.to:
+        outer["Reply-To"] = str(inner["Reply-To"])
     outer["Subject"] = PLACEHOLDER_SUBJECT
     for name in ("Date", "Message-ID", "In-Reply-To", "References"):
         if name in inner:
             outer[name] = str(inner[name])
-    for name, value in [*list_headers(mailing_list), *automatic, *(ALERT_HEADERS if urgent else ())]:
+    for name, value in [*headers, *automatic, *(ALERT_HEADERS if urgent else ())]:
         outer[name] = value
     outer["MIME-Version"] = "1.0"
     outer["Content-Type"] = "multipart/encrypted"

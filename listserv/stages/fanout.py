@@ -89,10 +89,12 @@ class Fanned:
 
 
 def fan_out(composed: Composed, recipients: Sequence[Member], mailing_list: MailingList,
-            keyring: Keyring, verp_key: bytes) -> Fanned:
-    """Encrypt `composed` once for every recipient: a record each with their VERP token and PKESK."""
+            keyring: Keyring, verp_key: bytes, keys_from: Keyring | None = None) -> Fanned:
+    """Encrypt `composed` once for every recipient: a record each with their VERP token and PKESK.
+    `keys_from`: the keyring the recipients' keys are in, when not the list's (a resend's
+    contacts, listserv.contacts); only keys listserv.pkesk encrypts to are used from it."""
     fan = encrypt_for(keyring, mailing_list.fingerprint, [m.fingerprint for m in recipients],
-                      composed.inner) if recipients else Fanout((), {}, ())
+                      composed.inner, keys_from=keys_from) if recipients else Fanout((), {}, ())
     records = tuple(
         Recipient(m.email, verp.token(verp_key, mailing_list.address, m.email),
                   fan.pkesks[m.fingerprint].packet, fan.pkesks[m.fingerprint].batch, m.fingerprint)
@@ -104,6 +106,7 @@ def fan_out(composed: Composed, recipients: Sequence[Member], mailing_list: Mail
 
 def encrypt_for(
     keyring: Keyring, signer: str, recipients: Sequence[str], plaintext: bytes, batch_size: int | None = None,
+    keys_from: Keyring | None = None,
 ) -> Fanout:
     """Sign `plaintext` with the list key `signer` and encrypt it once for all `recipients`.
 
@@ -118,10 +121,10 @@ def encrypt_for(
     groups = [wanted[start:start + size] for start in range(0, len(wanted), size)]
     workers = min(len(groups), os.cpu_count() or 1) or 1
     if workers == 1:
-        results = [_encrypt_group(keyring, signer, group, plaintext) for group in groups]
+        results = [_encrypt_group(keyring, signer, group, plaintext, keys_from) for group in groups]
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(lambda group: _encrypt_group(keyring, signer, group, plaintext), groups))
+            results = list(pool.map(lambda group: _encrypt_group(keyring, signer, group, plaintext, keys_from), groups))
     shared: list[bytes] = []
     pkesks: dict[str, Pkesk] = {}
     for parts in results:
@@ -145,15 +148,16 @@ _GPG_BATCH = 1000  # recipients per gpg call on gpg's own path (argv length, FAN
 
 
 def _encrypt_group(
-    keyring: Keyring, signer: str, wanted: list[str], plaintext: bytes,
+    keyring: Keyring, signer: str, wanted: list[str], plaintext: bytes, keys_from: Keyring | None = None,
 ) -> list[tuple[bytes | None, dict[str, bytes]]]:
-    """One shared packet for the members whose PKESK is built here, and gpg batches for the rest."""
+    """One shared packet for the members whose PKESK is built here, and gpg batches for the rest
+    (none from `keys_from`: gpg's own path needs the keys in the list's keyring)."""
     # gpg signs and encrypts the post to the list's key while the members' keys are listed.
     with ThreadPoolExecutor(max_workers=1) as pool:
         own = pool.submit(_own_copy, keyring, signer, plaintext)
-        keys = keyring.recipient_keys(wanted)  # on an error here, the pool still waits for gpg
+        keys = (keys_from or keyring).recipient_keys(wanted)  # on an error here, the pool still waits for gpg
         direct = {fingerprint: key for fingerprint, key in keys.items() if key is not None}
-        others = [fingerprint for fingerprint, key in keys.items() if key is None]
+        others = [fingerprint for fingerprint, key in keys.items() if key is None and keys_from is None]
         results = []
         if direct:
             shared, session_key = own.result()

@@ -102,19 +102,30 @@ def list_signed(text: str, mailing_list: MailingList, keyring: Keyring, sender: 
         maintype, subtype = mime_type.split("/", 1)
         signed.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename, cte="7bit")
     del signed["MIME-Version"]
-    entity = signed.as_bytes()
+    return signed_message(signed.as_bytes(), subject.removeprefix("Subject:").strip(), mailing_list, keyring,
+                          sender, to, in_reply_to=in_reply_to, automatic=automatic)
+
+
+def signed_message(entity: bytes, subject: str, mailing_list: MailingList, keyring: Keyring, sender: str, to: str,
+                   *, in_reply_to: str | None = None, automatic: str = "", reply_to: str | None = None) -> bytes:
+    """`entity` (a MIME entity, CRLF) signed by the list's key as RFC 3156 §5's
+    multipart/signed, in a message from `sender` to `to`, CRLF; marked Auto-Submitted:
+    `automatic` when one is given."""
     signature = keyring.sign_detached(entity, mailing_list.fingerprint)
     boundary = f"=-{hashlib.sha256(entity).hexdigest()[:32]}"
     head = EmailMessage(policy=policy.SMTP)
     head["From"] = Address(display_name=mailing_list.name, addr_spec=sender)
     head["To"] = parseaddr(to)[1]
-    head["Subject"] = subject.removeprefix("Subject:").strip()
+    if reply_to:
+        head["Reply-To"] = Address(display_name=mailing_list.name, addr_spec=reply_to)
+    head["Subject"] = subject
     head["Date"] = format_datetime(datetime.now(timezone.utc))
     head["Message-ID"] = new_message_id(mailing_list)
     if in_reply_to:
         head["In-Reply-To"] = in_reply_to
         head["References"] = in_reply_to
-    head["Auto-Submitted"] = automatic
+    if automatic:
+        head["Auto-Submitted"] = automatic
     head["MIME-Version"] = "1.0"
     head["Content-Type"] = "multipart/signed"
     head.set_param("micalg", "pgp-sha512")
