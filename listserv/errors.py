@@ -10,6 +10,14 @@
     ├── WrongUser              exit 77 -- the home belongs to another user (the command says whose)
     ├── ConfigProblem          exit 78 -- listserv.toml: unreadable, unknown key or section, wrong type
     ├── CryptoError            exit 1 -- gpg failed (internal detail is logged, never shown to a sender)
+    ├── NotVerified            exit 10-16 -- `listserv verify`: the file does not prove the group said it
+    │   ├── NotSigned          exit 10 -- no signature at all
+    │   ├── OtherSigner        exit 11 -- signed, but not by the list's key
+    │   ├── Altered            exit 12 -- a bad signature, text outside the signed part, a second signature
+    │   ├── Expired            exit 13 -- the list key or the signature has expired
+    │   ├── Revoked            exit 14 -- the list key was revoked
+    │   ├── NotAStatement      exit 15 -- signed by the list key without the statement notation (a post copy)
+    │   └── OtherList          exit 16 -- a statement of another list than the key or --list names
     ├── TemplateError          exit 1 -- a template is missing or cannot be rendered
     ├── Abandoned              exit 1 -- a DATA check ran out of time: it may no longer write anything
     ├── DeliveryDeferred       a copy may go later (4xx, no connection); str() is its reason code
@@ -97,6 +105,45 @@ class ConfigProblem(ListservError):
 class CryptoError(ListservError):
     exit_code = 1
     retry = False  # the same message fails the same way
+
+
+class NotVerified(ListservError):
+    """`listserv verify` found that a file does not prove the group said it: the sentence says
+    why, in words a reader without any OpenPGP knowledge can act on (docs/verify.md)."""
+
+    exit_code = 10
+    retry = False
+
+
+class NotSigned(NotVerified):
+    exit_code = 10
+
+
+class OtherSigner(NotVerified):
+    exit_code = 11
+
+
+class Altered(NotVerified):
+    exit_code = 12
+
+
+class Expired(NotVerified):
+    exit_code = 13
+
+
+class Revoked(NotVerified):
+    exit_code = 14
+
+
+class NotAStatement(NotVerified):
+    """Signed by the list key, but without the statement notation: the list signs every copy of
+    every post too, so a member could lift one out of their mailbox; it is not the group's word."""
+
+    exit_code = 15
+
+
+class OtherList(NotVerified):
+    exit_code = 16
 
 
 class TemplateError(ListservError):

@@ -112,6 +112,8 @@ def command_lines(key: str) -> dict[str, list[str]]:
         "listserv mta postfix": ["mta", "postfix"],
         "listserv mta systemd": ["mta", "systemd"],
         "listserv wkd export": ["wkd", "export", str(Path(key).parent / "wkd-export")],
+        # With --list the list's key is the home's; with --key it needs no home (docs/verify.md).
+        "listserv verify": ["verify", key, "--list", LIST],
     }
 
 

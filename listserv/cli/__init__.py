@@ -238,7 +238,7 @@ def init(app: App) -> None:
 
 
 def _register() -> None:
-    from . import contacts, digests, held, keys, lists, members, mta, queue, serve, wkd  # noqa: F401  (the modules attach their commands)
+    from . import contacts, digests, held, keys, lists, members, mta, queue, serve, verify, wkd  # noqa: F401  (the modules attach their commands)
 
 
 _register()

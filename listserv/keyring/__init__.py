@@ -32,7 +32,7 @@ from pathlib import Path
 from .. import pkesk
 from ..model import iso, split_user_id
 from ..errors import CryptoError, EnvironmentProblem, KeyProblem, TooLarge, Unauthorized
-from . import listing, status
+from . import listing, statement, status
 from .listing import Listed
 from .run import GpgTimeout, OutputTooLarge, Run, run
 from .status import Signature, StatusError
@@ -562,20 +562,30 @@ class Keyring:
             raise CryptoError(f"GnuPG failed to sign (exit {result.returncode}).")
         return result.output
 
+    # -- the group's own voice (keyring.statement, docs/verify.md) ----------------
     def clearsign_statement(self, signer: str, text: bytes, list_address: str) -> bytes:
-        """`text` clearsigned by exactly the key `signer`, with the statement notation."""
-        return self._statement(signer, text, list_address, "--clearsign")
+        """`text` (normalised: statement.normalise) cleartext-signed by exactly the key `signer`
+        with SHA-512 and the statement notation of `list_address`, armored. UsageError for text
+        that cannot be a statement, CryptoError unless gpg signed."""
+        return self._sign_statement(signer, statement.normalise(text), list_address, clear=True)
 
     def sign_statement_detached(self, signer: str, data: bytes, list_address: str) -> bytes:
-        """A binary detached signature of `data` by exactly `signer`, with the statement notation."""
-        return self._statement(signer, data, list_address, "--detach-sign")
+        """A binary detached signature (an attachment's NAME.sig) of `data`, exactly as given,
+        by exactly the key `signer` with SHA-512 and the statement notation of `list_address`."""
+        return self._sign_statement(signer, data, list_address, clear=False)
 
-    def _statement(self, signer: str, data: bytes, list_address: str, how: str) -> bytes:
-        notation = f"statement@{list_address.rpartition('@')[2]}={list_address}"
-        args = ["--local-user", f"{signer}!", "--digest-algo", "SHA512", "--sig-notation", notation, how]
+    def _sign_statement(self, signer: str, data: bytes, list_address: str, *, clear: bool) -> bytes:
+        signer = check_fingerprint(signer)
+        # Said here rather than left to gpg's defaults or a gpg.conf: a statement never
+        # expires, From lines are escaped (mail software rewrites "From " to ">From "), a
+        # detached signature is binary and over the bytes as they are (class 00, not text).
+        form = ["--escape-from-lines", "--clearsign"] if clear else ["--no-armor", "--no-textmode", "--detach-sign"]
+        args = ["--local-user", f"{signer}!", "--digest-algo", "SHA512", "--default-sig-expire", "0",
+                "--no-ask-sig-expire", "--sig-notation", statement.notation(list_address), *form]
         result, lines = self._run("sign a statement", args, data)
-        if result.returncode != 0 or not any(line.keyword == "SIG_CREATED" for line in lines):
-            raise CryptoError(f"GnuPG failed to sign (exit {result.returncode}).")
+        made = [line for line in lines if line.keyword == "SIG_CREATED"]
+        if result.returncode != 0 or len(made) != 1 or made[0][5] != signer or not result.output:
+            raise CryptoError(f"GnuPG failed to sign a statement (exit {result.returncode}).")
         return result.output
 
     def encryption_keys(self, fingerprints: list[str]) -> dict[str, dict[str, str]]:

@@ -13,7 +13,7 @@ from email import policy
 import pytest
 
 from tests.helpers import mail as mf
-from tests.helpers.cli import make_site
+from tests.helpers.cli import Cli, make_site
 from tests.helpers.keys import make_gpg_user
 from tests.helpers.members_clients import decrypt, encrypted_part
 from tests.helpers.server import ServeProcess
@@ -131,6 +131,18 @@ def test_with_quorum_two_one_admin_alone_gets_nothing_signed_two_get_it_and_anyo
     assert gpg_verify(base, list_key, base / "memo.pdf.sig", base / "altered.pdf").returncode != 0
     assert sq_verify(base, list_key, base / "altered.asc").returncode != 0
     assert sq_verify(base, list_key, base / "altered.pdf", base / "memo.pdf.sig").returncode != 0
+
+    # listserv verify: by the key file alone (a reader's, no home), and by the list of the home.
+    reader = Cli(base / "reader-without-a-home")
+    for args in (["--key", str(base / "list-key.asc")], ["--list", LIST]):
+        runner = reader if args[0] == "--key" else cli
+        for good in ("statement.asc", "memo.pdf", "memo.pdf.sig"):
+            done = runner("verify", str(base / good), *args)
+            assert done.exit_code == 0 and done.stdout.startswith(f"signed by the group {LIST} on "), done.stderr
+        (base / "altered.pdf.sig").write_bytes(got["memo.pdf.sig"])
+        for bad in ("altered.asc", "altered.pdf"):
+            done = runner("verify", str(base / bad), *args)
+            assert done.exit_code == 12 and "has been altered since it was signed" in done.stderr
 
     # The record holds the digest, who asked and when -- never the text.
     [round_] = [r for r in json.loads((cli.home / "data" / "listserv.json").read_text())["statements"].values()]
